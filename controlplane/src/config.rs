@@ -1,0 +1,408 @@
+//! The broker configuration file. `configs/dev.toml` is the embedded default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tachyon_engine::EngineConfig;
+use tachyon_net::{IdleStrategy, KernelConfig};
+
+/// The configuration used when `tachyon serve` gets no `--config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../configs/dev.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listeners")]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub shards: Shards,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub sessions: Sessions,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
+    pub net: Net,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `host:port`, e.g. "127.0.0.1:1883" or "[::1]:1883".
+    pub bind: String,
+}
+
+fn default_listeners() -> Vec<Listener> {
+    vec![Listener {
+        bind: "127.0.0.1:1883".into(),
+    }]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shards {
+    /// Number of shards (pinned threads); 0 = one per available core.
+    pub count: usize,
+    /// Pin shard i to `cores[i % len]` (or to core i when `cores` is empty).
+    pub pin_cores: bool,
+    pub cores: Vec<usize>,
+    /// "block" (sleep in epoll_wait) or "spin" (busy-poll, lowest latency, 100% CPU).
+    pub idle: String,
+    /// Messages each cross-shard ring holds.
+    pub ring_capacity: usize,
+}
+
+impl Default for Shards {
+    fn default() -> Self {
+        Shards {
+            count: 0,
+            pin_cores: true,
+            cores: Vec::new(),
+            idle: "block".into(),
+            ring_capacity: 65536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_packet_size: u32,
+    pub receive_maximum: u16,
+    pub max_inflight_messages: u16,
+    pub topic_alias_maximum: u16,
+    pub max_keep_alive: u16,
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+    pub queue_qos0_messages: bool,
+    pub max_output_bytes: usize,
+    pub max_topic_levels: usize,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        Limits {
+            max_packet_size: e.max_packet_size,
+            receive_maximum: e.receive_maximum,
+            max_inflight_messages: e.inflight_max_default,
+            topic_alias_maximum: e.topic_alias_maximum,
+            max_keep_alive: e.keep_alive_max_secs,
+            max_queued_messages: e.queued_messages_max,
+            max_queued_bytes: e.queued_bytes_max,
+            queue_qos0_messages: e.queue_qos0,
+            max_output_bytes: e.output_bytes_max,
+            max_topic_levels: e.topic_levels_max,
+            connect_timeout_ms: e.connect_timeout_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sessions {
+    /// Ceiling on the Session Expiry Interval v5 clients ask for, seconds.
+    pub max_expiry_secs: u32,
+    /// Expiry of v3.1.1 persistent sessions (Clean Session 0), seconds; 4294967295 = never.
+    pub v311_expiry_secs: u32,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            max_expiry_secs: u32::MAX,
+            v311_expiry_secs: u32::MAX,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    pub allow_anonymous: bool,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            allow_anonymous: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Net {
+    pub listen_backlog: i32,
+    /// SO_RCVBUF / SO_SNDBUF for client sockets; 0 keeps the kernel default (autotuning).
+    pub socket_rcvbuf: usize,
+    pub socket_sndbuf: usize,
+    pub shutdown_drain_ms: u64,
+}
+
+impl Default for Net {
+    fn default() -> Self {
+        Net {
+            listen_backlog: 1024,
+            socket_rcvbuf: 0,
+            socket_sndbuf: 0,
+            shutdown_drain_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing filter: "info", "debug", or per module, e.g. "info,tachyon_engine=debug".
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the key, the value and the fix.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    Parse {
+        origin: String,
+        message: String,
+    },
+    Invalid {
+        key: String,
+        value: String,
+        fix: String,
+    },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "config {path}: cannot read: {source} — check the path given to --config")
+            }
+            ConfigError::Parse { origin, message } => {
+                write!(f, "config {origin}: {}", message.trim_end())
+            }
+            ConfigError::Invalid { key, value, fix } => {
+                write!(f, "config: {key} = {value} is not usable — {fix}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(key: &str, value: impl std::fmt::Display, fix: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        fix: fix.into(),
+    }
+}
+
+impl Config {
+    /// Parses and validates TOML text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for syntax, unknown keys and wrong types (the message names the
+    /// key and line); [`ConfigError::Invalid`] for values out of range.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.into(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates a file.
+    ///
+    /// # Errors
+    /// As [`Config::parse`], plus [`ConfigError::Read`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// The embedded default (`configs/dev.toml`).
+    pub fn default_dev() -> Config {
+        Config::parse(DEFAULT_CONFIG, "embedded default").expect("configs/dev.toml is valid")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(invalid("listeners", "[]", "add at least one [[listeners]] with bind = \"127.0.0.1:1883\""));
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.bind.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    &format!("listeners[{i}].bind"),
+                    format!("{:?}", l.bind),
+                    "use host:port with a numeric address, e.g. \"127.0.0.1:1883\" or \"[::1]:1883\"",
+                ));
+            }
+        }
+        if self.shards.count > tachyon_engine::SHARDS_MAX {
+            return Err(invalid("shards.count", self.shards.count, "use at most 64 shards (0 = one per core)"));
+        }
+        if self.shards.idle != "block" && self.shards.idle != "spin" {
+            return Err(invalid("shards.idle", format!("{:?}", self.shards.idle), "use \"block\" or \"spin\""));
+        }
+        if self.shards.ring_capacity < 64 {
+            return Err(invalid("shards.ring_capacity", self.shards.ring_capacity, "use at least 64"));
+        }
+        let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if let Some(&c) = self.shards.cores.iter().find(|&&c| c >= ncpu) {
+            return Err(invalid(
+                "shards.cores",
+                c,
+                &format!("this host has cores 0..{}; list only those", ncpu - 1),
+            ));
+        }
+        let l = &self.limits;
+        if !(64..=tachyon_codec_max()).contains(&l.max_packet_size) {
+            return Err(invalid("limits.max_packet_size", l.max_packet_size, "use 64 ..= 268435455 bytes"));
+        }
+        if l.receive_maximum == 0 {
+            return Err(invalid("limits.receive_maximum", 0, "use 1 ..= 65535"));
+        }
+        if l.max_inflight_messages == 0 {
+            return Err(invalid("limits.max_inflight_messages", 0, "use 1 ..= 65535"));
+        }
+        if l.max_topic_levels == 0 || l.max_topic_levels > 1024 {
+            return Err(invalid("limits.max_topic_levels", l.max_topic_levels, "use 1 ..= 1024"));
+        }
+        if l.max_queued_messages == 0 {
+            return Err(invalid("limits.max_queued_messages", 0, "use at least 1"));
+        }
+        if self.log.format != "text" && self.log.format != "json" {
+            return Err(invalid("log.format", format!("{:?}", self.log.format), "use \"text\" or \"json\""));
+        }
+        Ok(())
+    }
+
+    /// Overrides the first listener's port (`tachyon serve -p`).
+    pub fn override_port(&mut self, port: u16) {
+        if let Some(l) = self.listeners.first_mut() {
+            let mut addr: SocketAddr = l.bind.parse().expect("validated");
+            addr.set_port(port);
+            l.bind = addr.to_string();
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        if self.shards.count == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(tachyon_engine::SHARDS_MAX)
+        } else {
+            self.shards.count
+        }
+    }
+
+    /// Engine settings. `boot_nonce` makes assigned client ids unique across restarts.
+    pub fn engine_config(&self, boot_nonce: u64) -> Arc<EngineConfig> {
+        let l = &self.limits;
+        Arc::new(EngineConfig {
+            max_packet_size: l.max_packet_size,
+            receive_maximum: l.receive_maximum,
+            inflight_max_default: l.max_inflight_messages,
+            topic_alias_maximum: l.topic_alias_maximum,
+            keep_alive_max_secs: l.max_keep_alive,
+            session_expiry_max_secs: self.sessions.max_expiry_secs,
+            session_expiry_v311_secs: self.sessions.v311_expiry_secs,
+            queued_messages_max: l.max_queued_messages,
+            queued_bytes_max: l.max_queued_bytes,
+            queue_qos0: l.queue_qos0_messages,
+            output_bytes_max: l.max_output_bytes,
+            topic_levels_max: l.max_topic_levels,
+            allow_anonymous: self.auth.allow_anonymous,
+            boot_nonce,
+            connect_timeout_ms: l.connect_timeout_ms,
+            ..EngineConfig::default()
+        })
+    }
+
+    /// Kernel driver settings.
+    pub fn kernel_config(&self) -> KernelConfig {
+        let n = self.shard_count();
+        let cores = if !self.shards.pin_cores {
+            Vec::new()
+        } else if self.shards.cores.is_empty() {
+            let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            (0..n).map(|i| i % ncpu).collect()
+        } else {
+            self.shards.cores.clone()
+        };
+        KernelConfig {
+            listeners: self.listeners.iter().map(|l| l.bind.parse().expect("validated")).collect(),
+            shard_count: n,
+            cores,
+            idle: if self.shards.idle == "spin" { IdleStrategy::Spin } else { IdleStrategy::Block },
+            ring_capacity: self.shards.ring_capacity,
+            listen_backlog: self.net.listen_backlog,
+            socket_rcvbuf: self.net.socket_rcvbuf,
+            socket_sndbuf: self.net.socket_sndbuf,
+            shutdown_drain_ms: self.net.shutdown_drain_ms,
+        }
+    }
+}
+
+const fn tachyon_codec_max() -> u32 {
+    268_435_455
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_listens_on_loopback() {
+        let c = Config::default_dev();
+        assert_eq!(c.listeners[0].bind, "127.0.0.1:1883");
+        assert!(c.shard_count() >= 1);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[limits]\nmax_pakcet_size = 10\n", "t").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("max_pakcet_size"), "{s}");
+    }
+
+    #[test]
+    fn bad_value_names_key_value_and_fix() {
+        let e = Config::parse("[limits]\nmax_packet_size = 10\n", "t").unwrap_err();
+        assert_eq!(e.to_string(), "config: limits.max_packet_size = 10 is not usable — use 64 ..= 268435455 bytes");
+        let e = Config::parse("[[listeners]]\nbind = \"localhost\"\n", "t").unwrap_err();
+        assert!(e.to_string().starts_with("config: listeners[0].bind = \"localhost\""), "{e}");
+    }
+
+    #[test]
+    fn port_override_changes_first_listener() {
+        let mut c = Config::default_dev();
+        c.override_port(1999);
+        assert_eq!(c.listeners[0].bind, "127.0.0.1:1999");
+    }
+}

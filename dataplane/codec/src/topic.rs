@@ -1,0 +1,86 @@
+//! Topic Name and Topic Filter syntax (v5 4.7, v3.1.1 4.7).
+
+/// Checks a Topic Name as found in PUBLISH or a Will: non-empty, no `+` or `#`
+/// (v5 [MQTT-3.3.2-2], [MQTT-4.7.3-1]). `Utf8Str` already guarantees the string rules.
+pub fn validate_topic_name(name: &[u8]) -> bool {
+    !name.is_empty() && !name.iter().any(|&b| b == b'+' || b == b'#')
+}
+
+/// Checks a Topic Filter: non-empty (v5 [MQTT-4.7.3-1]); `#` only alone in the last level
+/// ([MQTT-4.7.1-1]); `+` only as a whole level ([MQTT-4.7.1-2]). A shared subscription
+/// `$share/{ShareName}/{filter}` needs a non-empty ShareName without wildcards or `/` and a
+/// non-empty filter after it (v5 [MQTT-4.8.2-1], [MQTT-4.8.2-2]).
+pub fn validate_filter(filter: &[u8]) -> bool {
+    if filter.is_empty() {
+        return false;
+    }
+    if let Some(rest) = filter.strip_prefix(b"$share/") {
+        let Some(slash) = rest.iter().position(|&b| b == b'/') else {
+            return false;
+        };
+        let (group, f) = (&rest[..slash], &rest[slash + 1..]);
+        if group.is_empty() || group.iter().any(|&b| b == b'+' || b == b'#') {
+            return false;
+        }
+        return validate_plain_filter(f);
+    }
+    validate_plain_filter(filter)
+}
+
+fn validate_plain_filter(filter: &[u8]) -> bool {
+    if filter.is_empty() {
+        return false;
+    }
+    let mut levels = filter.split(|&b| b == b'/').peekable();
+    while let Some(level) = levels.next() {
+        let last = levels.peek().is_none();
+        if level.contains(&b'#') && (level != b"#" || !last) {
+            return false;
+        }
+        if level.contains(&b'+') && level != b"+" {
+            return false;
+        }
+    }
+    true
+}
+
+/// Splits `$share/{group}/{filter}` into its parts; `None` for an ordinary filter.
+pub fn split_shared(filter: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = filter.strip_prefix(b"$share/")?;
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    Some((&rest[..slash], &rest[slash + 1..]))
+}
+
+/// True when `filter` contains a wildcard character.
+pub fn has_wildcard(filter: &[u8]) -> bool {
+    filter.iter().any(|&b| b == b'+' || b == b'#')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        for ok in ["a", "a/b", "+", "#", "a/+/b", "a/#", "+/+", "/", "$SYS/#", "$share/g/a/#"] {
+            assert!(validate_filter(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["", "a#", "a/#/b", "a+", "a/b+", "#/a", "$share/g", "$share//a", "$share/g+/a", "$share/g/"] {
+            assert!(!validate_filter(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_topic_name(b"a/b"));
+        assert!(!validate_topic_name(b""));
+        assert!(!validate_topic_name(b"a/+"));
+        assert!(!validate_topic_name(b"a/#"));
+    }
+
+    #[test]
+    fn shared_split() {
+        assert_eq!(split_shared(b"$share/g/a/b"), Some((&b"g"[..], &b"a/b"[..])));
+        assert_eq!(split_shared(b"a/b"), None);
+    }
+}

@@ -1,0 +1,76 @@
+//! Engine limits and policies. Built by the control plane from the TOML configuration; the
+//! engine only reads it. Every knob documents the Mosquitto/EMQX equivalent where one exists.
+
+/// What a shard needs to know to make MQTT decisions.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Largest packet (fixed header included) accepted from clients; advertised to v5 clients as
+    /// Maximum Packet Size. Larger packets are refused from the fixed header alone.
+    pub max_packet_size: u32,
+    /// Receive Maximum advertised to v5 clients: QoS 1/2 PUBLISHes a client may have
+    /// unacknowledged towards us (v5 3.2.2.3.3).
+    pub receive_maximum: u16,
+    /// Outbound inflight window when a client does not state a Receive Maximum (v3.1.1 clients).
+    /// Mosquitto: `max_inflight_messages` (20).
+    pub inflight_max_default: u16,
+    /// Topic Alias Maximum advertised to v5 clients (aliases they may use towards us).
+    pub topic_alias_maximum: u16,
+    /// Keep Alive ceiling; larger client values are replaced by Server Keep Alive (v5).
+    /// 0 means no ceiling.
+    pub keep_alive_max_secs: u16,
+    /// Session Expiry Interval ceiling in seconds for v5 clients; `u32::MAX` means never expire.
+    pub session_expiry_max_secs: u32,
+    /// policy: session expiry for v3.1.1 clients with Clean Session 0 (the spec keeps them
+    /// forever; Mosquitto's `persistent_client_expiration`). `u32::MAX` = never.
+    pub session_expiry_v311_secs: u32,
+    /// Messages held per session while offline or beyond the inflight window.
+    /// Mosquitto: `max_queued_messages` (1000).
+    pub queued_messages_max: usize,
+    /// Bytes of payload held per session in that queue. Mosquitto: `max_queued_bytes`.
+    pub queued_bytes_max: usize,
+    /// policy: also queue QoS 0 messages for offline persistent sessions
+    /// (Mosquitto `queue_qos0_messages`, default false).
+    pub queue_qos0: bool,
+    /// Bytes of encoded output allowed to wait on one connection. Beyond it QoS 0 messages to
+    /// that connection are dropped and counted.
+    pub output_bytes_max: usize,
+    /// Topic levels allowed in a Topic Name or Filter (EMQX `max_topic_levels`, 128).
+    pub topic_levels_max: usize,
+    /// Accept clients without a user name (the authentication hook; real authentication comes
+    /// with the security layer).
+    pub allow_anonymous: bool,
+    /// Prefix of Assigned Client Identifiers; the shard id and a counter follow.
+    pub assigned_id_prefix: String,
+    /// Unique per broker start (supplied by the driver, which may read an RNG or the clock), so
+    /// that Assigned Client Identifiers do not repeat across restarts.
+    pub boot_nonce: u64,
+    /// Wait this long for a CONNECT after the TCP connection opens.
+    pub connect_timeout_ms: u64,
+    /// Outbound PUBLISHes whose payload is at most this size are copied into the header chunk;
+    /// larger payloads are sent by reference (writev), saving the copy.
+    pub inline_payload_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 1024,
+            inflight_max_default: 64,
+            topic_alias_maximum: 16,
+            keep_alive_max_secs: 0,
+            session_expiry_max_secs: u32::MAX,
+            session_expiry_v311_secs: u32::MAX,
+            queued_messages_max: 1000,
+            queued_bytes_max: 64 * 1024 * 1024,
+            queue_qos0: false,
+            output_bytes_max: 4 * 1024 * 1024,
+            topic_levels_max: 128,
+            allow_anonymous: true,
+            assigned_id_prefix: "tachyon-".to_string(),
+            boot_nonce: 0,
+            connect_timeout_ms: 10_000,
+            inline_payload_max: 512,
+        }
+    }
+}

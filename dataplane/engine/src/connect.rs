@@ -1,0 +1,314 @@
+//! CONNECT and CONNACK (v5 3.1, 3.2; v3.1.1 3.1, 3.2), and the dispatch of packets by
+//! connection state.
+
+use tachyon_codec::{
+    ConnAck, Connect, Packet, PacketId, Properties, ProtocolVersion, ReasonCode, Utf8Str,
+};
+
+use crate::engine::{ConnState, Engine, Timer};
+use crate::mail::{home_shard, Mail};
+use crate::violation::Violation;
+use crate::ConnId;
+
+/// Packets a client may send ahead of CONNACK before we stop buffering them.
+const PENDING_PACKETS_MAX: usize = 1024;
+
+impl Engine {
+    pub(crate) fn handle_packet(&mut self, now: u64, conn: ConnId, packet: Packet) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        match c.state {
+            ConnState::AwaitConnect => match packet {
+                Packet::Connect(connect) => self.on_connect(now, conn, connect),
+                // v5 [MQTT-3.1.0-1], v3.1.1 [MQTT-3.1.0-1]
+                _ => self.violation(now, conn, Violation::FirstPacketNotConnect, None),
+            },
+            ConnState::Claiming => match packet {
+                Packet::Connect(_) => self.violation(now, conn, Violation::SecondConnect, None),
+                p => {
+                    if c.pending.len() >= PENDING_PACKETS_MAX {
+                        let v = Violation::TooManyPacketsBeforeConnack {
+                            max: PENDING_PACKETS_MAX,
+                        };
+                        self.violation(now, conn, v, None);
+                    } else {
+                        c.pending.push_back(p);
+                    }
+                }
+            },
+            ConnState::Connected => self.handle_connected(now, conn, packet),
+            ConnState::Closing => {}
+        }
+    }
+
+    fn handle_connected(&mut self, now: u64, conn: ConnId, packet: Packet) {
+        match packet {
+            Packet::Publish(p) => self.on_publish(now, conn, p),
+            Packet::PubAck(r) => self.on_puback(now, conn, r.packet_id),
+            Packet::PubRec(r) => self.on_pubrec(now, conn, r.packet_id, r.reason),
+            Packet::PubRel(r) => self.on_pubrel(conn, r.packet_id),
+            Packet::PubComp(r) => self.on_pubcomp(now, conn, r.packet_id),
+            Packet::Subscribe(s) => self.on_subscribe(now, conn, s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(conn, u),
+            // v5 [MQTT-3.12.4-1]: the Server MUST send PINGRESP in response to PINGREQ.
+            Packet::PingReq => self.send_packet(conn, &Packet::PingResp),
+            Packet::Disconnect(d) => self.on_disconnect(now, conn, d),
+            // v5 [MQTT-3.1.0-2], v3.1.1 [MQTT-3.1.0-2]
+            Packet::Connect(_) => self.violation(now, conn, Violation::SecondConnect, None),
+            Packet::Auth(_) => self.violation(now, conn, Violation::AuthNotSupported, None),
+            Packet::ConnAck(_) => self.server_only(now, conn, "CONNACK"),
+            Packet::SubAck(_) => self.server_only(now, conn, "SUBACK"),
+            Packet::UnsubAck(_) => self.server_only(now, conn, "UNSUBACK"),
+            Packet::PingResp => self.server_only(now, conn, "PINGRESP"),
+        }
+    }
+
+    fn server_only(&mut self, now: u64, conn: ConnId, packet: &'static str) {
+        self.violation(now, conn, Violation::ServerOnlyPacket { packet }, None);
+    }
+
+    pub(crate) fn send_connack_refusal(&mut self, conn: ConnId, reason: ReasonCode) {
+        self.stats.connects_refused += 1;
+        self.send_packet(
+            conn,
+            &Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason,
+                properties: Properties::default(),
+            }),
+        );
+    }
+
+    fn refuse_connect(&mut self, now: u64, conn: ConnId, reason: ReasonCode, why: &str) {
+        if let Some(c) = self.conns.get(&conn) {
+            tracing::info!(shard = self.shard, client_id = c.client_label(), peer = %c.peer, reason = %reason, "connection refused: {why}");
+        }
+        self.send_connack_refusal(conn, reason);
+        self.begin_close(now, conn, false);
+    }
+
+    fn on_connect(&mut self, now: u64, conn: ConnId, mut connect: Box<Connect>) {
+        let version = connect.version;
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        c.version = Some(version);
+
+        let mut client_id = connect.client_id.clone();
+        let mut assigned = false;
+        if client_id.is_empty() {
+            if version == ProtocolVersion::V311 && !connect.clean_start {
+                // v3.1.1 [MQTT-3.1.3-8]: zero-length id with CleanSession 0 -> return code 2.
+                self.refuse_connect(
+                    now,
+                    conn,
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    "empty client identifier with clean session 0",
+                );
+                return;
+            }
+            // v5 [MQTT-3.1.3-6], v3.1.1 [MQTT-3.1.3-6]: assign a unique identifier.
+            self.assigned_ids += 1;
+            let id = format!(
+                "{}{:x}-{}-{}",
+                self.cfg.assigned_id_prefix, self.cfg.boot_nonce, self.shard, self.assigned_ids
+            );
+            client_id = Utf8Str::from_string(id).expect("assigned ids are short ASCII");
+            assigned = true;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.client_id = Some(client_id.clone());
+        }
+
+        // The authentication hook. Extended authentication (AUTH) is not offered.
+        if connect.properties.authentication_method.is_some() {
+            // v5 [MQTT-4.12.0-1]: unsupported method -> CONNACK 0x8C and close.
+            self.refuse_connect(
+                now,
+                conn,
+                ReasonCode::BAD_AUTHENTICATION_METHOD,
+                "extended authentication is not configured",
+            );
+            return;
+        }
+        if !self.cfg.allow_anonymous {
+            let (reason, why) = if connect.username.is_none() {
+                (ReasonCode::NOT_AUTHORIZED, "anonymous access is disabled (auth.allow_anonymous)")
+            } else {
+                (ReasonCode::BAD_USER_NAME_OR_PASSWORD, "no credential store is configured")
+            };
+            self.refuse_connect(now, conn, reason, why);
+            return;
+        }
+
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        // Keep Alive: a ceiling, if configured, is announced as Server Keep Alive (v5 3.2.2.3.14).
+        let mut keep_alive = connect.keep_alive_secs;
+        let max = self.cfg.keep_alive_max_secs;
+        if version == ProtocolVersion::V5 && max > 0 && (keep_alive == 0 || keep_alive > max) {
+            keep_alive = max;
+        }
+        c.keep_alive_ms = keep_alive as u64 * 1000;
+        c.max_packet_out = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+        c.alias_out_max = connect.properties.topic_alias_maximum.unwrap_or(0);
+        c.alias_in = vec![None; self.cfg.topic_alias_maximum as usize];
+        c.expiry_zero_at_connect = connect.properties.session_expiry_interval.unwrap_or(0) == 0;
+        c.will = connect.will.take();
+        c.state = ConnState::Claiming;
+        if assigned {
+            connect.client_id = Utf8Str::default();
+        }
+        c.connect = Some(connect);
+
+        // Find the session wherever it lives: ask the client id's home shard.
+        let home = home_shard(client_id.as_bytes(), self.shard_count);
+        self.send_mail(
+            home,
+            Mail::Claim {
+                client_id,
+                shard: self.shard,
+                conn,
+            },
+        );
+    }
+
+    /// The claimed session (or none) arrived: decide Session Present, attach, send CONNACK,
+    /// resend what was inflight, and run the packets that came in meanwhile.
+    pub(crate) fn complete_connect(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        client_id: tachyon_codec::Utf8Str,
+        old: Option<Box<crate::session::Session>>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let connect = c.connect.take().expect("a claiming connection keeps its CONNECT");
+        let version = connect.version;
+        let assigned = connect.client_id.is_empty();
+
+        // Session Expiry Interval (v5 3.1.2.11); v3.1.1 CleanSession 1 lasts as long as the
+        // connection (v3.1.1 [MQTT-3.1.2-6]), CleanSession 0 uses the configured policy.
+        let requested = match version {
+            ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+            ProtocolVersion::V311 if connect.clean_start => 0,
+            ProtocolVersion::V311 => self.cfg.session_expiry_v311_secs,
+        };
+        let expiry = if version == ProtocolVersion::V5 {
+            requested.min(self.cfg.session_expiry_max_secs)
+        } else {
+            requested
+        };
+
+        let mut present = false;
+        let mut session = match old {
+            // v5 [MQTT-3.1.2-5], v3.1.1 [MQTT-3.1.2-4]: resume the existing session.
+            Some(mut s) if !connect.clean_start => {
+                present = true;
+                // v5 [MQTT-3.1.3-9]: a resumed session cancels the pending Will.
+                s.pending_will = None;
+                s
+            }
+            old => {
+                // v5 [MQTT-3.1.2-4], v3.1.1 [MQTT-3.1.2-6]: Clean Start discards the session.
+                if let Some(mut s) = old {
+                    if let Some(p) = s.pending_will.take() {
+                        // The old session ends here, so its delayed Will is due now.
+                        self.publish_will(now, &s.client_id, p.will);
+                    }
+                }
+                Box::new(crate::session::Session::new(client_id.clone(), version, conn))
+            }
+        };
+        session.version = version;
+        session.claim = conn;
+        session.expiry_secs = expiry;
+        session.conn = Some(conn);
+        session.epoch += 1;
+        session.receive_maximum = match version {
+            ProtocolVersion::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
+            ProtocolVersion::V311 => self.cfg.inflight_max_default,
+        };
+        let skey = self.sessions.insert(*session);
+        self.session_by_client.insert(client_id.clone(), skey);
+        self.register_subscriptions(skey);
+
+        let c = self.conns.get_mut(&conn).expect("checked above");
+        c.state = ConnState::Connected;
+        c.session = Some(skey);
+        let keep_alive_ms = c.keep_alive_ms;
+        self.stats.clients_connected += 1;
+
+        // CONNACK (v5 3.2).
+        let mut props = Properties::default();
+        if version == ProtocolVersion::V5 {
+            if assigned {
+                // v5 [MQTT-3.2.2-16]
+                props.assigned_client_identifier = Some(client_id.clone());
+            }
+            if requested != expiry {
+                props.session_expiry_interval = Some(expiry);
+            }
+            // v5 [MQTT-3.2.2-21]: the client uses Server Keep Alive when we send one.
+            let effective = (keep_alive_ms / 1000) as u16;
+            if effective != connect.keep_alive_secs {
+                props.server_keep_alive = Some(effective);
+            }
+            props.receive_maximum = Some(self.cfg.receive_maximum);
+            props.maximum_packet_size = Some(self.cfg.max_packet_size);
+            props.topic_alias_maximum = Some(self.cfg.topic_alias_maximum);
+        }
+        self.send_packet(
+            conn,
+            &Packet::ConnAck(ConnAck {
+                // v3.1.1 [MQTT-3.2.2-1], v5 [MQTT-3.2.2-2]: 0 after a clean start.
+                session_present: present,
+                reason: ReasonCode::SUCCESS,
+                properties: props,
+            }),
+        );
+        if keep_alive_ms > 0 {
+            self.arm(now + keep_alive_ms * 3 / 2, Timer::KeepAlive(conn));
+        }
+        let peer = self.conns.get(&conn).map(|c| c.peer);
+        tracing::info!(
+            shard = self.shard,
+            client_id = %client_id,
+            peer = ?peer,
+            version = ?version,
+            clean_start = connect.clean_start,
+            session_present = present,
+            keep_alive_secs = keep_alive_ms / 1000,
+            "client connected"
+        );
+
+        // v5 [MQTT-4.4.0-1], v3.1.1 [MQTT-4.4.0-1]: resend unacknowledged PUBLISH (DUP set)
+        // and PUBREL with their original Packet Identifiers, in their original order.
+        self.resend_inflight(now, skey, conn);
+        self.fill_window(now, skey);
+
+        let pending = match self.conns.get_mut(&conn) {
+            Some(c) => std::mem::take(&mut c.pending),
+            None => return,
+        };
+        for p in pending {
+            self.handle_packet(now, conn, p);
+        }
+    }
+
+    fn resend_inflight(&mut self, now: u64, skey: crate::engine::SessionKey, conn: ConnId) {
+        let Some(s) = self.sessions.get(skey) else { return };
+        let mut order: Vec<(u64, u16)> = s.inflight.iter().map(|(id, i)| (i.seq, *id)).collect();
+        order.sort_unstable();
+        for (_, id) in order {
+            let Some(s) = self.sessions.get(skey) else { return };
+            let Some(inf) = s.inflight.get(&id) else { continue };
+            let pid = PacketId::new(id).expect("inflight ids are non-zero");
+            match inf.state {
+                crate::session::OutState::AwaitPubComp => {
+                    self.send_packet(conn, &Packet::PubRel(tachyon_codec::PubResp::new(pid, ReasonCode::SUCCESS)));
+                }
+                _ => {
+                    let d = inf.delivery.clone();
+                    self.write_publish(now, conn, &d, Some(pid), true);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Which shard owns which session. Every Client Identifier has a home shard (a stable hash);
+//! the home keeps `client id -> (owner shard, claim)` and serialises claims, so two connections
+//! with one id, on any shards, are ordered and the older one is taken over.
+//!
+//! ```text
+//!   new conn on B ──Claim──▶ home H ──Evict──▶ owner A ──Transfer(session)──▶ B ── CONNACK
+//!                             (no owner) ─────────────────Transfer(none)─────▶ B
+//! ```
+
+use tachyon_codec::{ProtocolVersion, ReasonCode, Utf8Str};
+
+use crate::engine::{ConnState, Engine};
+use crate::mail::{home_shard, Mail};
+use crate::session::{PendingWill, Session};
+use crate::{ConnId, ShardId};
+
+impl Engine {
+    /// At the home shard: record the new owner and ask the old one for the session.
+    pub(crate) fn on_claim(&mut self, client_id: Utf8Str, shard: ShardId, conn: ConnId) {
+        match self.directory.insert(client_id.clone(), (shard, conn)) {
+            Some((owner_shard, owner)) => self.send_mail(
+                owner_shard,
+                Mail::Evict {
+                    client_id,
+                    owner,
+                    to_shard: shard,
+                    to_conn: conn,
+                },
+            ),
+            None => self.send_mail(
+                shard,
+                Mail::Transfer {
+                    client_id,
+                    conn,
+                    session: None,
+                },
+            ),
+        }
+    }
+
+    /// At the home shard: the owner's session ended; forget it unless someone claimed since.
+    pub(crate) fn on_release(&mut self, client_id: Utf8Str, shard: ShardId, claim: ConnId) {
+        if self.directory.get(&client_id) == Some(&(shard, claim)) {
+            self.directory.remove(&client_id);
+        }
+    }
+
+    /// At the owner: hand the session to the new connection, closing ours (takeover).
+    pub(crate) fn on_evict(
+        &mut self,
+        now: u64,
+        client_id: Utf8Str,
+        owner: ConnId,
+        to_shard: ShardId,
+        to_conn: ConnId,
+    ) {
+        let skey = self
+            .session_by_client
+            .get(&client_id)
+            .copied()
+            .filter(|k| self.sessions.get(*k).is_some_and(|s| s.claim == owner));
+        if let Some(skey) = skey {
+            let live = self.sessions.get(skey).and_then(|s| s.conn);
+            if let Some(old) = live {
+                self.stats.takeovers += 1;
+                if let Some(c) = self.conns.get(&old) {
+                    tracing::info!(shard = self.shard, client_id = %client_id, peer = %c.peer, "session taken over by a new connection");
+                    if c.version() == ProtocolVersion::V5 {
+                        // v5 [MQTT-3.1.4-3]: DISCONNECT 0x8E to the existing connection.
+                        self.send_disconnect(old, ReasonCode::SESSION_TAKEN_OVER, None);
+                    }
+                }
+                // The old connection ends without DISCONNECT: its Will is published now if
+                // it has no delay; a delayed Will travels with the session and is dropped if
+                // the new connection resumes it (v5 3.1.3.2.2).
+                let will = self.conns.get_mut(&old).and_then(|c| c.will.take());
+                self.close_detached(old);
+                let s = self.sessions.get_mut(skey).expect("resolved above");
+                s.conn = None;
+                s.epoch += 1;
+                self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
+                if let Some(w) = will {
+                    let delay = w.properties.will_delay_interval.unwrap_or(0);
+                    if delay == 0 {
+                        let id = client_id.clone();
+                        self.publish_will(now, &id, w);
+                    } else {
+                        let s = self.sessions.get_mut(skey).expect("resolved above");
+                        s.pending_will = Some(PendingWill {
+                            will: w,
+                            due_ms: now + delay as u64 * 1000,
+                        });
+                    }
+                }
+            }
+            let session = self.take_session(skey);
+            self.send_mail(
+                to_shard,
+                Mail::Transfer {
+                    client_id,
+                    conn: to_conn,
+                    session: session.map(Box::new),
+                },
+            );
+            return;
+        }
+        // Our own claim for this id is still in flight: pass the session on when it arrives.
+        if let Some(c) = self.conns.get_mut(&owner) {
+            if c.state == ConnState::Claiming && c.client_id.as_ref() == Some(&client_id) {
+                c.forward_to = Some((to_shard, to_conn));
+                return;
+            }
+        }
+        self.send_mail(
+            to_shard,
+            Mail::Transfer {
+                client_id,
+                conn: to_conn,
+                session: None,
+            },
+        );
+    }
+
+    /// At the claiming shard: the session (or none) arrived.
+    pub(crate) fn on_transfer(
+        &mut self,
+        now: u64,
+        client_id: Utf8Str,
+        conn: ConnId,
+        session: Option<Box<Session>>,
+    ) {
+        let claiming = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.state == ConnState::Claiming);
+        if claiming {
+            let forward = self.conns.get(&conn).and_then(|c| c.forward_to);
+            if let Some((to_shard, to_conn)) = forward {
+                // A newer connection claimed the id while we waited: it wins (takeover
+                // before CONNACK, so this one is only closed).
+                self.stats.takeovers += 1;
+                self.close_detached(conn);
+                self.send_mail(
+                    to_shard,
+                    Mail::Transfer {
+                        client_id,
+                        conn: to_conn,
+                        session,
+                    },
+                );
+                return;
+            }
+            self.complete_connect(now, conn, client_id, session);
+            return;
+        }
+        // The connection went away while claiming. The directory names us as owner now, so
+        // keep the session as an offline one (it may still have queued messages).
+        match session {
+            Some(mut s) => {
+                s.claim = conn;
+                s.conn = None;
+                s.epoch += 1;
+                let skey = self.sessions.insert(*s);
+                self.session_by_client.insert(client_id, skey);
+                self.register_subscriptions(skey);
+                self.after_detach(now, skey, None);
+            }
+            None => {
+                let home = home_shard(client_id.as_bytes(), self.shard_count);
+                self.send_mail(
+                    home,
+                    Mail::Release {
+                        client_id,
+                        shard: self.shard,
+                        claim: conn,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Removes a session from this shard (unsubscribing it from the tries) and returns it.
+    pub(crate) fn take_session(&mut self, skey: crate::engine::SessionKey) -> Option<Session> {
+        self.unregister_subscriptions(skey);
+        let s = self.sessions.remove(skey)?;
+        if self.session_by_client.get(&s.client_id) == Some(&skey) {
+            self.session_by_client.remove(&s.client_id);
+        }
+        Some(s)
+    }
+}

@@ -1,0 +1,594 @@
+//! The shard's state and its handle/poll surface. The MQTT flows live in sibling modules:
+//! `connect` (CONNECT, CONNACK), `publish` (QoS 0/1/2 both ways, retained, routing),
+//! `subscribe` (SUBSCRIBE, UNSUBSCRIBE, tries), `directory` (client ids across shards, takeover)
+//! and `lifecycle` (close, wills, expiry, timers).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tachyon_codec::{
+    decode, encode, Connect, Packet, ProtocolVersion, SubscriptionOptions, Utf8Str, Will,
+};
+
+use crate::config::EngineConfig;
+use crate::mail::Mail;
+use crate::message::Message;
+use crate::out::OutQueue;
+use crate::session::Session;
+use crate::stats::Stats;
+use crate::topic::Trie;
+use crate::violation::Violation;
+use crate::{ConnId, ShardId, SHARDS_MAX};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    /// TCP is up, no CONNECT yet.
+    AwaitConnect,
+    /// CONNECT accepted; waiting for the session from the directory (`Mail::Transfer`).
+    Claiming,
+    Connected,
+    /// Closed by the engine; output is flushed by the driver, then the socket closes.
+    Closing,
+}
+
+/// One network connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub peer: SocketAddr,
+    pub state: ConnState,
+    pub version: Option<ProtocolVersion>,
+    pub client_id: Option<Utf8Str>,
+    pub session: Option<SessionKey>,
+    /// The CONNECT being processed while the session is claimed.
+    pub connect: Option<Box<Connect>>,
+    pub keep_alive_ms: u64,
+    pub last_rx_ms: u64,
+    pub out: OutQueue,
+    pub dirty: bool,
+    /// Client's Maximum Packet Size (v5 [MQTT-3.1.2-24]).
+    pub max_packet_out: u32,
+    /// Inbound Topic Aliases, index alias - 1.
+    pub alias_in: Vec<Option<Utf8Str>>,
+    /// Outbound Topic Aliases we assigned, bounded by the client's Topic Alias Maximum.
+    pub alias_out: HashMap<Bytes, u16>,
+    pub alias_out_max: u16,
+    pub will: Option<Will>,
+    /// Set when another connection claimed this client id while we were still claiming it.
+    pub forward_to: Option<(ShardId, ConnId)>,
+    /// CONNECT had Session Expiry Interval 0 (v5 [MQTT-3.14.2-2]).
+    pub expiry_zero_at_connect: bool,
+    /// Packets that arrived after CONNECT while the session was being claimed; clients need
+    /// not wait for CONNACK (v5 3.1.4), so they are processed once it is sent.
+    pub pending: VecDeque<Packet>,
+}
+
+impl Conn {
+    pub fn version(&self) -> ProtocolVersion {
+        self.version.unwrap_or(ProtocolVersion::V5)
+    }
+
+    /// Client id for logs ("-" before CONNECT).
+    pub fn client_label(&self) -> &str {
+        self.client_id.as_ref().map(|c| c.as_str()).unwrap_or("-")
+    }
+}
+
+/// Index and generation of a session in the shard's slab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SessionKey {
+    idx: u32,
+    gen: u32,
+}
+
+/// Sessions of this shard. Keys stay valid until the session is removed; a stale key resolves
+/// to nothing, which makes old timers harmless.
+#[derive(Debug, Default)]
+pub(crate) struct SessionSlab {
+    entries: Vec<(u32, Option<Session>)>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl SessionSlab {
+    pub fn insert(&mut self, s: Session) -> SessionKey {
+        self.len += 1;
+        if let Some(idx) = self.free.pop() {
+            let e = &mut self.entries[idx as usize];
+            e.0 = e.0.wrapping_add(1);
+            e.1 = Some(s);
+            return SessionKey { idx, gen: e.0 };
+        }
+        self.entries.push((0, Some(s)));
+        SessionKey {
+            idx: (self.entries.len() - 1) as u32,
+            gen: 0,
+        }
+    }
+    pub fn get(&self, k: SessionKey) -> Option<&Session> {
+        match self.entries.get(k.idx as usize) {
+            Some((g, Some(s))) if *g == k.gen => Some(s),
+            _ => None,
+        }
+    }
+    pub fn get_mut(&mut self, k: SessionKey) -> Option<&mut Session> {
+        match self.entries.get_mut(k.idx as usize) {
+            Some((g, Some(s))) if *g == k.gen => Some(s),
+            _ => None,
+        }
+    }
+    pub fn remove(&mut self, k: SessionKey) -> Option<Session> {
+        let e = self.entries.get_mut(k.idx as usize)?;
+        if e.0 != k.gen || e.1.is_none() {
+            return None;
+        }
+        self.len -= 1;
+        self.free.push(k.idx);
+        e.1.take()
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    ConnectTimeout(ConnId),
+    KeepAlive(ConnId),
+    WillDelay(SessionKey, u64),
+    SessionExpiry(SessionKey, u64),
+}
+
+/// A subscription as the local trie holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalSub {
+    pub session: SessionKey,
+    pub options: SubscriptionOptions,
+    pub id: Option<u32>,
+}
+
+#[derive(Debug)]
+pub(crate) struct LocalGroup {
+    pub name: Utf8Str,
+    pub members: Vec<LocalSub>,
+    pub next: usize,
+}
+
+/// Local trie node value: this shard's subscriptions of one filter.
+#[derive(Debug, Default)]
+pub(crate) struct LocalSubs {
+    pub normal: Vec<LocalSub>,
+    pub shared: Vec<LocalGroup>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RouteGroup {
+    pub name: Utf8Str,
+    /// Members per shard.
+    pub counts: Vec<u32>,
+    /// Round-robin position; a `Cell` so that matching can pick while the trie is borrowed.
+    pub next: std::cell::Cell<u64>,
+}
+
+impl RouteGroup {
+    /// policy: shared subscriptions are served round robin over all members of the group,
+    /// across shards: the n-th message goes to the shard holding member n mod members.
+    pub fn pick(&self) -> Option<ShardId> {
+        let total: u64 = self.counts.iter().map(|&c| c as u64).sum();
+        if total == 0 {
+            return None;
+        }
+        let n = self.next.get();
+        self.next.set(n.wrapping_add(1));
+        let mut r = n % total;
+        for (shard, &c) in self.counts.iter().enumerate() {
+            if r < c as u64 {
+                return Some(shard);
+            }
+            r -= c as u64;
+        }
+        None
+    }
+}
+
+/// Routing trie node value: which shards subscribe to one filter.
+#[derive(Debug)]
+pub(crate) struct RouteEntry {
+    pub filter: Utf8Str,
+    /// Bit `s` set: shard `s` has ordinary subscribers.
+    pub shards: u64,
+    pub shared: Vec<RouteGroup>,
+}
+
+/// One broker shard. See the crate docs for the handle/poll contract.
+pub struct Engine {
+    pub(crate) shard: ShardId,
+    pub(crate) shard_count: usize,
+    pub(crate) cfg: Arc<EngineConfig>,
+    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) sessions: SessionSlab,
+    pub(crate) session_by_client: HashMap<Utf8Str, SessionKey>,
+    /// Directory of the client ids whose home is this shard: who owns the session.
+    pub(crate) directory: HashMap<Utf8Str, (ShardId, ConnId)>,
+    pub(crate) local: Trie<LocalSubs>,
+    pub(crate) routes: Trie<RouteEntry>,
+    pub(crate) retained: Trie<Arc<Message>>,
+    pub(crate) timers: BinaryHeap<Reverse<(u64, Timer)>>,
+    pub(crate) dirty: Vec<ConnId>,
+    pub(crate) closing: VecDeque<ConnId>,
+    pub(crate) outbox: VecDeque<(ShardId, Mail)>,
+    pub(crate) self_mail: VecDeque<Mail>,
+    pub(crate) scratch: BytesMut,
+    pub(crate) assigned_ids: u64,
+    pub(crate) now_ms: u64,
+    pub(crate) shutting_down: bool,
+    pub(crate) stats: Stats,
+}
+
+impl Engine {
+    /// A shard `shard` of `shard_count`.
+    ///
+    /// # Panics
+    /// If `shard >= shard_count` or `shard_count` is 0 or above [`SHARDS_MAX`].
+    pub fn new(shard: ShardId, shard_count: usize, cfg: Arc<EngineConfig>) -> Engine {
+        assert!(shard_count > 0 && shard_count <= SHARDS_MAX, "1..=64 shards");
+        assert!(shard < shard_count, "shard index within shard count");
+        Engine {
+            shard,
+            shard_count,
+            cfg,
+            conns: HashMap::new(),
+            sessions: SessionSlab::default(),
+            session_by_client: HashMap::new(),
+            directory: HashMap::new(),
+            local: Trie::new(),
+            routes: Trie::new(),
+            retained: Trie::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            closing: VecDeque::new(),
+            outbox: VecDeque::new(),
+            self_mail: VecDeque::new(),
+            scratch: BytesMut::with_capacity(64 * 1024),
+            assigned_ids: 0,
+            now_ms: 0,
+            shutting_down: false,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Connections currently open on this shard.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Sessions (connected or not) held by this shard.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Retained messages in this shard's replica of the retained store.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// A new TCP connection. The engine expects CONNECT within `connect_timeout_ms`.
+    pub fn handle_open(&mut self, now: u64, conn: ConnId, peer: SocketAddr) {
+        self.now_ms = now;
+        self.stats.connections_opened += 1;
+        let c = Conn {
+            peer,
+            state: ConnState::AwaitConnect,
+            version: None,
+            client_id: None,
+            session: None,
+            connect: None,
+            keep_alive_ms: 0,
+            last_rx_ms: now,
+            out: OutQueue::default(),
+            dirty: false,
+            max_packet_out: u32::MAX,
+            alias_in: Vec::new(),
+            alias_out: HashMap::new(),
+            alias_out_max: 0,
+            will: None,
+            forward_to: None,
+            expiry_zero_at_connect: false,
+            pending: VecDeque::new(),
+        };
+        if self.shutting_down {
+            self.conns.insert(conn, c);
+            self.begin_close(now, conn, false);
+            return;
+        }
+        self.conns.insert(conn, c);
+        self.arm(now + self.cfg.connect_timeout_ms, Timer::ConnectTimeout(conn));
+        tracing::debug!(shard = self.shard, conn = conn.0, peer = %peer, "connection opened");
+    }
+
+    /// Bytes arrived on `conn`. Every complete packet at the front of `rx` is split off and
+    /// processed; a partial packet stays in `rx` for the next call.
+    pub fn handle_bytes(&mut self, now: u64, conn: ConnId, rx: &mut BytesMut) {
+        self.now_ms = now;
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                rx.clear();
+                return;
+            };
+            if matches!(c.state, ConnState::Closing) {
+                rx.clear();
+                return;
+            }
+            if rx.is_empty() {
+                break;
+            }
+            c.last_rx_ms = now;
+            let version = c.version;
+            let before = rx.len();
+            match decode(rx, version, self.cfg.max_packet_size as usize) {
+                Ok(None) => break,
+                Ok(Some(packet)) => {
+                    self.stats.bytes_received += (before - rx.len()) as u64;
+                    self.handle_packet(now, conn, packet);
+                }
+                Err(e) => {
+                    let level = tachyon_codec::peek_connect_level(rx);
+                    self.violation(now, conn, Violation::Decode(e), level);
+                    rx.clear();
+                    break;
+                }
+            }
+        }
+        self.drain_self_mail(now);
+    }
+
+    /// The driver saw the connection end (peer closed, reset, I/O error), or finished closing a
+    /// connection from [`Engine::poll_close`]. Idempotent.
+    pub fn handle_closed(&mut self, now: u64, conn: ConnId) {
+        self.now_ms = now;
+        if let Some(c) = self.conns.get(&conn) {
+            if c.state != ConnState::Closing {
+                tracing::debug!(shard = self.shard, client_id = c.client_label(), peer = %c.peer, "connection lost");
+                // Not closed by DISCONNECT: the Will Message is published (v5 [MQTT-3.1.2-8]).
+                self.begin_close(now, conn, true);
+            }
+        }
+        if self.conns.remove(&conn).is_some() {
+            self.stats.connections_closed += 1;
+        }
+        self.drain_self_mail(now);
+    }
+
+    /// A message from another shard (or from this one, through the driver).
+    pub fn handle_mail(&mut self, now: u64, mail: Mail) {
+        self.now_ms = now;
+        self.process_mail(now, mail);
+        self.drain_self_mail(now);
+    }
+
+    /// Runs the timers due at `now`: keep alive, connect timeout, will delay, session expiry.
+    pub fn handle_tick(&mut self, now: u64) {
+        self.now_ms = now;
+        while let Some(Reverse((due, _))) = self.timers.peek() {
+            if *due > now {
+                break;
+            }
+            let Reverse((_, timer)) = self.timers.pop().expect("peeked");
+            self.fire(now, timer);
+        }
+        self.drain_self_mail(now);
+    }
+
+    /// Broker shutdown: v5 clients get DISCONNECT 0x8B (Server shutting down), every
+    /// connection is closed, and new connections are refused.
+    pub fn handle_shutdown(&mut self, now: u64) {
+        self.now_ms = now;
+        self.shutting_down = true;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let Some(c) = self.conns.get(&id) else { continue };
+            if c.state == ConnState::Closing {
+                continue;
+            }
+            if c.state == ConnState::Connected && c.version() == ProtocolVersion::V5 {
+                self.send_disconnect(id, tachyon_codec::ReasonCode::SERVER_SHUTTING_DOWN, None);
+            }
+            self.begin_close(now, id, false);
+        }
+        self.drain_self_mail(now);
+    }
+
+    /// Next connection with output to write.
+    pub fn poll_dirty(&mut self) -> Option<ConnId> {
+        while let Some(id) = self.dirty.pop() {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.dirty = false;
+                if !c.out.is_empty() {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// The output of `conn`: the driver writes from the front and calls `consume`.
+    pub fn out_queue(&mut self, conn: ConnId) -> Option<&mut OutQueue> {
+        self.conns.get_mut(&conn).map(|c| &mut c.out)
+    }
+
+    /// Next connection to close: write what is in its `out_queue`, close the socket, then
+    /// call [`Engine::handle_closed`].
+    pub fn poll_close(&mut self) -> Option<ConnId> {
+        self.closing.pop_front()
+    }
+
+    /// Next message for another shard.
+    pub fn poll_mail(&mut self) -> Option<(ShardId, Mail)> {
+        self.outbox.pop_front()
+    }
+
+    /// When `handle_tick` next has work.
+    pub fn poll_deadline(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    pub(crate) fn arm(&mut self, due: u64, timer: Timer) {
+        self.timers.push(Reverse((due, timer)));
+    }
+
+    pub(crate) fn send_mail(&mut self, to: ShardId, mail: Mail) {
+        if to == self.shard {
+            self.self_mail.push_back(mail);
+        } else {
+            self.outbox.push_back((to, mail));
+        }
+    }
+
+    /// Sends `mail` (made by `make`) to every shard, this one last and directly.
+    pub(crate) fn broadcast(&mut self, make: impl Fn() -> Mail) {
+        for s in 0..self.shard_count {
+            if s != self.shard {
+                self.outbox.push_back((s, make()));
+            }
+        }
+    }
+
+    pub(crate) fn drain_self_mail(&mut self, now: u64) {
+        while let Some(m) = self.self_mail.pop_front() {
+            self.process_mail(now, m);
+        }
+    }
+
+    fn process_mail(&mut self, now: u64, mail: Mail) {
+        match mail {
+            Mail::Publish {
+                msg,
+                normal,
+                shared,
+            } => self.deliver_local(now, &msg, normal, &shared),
+            Mail::Route {
+                filter,
+                group,
+                shard,
+                delta,
+            } => self.apply_route(&filter, group.as_ref(), shard, delta),
+            Mail::RetainSet { msg } => {
+                let m = msg.clone();
+                self.broadcast(|| Mail::RetainApply { msg: m.clone() });
+                self.apply_retain(msg);
+            }
+            Mail::RetainApply { msg } => self.apply_retain(msg),
+            Mail::Claim {
+                client_id,
+                shard,
+                conn,
+            } => self.on_claim(client_id, shard, conn),
+            Mail::Evict {
+                client_id,
+                owner,
+                to_shard,
+                to_conn,
+            } => self.on_evict(now, client_id, owner, to_shard, to_conn),
+            Mail::Transfer {
+                client_id,
+                conn,
+                session,
+            } => self.on_transfer(now, client_id, conn, session),
+            Mail::Release {
+                client_id,
+                shard,
+                claim,
+            } => self.on_release(client_id, shard, claim),
+        }
+    }
+
+    /// Encodes `packet` for `conn` and queues it.
+    pub(crate) fn send_packet(&mut self, conn: ConnId, packet: &Packet) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let version = c.version();
+        match encode(packet, version, &mut self.scratch) {
+            Ok(_) => {
+                let b = self.scratch.split().freeze();
+                self.stats.bytes_sent_queued += b.len() as u64;
+                c.out.push(b);
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(conn);
+                }
+            }
+            Err(e) => {
+                // Our own packets are built valid; an error here is a bug worth a loud log,
+                // not a crash of the shard.
+                tracing::error!(shard = self.shard, client_id = c.client_label(), peer = %c.peer, error = %e, "could not encode packet");
+            }
+        }
+    }
+
+    pub(crate) fn send_disconnect(
+        &mut self,
+        conn: ConnId,
+        reason: tachyon_codec::ReasonCode,
+        reason_string: Option<&str>,
+    ) {
+        let mut properties = tachyon_codec::Properties::default();
+        if let Some(s) = reason_string {
+            properties.reason_string = Utf8Str::from_string(s.to_string());
+        }
+        self.send_packet(
+            conn,
+            &Packet::Disconnect(tachyon_codec::Disconnect { reason, properties }),
+        );
+    }
+
+    /// A peer broke a rule: count, log, tell it why (v5) and close.
+    /// `connect_level` is the protocol level of a CONNECT that failed to decode, if known.
+    pub(crate) fn violation(&mut self, now: u64, conn: ConnId, v: Violation, connect_level: Option<u8>) {
+        *self.stats.violations.entry(v.kind()).or_insert(0) += 1;
+        let Some(c) = self.conns.get(&conn) else { return };
+        let reason = v.reason_code();
+        tracing::warn!(
+            shard = self.shard,
+            client_id = c.client_label(),
+            peer = %c.peer,
+            kind = v.kind(),
+            reason = %reason,
+            "protocol violation: {v}; closing connection"
+        );
+        match c.state {
+            ConnState::AwaitConnect => {
+                // A CONNECT that failed: v5 clients get CONNACK with the reason (v5 3.2.2.2);
+                // v3.1.1 clients get CONNACK only for an unacceptable protocol level
+                // (v3.1.1 [MQTT-3.1.2-2]), otherwise just the close (v3.1.1 [MQTT-3.1.4-1]).
+                let unsupported = reason == tachyon_codec::ReasonCode::UNSUPPORTED_PROTOCOL_VERSION;
+                let version = match connect_level {
+                    Some(5) if !unsupported => Some(ProtocolVersion::V5),
+                    _ if unsupported => Some(ProtocolVersion::V311),
+                    _ => None,
+                };
+                if let Some(version) = version {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.version = Some(version);
+                    }
+                    self.send_connack_refusal(conn, reason);
+                }
+            }
+            ConnState::Connected | ConnState::Claiming => {
+                if c.version() == ProtocolVersion::V5 {
+                    self.send_disconnect(conn, reason, Some(&v.to_string()));
+                }
+            }
+            ConnState::Closing => return,
+        }
+        self.begin_close(now, conn, true);
+    }
+}

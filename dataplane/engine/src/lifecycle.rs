@@ -1,0 +1,218 @@
+//! The end of connections and sessions: DISCONNECT, lost connections, Will Messages with their
+//! delay, Session Expiry, keep-alive and connect timeouts.
+
+use std::sync::Arc;
+
+use tachyon_codec::{Disconnect, ProtocolVersion, ReasonCode, Utf8Str, Will};
+
+use crate::engine::{ConnState, Engine, SessionKey, Timer};
+use crate::mail::{home_shard, Mail};
+use crate::message::Message;
+use crate::session::{OutState, PendingWill};
+use crate::violation::Violation;
+use crate::ConnId;
+
+impl Engine {
+    /// Closes `conn`: the driver flushes its output and closes the socket. If a session is
+    /// attached it is detached; `abnormal` publishes (or schedules) the connection's Will.
+    pub(crate) fn begin_close(&mut self, now: u64, conn: ConnId, abnormal: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.state == ConnState::Closing {
+            return;
+        }
+        let was = c.state;
+        c.state = ConnState::Closing;
+        c.connect = None;
+        c.pending.clear();
+        self.closing.push_back(conn);
+        if was == ConnState::Connected {
+            self.detach(now, conn, abnormal);
+        }
+    }
+
+    /// Closes `conn` without touching any session (the session was moved away).
+    pub(crate) fn close_detached(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        c.session = None;
+        c.will = None;
+        if c.state != ConnState::Closing {
+            c.state = ConnState::Closing;
+            c.pending.clear();
+            self.closing.push_back(conn);
+        }
+    }
+
+    fn detach(&mut self, now: u64, conn: ConnId, abnormal: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(skey) = c.session.take() else { return };
+        let will = c.will.take().filter(|_| abnormal);
+        self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
+        let Some(s) = self.sessions.get_mut(skey) else { return };
+        s.conn = None;
+        s.epoch += 1;
+        self.after_detach(now, skey, will);
+    }
+
+    /// A session has no connection any more: end it now (expiry 0) or arm its timers.
+    pub(crate) fn after_detach(&mut self, now: u64, skey: SessionKey, will: Option<Will>) {
+        self.redispatch_shared(now, skey);
+        let Some(s) = self.sessions.get_mut(skey) else { return };
+        let expiry = s.expiry_secs;
+        let epoch = s.epoch;
+        if expiry == 0 {
+            // v5 [MQTT-3.1.2-8] / 3.1.2.11: the session ends with the connection; its Will
+            // is due now.
+            self.end_session(now, skey, will);
+            return;
+        }
+        if let Some(w) = will {
+            let delay = w.properties.will_delay_interval.unwrap_or(0);
+            if delay == 0 {
+                let id = s.client_id.clone();
+                self.publish_will(now, &id, w);
+            } else {
+                // v5 3.1.3.2.2: sent at the earlier of the Will Delay and the session's end.
+                let due = now + delay.min(expiry) as u64 * 1000;
+                s.pending_will = Some(PendingWill { will: w, due_ms: due });
+                self.arm(due, Timer::WillDelay(skey, epoch));
+            }
+        } else if let Some(p) = &s.pending_will {
+            // A delayed Will carried over from a takeover keeps its due time.
+            let due = p.due_ms;
+            self.arm(due, Timer::WillDelay(skey, epoch));
+        }
+        if expiry != u32::MAX {
+            self.arm(now + expiry as u64 * 1000, Timer::SessionExpiry(skey, epoch));
+        }
+    }
+
+    /// Removes the session, publishes its Will if one is due, and tells the directory.
+    pub(crate) fn end_session(&mut self, now: u64, skey: SessionKey, will: Option<Will>) {
+        let Some(mut s) = self.take_session(skey) else { return };
+        tracing::debug!(shard = self.shard, client_id = %s.client_id, "session ended");
+        let will = will.or_else(|| s.pending_will.take().map(|p| p.will));
+        if let Some(w) = will {
+            self.publish_will(now, &s.client_id, w);
+        }
+        let home = home_shard(s.client_id.as_bytes(), self.shard_count);
+        self.send_mail(
+            home,
+            Mail::Release {
+                client_id: s.client_id,
+                shard: self.shard,
+                claim: s.claim,
+            },
+        );
+    }
+
+    /// Publishes a Will Message as if its client had sent it (v5 3.1.3.2, v3.1.1 3.1.2.5).
+    pub(crate) fn publish_will(&mut self, now: u64, client_id: &Utf8Str, will: Will) {
+        self.stats.wills_published += 1;
+        tracing::info!(shard = self.shard, client_id = %client_id, topic = %will.topic, "publishing will message");
+        let mut props = will.properties;
+        props.will_delay_interval = None;
+        let expiry = props.message_expiry_interval.take();
+        let msg = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: props,
+            expires_at_ms: expiry.map(|s| now + s as u64 * 1000),
+            origin: Some(client_id.clone()),
+        };
+        self.publish_message(now, Arc::new(msg));
+    }
+
+    /// Shared-subscription messages inflight (not yet PUBREC'd) or queued for a session that
+    /// lost its connection go to another member of their group (v5 4.8.2).
+    fn redispatch_shared(&mut self, now: u64, skey: SessionKey) {
+        let Some(s) = self.sessions.get_mut(skey) else { return };
+        let mut moved = Vec::new();
+        s.inflight.retain(|_, inf| {
+            let keep = inf.delivery.shared.is_none() || inf.state == OutState::AwaitPubComp;
+            if !keep {
+                moved.push(inf.delivery.clone());
+            }
+            keep
+        });
+        let mut i = 0;
+        while i < s.queue.len() {
+            if s.queue[i].shared.is_some() {
+                let d = s.queue.remove(i).expect("index checked");
+                s.queue_bytes = s.queue_bytes.saturating_sub(d.msg.size());
+                moved.push(d);
+            } else {
+                i += 1;
+            }
+        }
+        for d in moved {
+            if let Some(target) = d.shared {
+                self.dispatch_shared_again(now, d.msg, target, skey);
+            }
+        }
+    }
+
+    pub(crate) fn on_disconnect(&mut self, now: u64, conn: ConnId, d: Disconnect) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        if c.version() == ProtocolVersion::V5 {
+            if let Some(exp) = d.properties.session_expiry_interval {
+                if c.expiry_zero_at_connect && exp != 0 {
+                    // v5 [MQTT-3.14.2-2]
+                    self.violation(now, conn, Violation::SessionExpiryAfterZero, None);
+                    return;
+                }
+                let max = self.cfg.session_expiry_max_secs;
+                if let Some(s) = c.session.and_then(|k| self.sessions.get_mut(k)) {
+                    s.expiry_secs = exp.min(max);
+                }
+            }
+        }
+        // v5 [MQTT-3.14.4-3], v3.1.1 [MQTT-3.14.4-3]: a normal DISCONNECT discards the Will;
+        // reason 0x04 asks for it to be published.
+        let with_will = d.reason == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+        tracing::info!(shard = self.shard, client_id = c.client_label(), peer = %c.peer, reason = %d.reason, "client disconnected");
+        self.begin_close(now, conn, with_will);
+    }
+
+    pub(crate) fn fire(&mut self, now: u64, timer: Timer) {
+        match timer {
+            Timer::ConnectTimeout(conn) => {
+                if self.conns.get(&conn).is_some_and(|c| c.state == ConnState::AwaitConnect) {
+                    self.violation(now, conn, Violation::ConnectTimeout, None);
+                }
+            }
+            Timer::KeepAlive(conn) => {
+                let Some(c) = self.conns.get(&conn) else { return };
+                if c.state != ConnState::Connected || c.keep_alive_ms == 0 {
+                    return;
+                }
+                // v5 [MQTT-3.1.2-22], v3.1.1 [MQTT-3.1.2-24]: 1.5 x Keep Alive of silence.
+                let due = c.last_rx_ms + c.keep_alive_ms * 3 / 2;
+                if now >= due {
+                    self.violation(now, conn, Violation::KeepAliveTimeout, None);
+                } else {
+                    self.arm(due, Timer::KeepAlive(conn));
+                }
+            }
+            Timer::WillDelay(skey, epoch) => {
+                let Some(s) = self.sessions.get_mut(skey) else { return };
+                if s.epoch != epoch || s.conn.is_some() {
+                    return;
+                }
+                if let Some(p) = s.pending_will.take() {
+                    let id = s.client_id.clone();
+                    self.publish_will(now, &id, p.will);
+                }
+            }
+            Timer::SessionExpiry(skey, epoch) => {
+                let Some(s) = self.sessions.get(skey) else { return };
+                if s.epoch != epoch || s.conn.is_some() {
+                    return;
+                }
+                self.stats.sessions_expired += 1;
+                self.end_session(now, skey, None);
+            }
+        }
+    }
+}

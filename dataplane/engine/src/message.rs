@@ -1,0 +1,42 @@
+//! An Application Message as it travels inside the broker: decoded once, shared by reference
+//! between subscribers and shards (`Arc`), payload and strings still slices of the publisher's
+//! receive buffer.
+
+use bytes::Bytes;
+use tachyon_codec::{Properties, QoS, Utf8Str};
+
+#[derive(Debug)]
+pub struct Message {
+    pub topic: Utf8Str,
+    pub payload: Bytes,
+    /// QoS of the PUBLISH as received; each subscriber gets min(this, its subscription QoS).
+    pub qos: QoS,
+    pub retain: bool,
+    /// Properties forwarded unchanged (v5 [MQTT-3.3.2-?] family): payload format indicator,
+    /// content type, response topic, correlation data, user properties. Topic alias, message
+    /// expiry and subscription identifiers are cleared here and set per delivery.
+    pub properties: Properties,
+    /// Absolute expiry in engine milliseconds (from Message Expiry Interval), if any.
+    pub expires_at_ms: Option<u64>,
+    /// Client Identifier of the publisher, for No Local (v5 [MQTT-3.8.3-3]).
+    pub origin: Option<Utf8Str>,
+}
+
+impl Message {
+    /// True when the Message Expiry Interval has passed (v5 [MQTT-3.3.2-5]).
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|t| now_ms >= t)
+    }
+
+    /// Remaining Message Expiry Interval in seconds to send to a subscriber
+    /// (v5 [MQTT-3.3.2-6]); `None` when the message does not expire.
+    pub fn remaining_expiry_secs(&self, now_ms: u64) -> Option<u32> {
+        self.expires_at_ms
+            .map(|t| (t.saturating_sub(now_ms).div_ceil(1000)).min(u32::MAX as u64) as u32)
+    }
+
+    /// Bytes this message holds that count against queue limits.
+    pub fn size(&self) -> usize {
+        self.payload.len() + self.topic.len()
+    }
+}

@@ -1,0 +1,485 @@
+//! PUBLISH in both directions: topic aliases, QoS 0/1/2 flows (v5 4.3), routing to shards,
+//! fan-out to local subscribers, inflight windows and queues, retained messages.
+//!
+//! ```text
+//!   PUBLISH in ─▶ alias ─▶ QoS flow ─▶ publish_message ─▶ routing trie ─┬▶ deliver_local (this shard)
+//!                                                                       └▶ Mail::Publish (others)
+//!   deliver_local ─▶ local trie ─▶ per session: deliver ─▶ write_publish | inflight | queue
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tachyon_codec::{
+    encode_publish_head, publish_head_len, Packet, PacketId, ProtocolVersion, PubResp, Publish,
+    PublishHead, QoS, ReasonCode, SubscriptionOptions,
+};
+
+use crate::engine::{Engine, SessionKey};
+use crate::mail::{home_shard, Mail, SharedTarget};
+use crate::message::Message;
+use crate::session::{Delivery, Inflight, OutState};
+use crate::violation::Violation;
+use crate::{ConnId, ShardId};
+
+impl Engine {
+    pub(crate) fn on_publish(&mut self, now: u64, conn: ConnId, mut p: Publish) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let v5 = c.version() == ProtocolVersion::V5;
+        if v5 {
+            if let Some(alias) = p.properties.topic_alias.take() {
+                let max = self.cfg.topic_alias_maximum;
+                if alias == 0 || alias > max {
+                    // v5 [MQTT-3.3.2-9], [MQTT-3.3.2-10]: outside 1..=Topic Alias Maximum.
+                    self.violation(now, conn, Violation::TopicAliasOutOfRange { alias, max }, None);
+                    return;
+                }
+                let slot = &mut c.alias_in[alias as usize - 1];
+                if p.topic.is_empty() {
+                    match slot {
+                        Some(t) => p.topic = t.clone(),
+                        None => {
+                            self.violation(now, conn, Violation::TopicAliasUnknown { alias }, None);
+                            return;
+                        }
+                    }
+                } else {
+                    // v5 3.3.2.3.4: a non-empty topic (re)sets the alias.
+                    *slot = Some(p.topic.clone());
+                }
+            } else if p.topic.is_empty() {
+                self.violation(now, conn, Violation::EmptyTopicWithoutAlias, None);
+                return;
+            }
+        }
+        let levels = p.topic.as_bytes().iter().filter(|&&b| b == b'/').count() + 1;
+        if levels > self.cfg.topic_levels_max {
+            let v = Violation::TopicTooDeep {
+                levels,
+                max: self.cfg.topic_levels_max,
+            };
+            self.violation(now, conn, v, None);
+            return;
+        }
+        let Some(skey) = c.session else { return };
+        let client_id = c.client_id.clone();
+        self.stats.messages_received[p.qos as usize] += 1;
+
+        match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) => {}
+            (QoS::AtLeastOnce, Some(pid)) => {
+                // v5 [MQTT-4.3.2-2]: PUBACK after taking ownership (routing below is done
+                // before the driver writes the ack, so order is kept).
+                self.send_packet(conn, &Packet::PubAck(PubResp::new(pid, ReasonCode::SUCCESS)));
+            }
+            (QoS::ExactlyOnce, Some(pid)) => {
+                let s = self.sessions.get_mut(skey).expect("connected conns have sessions");
+                if s.qos2_incoming.contains(&pid.get()) {
+                    // v5 [MQTT-4.3.3-9]: a retransmission before PUBREL is not forwarded again.
+                    self.send_packet(conn, &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)));
+                    return;
+                }
+                if s.qos2_incoming.len() >= self.cfg.receive_maximum as usize {
+                    // v5 [MQTT-3.3.4-7]
+                    let v = Violation::ReceiveMaximumExceeded {
+                        max: self.cfg.receive_maximum,
+                    };
+                    self.violation(now, conn, v, None);
+                    return;
+                }
+                s.qos2_incoming.insert(pid.get());
+                self.send_packet(conn, &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)));
+            }
+            _ => unreachable!("the codec guarantees a packet id exactly when QoS > 0"),
+        }
+
+        let mut props = p.properties;
+        props.subscription_identifiers.clear();
+        let expiry = props.message_expiry_interval.take();
+        let msg = Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: props,
+            expires_at_ms: expiry.map(|s| now + s as u64 * 1000),
+            origin: client_id,
+        };
+        self.publish_message(now, Arc::new(msg));
+    }
+
+    /// Routes a message from a client or a Will: retained store, then every shard with
+    /// matching subscribers.
+    pub(crate) fn publish_message(&mut self, now: u64, msg: Arc<Message>) {
+        if msg.retain {
+            // Retained updates of one topic are ordered by its home shard, which then updates
+            // every replica. The stored copy owns its bytes so that it does not pin the
+            // publisher's receive buffer for as long as it is retained.
+            let stored = Arc::new(Message {
+                topic: tachyon_codec::Utf8Str::from_bytes(Bytes::copy_from_slice(msg.topic.as_bytes()))
+                    .expect("copy of a valid string"),
+                payload: Bytes::copy_from_slice(&msg.payload),
+                qos: msg.qos,
+                retain: true,
+                properties: msg.properties.clone(),
+                expires_at_ms: msg.expires_at_ms,
+                origin: msg.origin.clone(),
+            });
+            let home = home_shard(msg.topic.as_bytes(), self.shard_count);
+            self.send_mail(home, Mail::RetainSet { msg: stored });
+        }
+
+        let mut mask = 0u64;
+        let mut picks: Vec<(ShardId, SharedTarget)> = Vec::new();
+        self.routes.for_each_match(msg.topic.as_bytes(), |e| {
+            mask |= e.shards;
+            for g in &e.shared {
+                if let Some(shard) = g.pick() {
+                    picks.push((shard, SharedTarget { filter: e.filter.clone(), group: g.name.clone() }));
+                }
+            }
+        });
+        for shard in 0..self.shard_count {
+            let normal = mask & (1 << shard) != 0;
+            let shared: Vec<SharedTarget> = if picks.is_empty() {
+                Vec::new()
+            } else {
+                picks.iter().filter(|(s, _)| *s == shard).map(|(_, t)| t.clone()).collect()
+            };
+            if !normal && shared.is_empty() {
+                continue;
+            }
+            if shard == self.shard {
+                self.deliver_local(now, &msg, normal, &shared);
+            } else {
+                self.outbox.push_back((shard, Mail::Publish { msg: msg.clone(), normal, shared }));
+            }
+        }
+    }
+
+    /// Sends a shared-subscription message whose member left to another member of the group.
+    pub(crate) fn dispatch_shared_again(&mut self, now: u64, msg: Arc<Message>, target: SharedTarget, leaving: SessionKey) {
+        let mut shard = None;
+        if let Some(e) = self.routes.get(target.filter.as_bytes()) {
+            if let Some(g) = e.shared.iter().find(|g| g.name == target.group) {
+                shard = g.pick();
+            }
+        }
+        let Some(shard) = shard else {
+            self.stats.dropped_shared_no_member += 1;
+            return;
+        };
+        if shard == self.shard {
+            self.deliver_shared(now, &msg, &target, Some(leaving));
+        } else {
+            self.outbox.push_back((shard, Mail::Publish { msg, normal: false, shared: vec![target] }));
+        }
+    }
+
+    /// Delivers a message to this shard's subscribers.
+    pub(crate) fn deliver_local(&mut self, now: u64, msg: &Arc<Message>, normal: bool, shared: &[SharedTarget]) {
+        if normal {
+            let mut matches: Vec<(SessionKey, SubscriptionOptions, Option<u32>)> = Vec::new();
+            self.local.for_each_match(msg.topic.as_bytes(), |ls| {
+                for sub in &ls.normal {
+                    matches.push((sub.session, sub.options, sub.id));
+                }
+            });
+            // Overlapping subscriptions of one session give one delivery with the highest QoS
+            // and every Subscription Identifier (v5 [MQTT-3.3.4-2], [MQTT-3.3.4-3]).
+            matches.sort_unstable_by_key(|m| m.0);
+            let mut i = 0;
+            while i < matches.len() {
+                let key = matches[i].0;
+                let mut j = i;
+                let mut qos: Option<QoS> = None;
+                let mut retain = false;
+                let mut ids = Vec::new();
+                let origin_is_self = match (self.sessions.get(key), &msg.origin) {
+                    (Some(s), Some(o)) => &s.client_id == o,
+                    _ => false,
+                };
+                while j < matches.len() && matches[j].0 == key {
+                    let (_, opts, id) = matches[j];
+                    j += 1;
+                    // v5 [MQTT-3.8.3-3]: No Local.
+                    if opts.no_local && origin_is_self {
+                        continue;
+                    }
+                    qos = Some(qos.map_or(opts.qos, |q| q.max(opts.qos)));
+                    // v5 [MQTT-3.3.1-12], [MQTT-3.3.1-13]; v3.1.1 [MQTT-3.3.1-9].
+                    retain |= opts.retain_as_published && msg.retain;
+                    if let Some(id) = id {
+                        ids.push(id);
+                    }
+                }
+                i = j;
+                let Some(sub_qos) = qos else { continue };
+                let d = Delivery {
+                    msg: msg.clone(),
+                    // v5 [MQTT-3.8.4-8]: the lower of the published and the granted QoS.
+                    qos: msg.qos.min(sub_qos),
+                    retain,
+                    sub_ids: ids,
+                    shared: None,
+                };
+                self.deliver(now, key, d);
+            }
+        }
+        for t in shared {
+            self.deliver_shared(now, msg, t, None);
+        }
+    }
+
+    /// One member of a local shared group gets the message; connected members first, round
+    /// robin (policy: see docs/architecture.md#shared-subscriptions).
+    fn deliver_shared(&mut self, now: u64, msg: &Arc<Message>, t: &SharedTarget, avoid: Option<SessionKey>) {
+        let sessions = &self.sessions;
+        let mut chosen = None;
+        if let Some(ls) = self.local.get_mut(t.filter.as_bytes()) {
+            if let Some(g) = ls.shared.iter_mut().find(|g| g.name == t.group) {
+                let n = g.members.len();
+                let usable = |m: &crate::engine::LocalSub| Some(m.session) != avoid;
+                let connected = |m: &crate::engine::LocalSub| sessions.get(m.session).is_some_and(|s| s.conn.is_some());
+                let mut pick = None;
+                for pass in 0..2 {
+                    for k in 0..n {
+                        let idx = (g.next + k) % n;
+                        let m = &g.members[idx];
+                        if usable(m) && (pass == 1 || connected(m)) {
+                            pick = Some(idx);
+                            break;
+                        }
+                    }
+                    if pick.is_some() {
+                        break;
+                    }
+                }
+                if let Some(idx) = pick {
+                    g.next = idx + 1;
+                    let m = &g.members[idx];
+                    chosen = Some((m.session, m.options, m.id));
+                }
+            }
+        }
+        let Some((key, opts, id)) = chosen else {
+            self.stats.dropped_shared_no_member += 1;
+            return;
+        };
+        let d = Delivery {
+            msg: msg.clone(),
+            qos: msg.qos.min(opts.qos),
+            retain: opts.retain_as_published && msg.retain,
+            sub_ids: id.into_iter().collect(),
+            shared: Some(t.clone()),
+        };
+        self.deliver(now, key, d);
+    }
+
+    /// Hands one delivery to a session: written now, put in flight, or queued.
+    pub(crate) fn deliver(&mut self, now: u64, key: SessionKey, d: Delivery) {
+        if d.msg.expired(now) {
+            self.stats.dropped_expired += 1;
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        let online = s.conn.filter(|c| self.conns.contains_key(c));
+        match online {
+            Some(conn) => {
+                if d.qos == QoS::AtMostOnce {
+                    let full = self.conns.get(&conn).is_some_and(|c| c.out.len_bytes() > self.cfg.output_bytes_max);
+                    if full {
+                        // Slow consumer: QoS 0 is dropped and counted, never buffered without bound.
+                        self.stats.dropped_qos0_slow_consumer += 1;
+                        return;
+                    }
+                    self.write_publish(now, conn, &d, None, false);
+                } else if s.window_open() && s.queue.is_empty() {
+                    self.send_new_inflight(now, key, conn, d);
+                } else {
+                    self.enqueue(key, d);
+                }
+            }
+            None => {
+                if d.qos == QoS::AtMostOnce && !self.cfg.queue_qos0 {
+                    self.stats.dropped_qos0_offline += 1;
+                    return;
+                }
+                self.enqueue(key, d);
+            }
+        }
+    }
+
+    /// policy: a full queue drops the new message and counts it (Mosquitto does the same);
+    /// see `limits.max_queued_messages` / `limits.max_queued_bytes`.
+    fn enqueue(&mut self, key: SessionKey, d: Delivery) {
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        let size = d.msg.size();
+        if s.queue.len() >= self.cfg.queued_messages_max || s.queue_bytes + size > self.cfg.queued_bytes_max {
+            self.stats.dropped_queue_full += 1;
+            tracing::debug!(shard = self.shard, client_id = %s.client_id, "session queue full; message dropped");
+            return;
+        }
+        s.queue_bytes += size;
+        s.queue.push_back(d);
+    }
+
+    fn send_new_inflight(&mut self, now: u64, key: SessionKey, conn: ConnId, d: Delivery) {
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        let pid = s.allocate_packet_id();
+        let state = if d.qos == QoS::AtLeastOnce { OutState::AwaitPubAck } else { OutState::AwaitPubRec };
+        if self.write_publish(now, conn, &d, Some(pid), false) {
+            let s = self.sessions.get_mut(key).expect("checked above");
+            s.inflight_seq += 1;
+            let seq = s.inflight_seq;
+            s.inflight.insert(pid.get(), Inflight { delivery: d, state, seq });
+        }
+    }
+
+    /// Moves queued messages into the inflight window while it has room.
+    pub(crate) fn fill_window(&mut self, now: u64, key: SessionKey) {
+        loop {
+            let Some(s) = self.sessions.get_mut(key) else { return };
+            let Some(conn) = s.conn else { return };
+            if !s.window_open() {
+                return;
+            }
+            let Some(d) = s.queue.pop_front() else { return };
+            s.queue_bytes = s.queue_bytes.saturating_sub(d.msg.size());
+            if d.msg.expired(now) {
+                self.stats.dropped_expired += 1;
+                continue;
+            }
+            if d.qos == QoS::AtMostOnce {
+                self.write_publish(now, conn, &d, None, false);
+            } else {
+                self.send_new_inflight(now, key, conn, d);
+            }
+        }
+    }
+
+    /// Encodes one outbound PUBLISH onto `conn`. Returns false when the packet exceeds the
+    /// client's Maximum Packet Size, in which case it is dropped as if delivered
+    /// (v5 [MQTT-3.1.2-25]).
+    pub(crate) fn write_publish(&mut self, now: u64, conn: ConnId, d: &Delivery, pid: Option<PacketId>, dup: bool) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else { return false };
+        let version = c.version();
+        let v5 = version == ProtocolVersion::V5;
+        let msg = &d.msg;
+        let mut head = PublishHead {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: msg.topic.as_bytes(),
+            packet_id: pid,
+            properties: if v5 { Some(&msg.properties) } else { None },
+            message_expiry_interval: if v5 { msg.remaining_expiry_secs(now) } else { None },
+            topic_alias: None,
+            subscription_identifiers: if v5 { &d.sub_ids } else { &[] },
+        };
+        let (_, total) = publish_head_len(&head, msg.payload.len(), version);
+        if total > c.max_packet_out as usize {
+            self.stats.dropped_too_large_for_client += 1;
+            return false;
+        }
+        // Outbound Topic Aliases (v5 3.3.2.3.4): map a topic once, then send only the alias.
+        if v5 && c.alias_out_max > 0 {
+            if let Some(&a) = c.alias_out.get(msg.topic.bytes()) {
+                head.topic = b"";
+                head.topic_alias = Some(a);
+            } else if c.alias_out.len() < c.alias_out_max as usize {
+                let a = c.alias_out.len() as u16 + 1;
+                c.alias_out.insert(msg.topic.bytes().clone(), a);
+                head.topic_alias = Some(a);
+            }
+        }
+        encode_publish_head(&head, msg.payload.len(), version, &mut self.scratch);
+        if msg.payload.len() <= self.cfg.inline_payload_max {
+            self.scratch.extend_from_slice(&msg.payload);
+            let chunk = self.scratch.split().freeze();
+            c.out.push(chunk);
+        } else {
+            let chunk = self.scratch.split().freeze();
+            c.out.push(chunk);
+            c.out.push(msg.payload.clone());
+        }
+        self.stats.messages_sent[d.qos as usize] += 1;
+        self.stats.bytes_sent_queued += total as u64;
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(conn);
+        }
+        true
+    }
+
+    fn conn_session(&self, conn: ConnId) -> Option<SessionKey> {
+        self.conns.get(&conn).and_then(|c| c.session)
+    }
+
+    pub(crate) fn on_puback(&mut self, now: u64, conn: ConnId, pid: PacketId) {
+        let Some(key) = self.conn_session(conn) else { return };
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        if s.inflight.get(&pid.get()).is_some_and(|i| i.state == OutState::AwaitPubAck) {
+            s.inflight.remove(&pid.get());
+            self.fill_window(now, key);
+        }
+    }
+
+    pub(crate) fn on_pubrec(&mut self, now: u64, conn: ConnId, pid: PacketId, reason: ReasonCode) {
+        let Some(key) = self.conn_session(conn) else { return };
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        let v5 = s.version == ProtocolVersion::V5;
+        match s.inflight.get_mut(&pid.get()) {
+            Some(inf) if inf.state == OutState::AwaitPubRec || inf.state == OutState::AwaitPubComp => {
+                if reason.is_error() {
+                    // v5 4.3.3: a PUBREC with an error ends the flow.
+                    s.inflight.remove(&pid.get());
+                    self.fill_window(now, key);
+                    return;
+                }
+                // v5 [MQTT-4.3.3-4]: answer PUBREC with PUBREL; the message is now delivered.
+                inf.state = OutState::AwaitPubComp;
+                self.send_packet(conn, &Packet::PubRel(PubResp::new(pid, ReasonCode::SUCCESS)));
+            }
+            _ => {
+                // v5 3.6.2.1: PUBREL 0x92 for an identifier we do not know.
+                let reason = if v5 { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND } else { ReasonCode::SUCCESS };
+                self.send_packet(conn, &Packet::PubRel(PubResp::new(pid, reason)));
+            }
+        }
+    }
+
+    pub(crate) fn on_pubrel(&mut self, conn: ConnId, pid: PacketId) {
+        let Some(key) = self.conn_session(conn) else { return };
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        let known = s.qos2_incoming.remove(&pid.get());
+        // v5 [MQTT-4.3.3-11]: PUBCOMP with the same Packet Identifier; 0x92 if unknown.
+        let reason = if known || s.version == ProtocolVersion::V311 {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.send_packet(conn, &Packet::PubComp(PubResp::new(pid, reason)));
+    }
+
+    pub(crate) fn on_pubcomp(&mut self, now: u64, conn: ConnId, pid: PacketId) {
+        let Some(key) = self.conn_session(conn) else { return };
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        if s.inflight.get(&pid.get()).is_some_and(|i| i.state == OutState::AwaitPubComp) {
+            s.inflight.remove(&pid.get());
+            self.fill_window(now, key);
+        }
+    }
+
+    /// Updates this shard's replica of the retained store. An empty payload clears the topic
+    /// (v5 [MQTT-3.3.1-6], [MQTT-3.3.1-7]; v3.1.1 [MQTT-3.3.1-10], [MQTT-3.3.1-11]).
+    pub(crate) fn apply_retain(&mut self, msg: Arc<Message>) {
+        if msg.payload.is_empty() {
+            self.retained.remove_if(msg.topic.as_bytes(), |_| true);
+        } else {
+            let topic = msg.topic.clone();
+            let slot = self.retained.entry_or_insert_with(topic.as_bytes(), || msg.clone());
+            *slot = msg;
+        }
+    }
+}

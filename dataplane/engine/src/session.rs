@@ -1,0 +1,139 @@
+//! Session state (v5 4.1): what survives a connection. It is plain data so that a session can
+//! move to another shard on takeover (`Mail::Transfer`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use tachyon_codec::{PacketId, ProtocolVersion, QoS, SubscriptionOptions, Utf8Str, Will};
+
+use crate::mail::SharedTarget;
+use crate::message::Message;
+use crate::ConnId;
+
+/// One subscription of a session, keyed by the filter exactly as subscribed.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub options: SubscriptionOptions,
+    pub id: Option<u32>,
+}
+
+/// A message on its way to one session, with the per-subscriber decisions already made.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub msg: Arc<Message>,
+    /// min(message QoS, subscription QoS) (v5 [MQTT-3.8.4-8]).
+    pub qos: QoS,
+    /// RETAIN flag to send: Retain As Published, or 1 for retained messages sent at subscribe.
+    pub retain: bool,
+    pub sub_ids: Vec<u32>,
+    /// Set when the message came through a shared subscription; such messages go to another
+    /// member if this one leaves before acknowledging.
+    pub shared: Option<SharedTarget>,
+}
+
+/// Outbound QoS 1/2 state (v5 4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// PUBLISH QoS 1 sent, waiting for PUBACK.
+    AwaitPubAck,
+    /// PUBLISH QoS 2 sent, waiting for PUBREC.
+    AwaitPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubComp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub delivery: Delivery,
+    pub state: OutState,
+    /// Order of first transmission, for resending in order on resume (v5 [MQTT-4.4.0-1]? order).
+    pub seq: u64,
+}
+
+/// A Will Message waiting for its Will Delay Interval or the end of the session.
+#[derive(Debug, Clone)]
+pub struct PendingWill {
+    pub will: Will,
+    pub due_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Utf8Str,
+    pub version: ProtocolVersion,
+    /// The connection attached to this session, if any.
+    pub conn: Option<ConnId>,
+    /// The connection whose claim made this shard the owner (the directory's epoch).
+    pub claim: ConnId,
+    /// Session Expiry Interval in seconds; 0 ends the session with the connection,
+    /// `u32::MAX` never expires.
+    pub expiry_secs: u32,
+    pub subscriptions: HashMap<Utf8Str, Subscription>,
+    pub inflight: HashMap<u16, Inflight>,
+    pub inflight_seq: u64,
+    pub next_packet_id: u16,
+    /// Client's Receive Maximum: our outbound inflight window.
+    pub receive_maximum: u16,
+    /// Messages waiting for the inflight window or for the client to come back.
+    pub queue: VecDeque<Delivery>,
+    pub queue_bytes: usize,
+    /// Inbound QoS 2 Packet Identifiers answered with PUBREC and waiting for PUBREL: a
+    /// retransmitted PUBLISH with one of these is not forwarded again (v5 [MQTT-4.3.3-9]).
+    pub qos2_incoming: HashSet<u16>,
+    pub pending_will: Option<PendingWill>,
+    /// Bumped on every attach and detach; timers carry it so stale ones do nothing.
+    pub epoch: u64,
+}
+
+impl Session {
+    pub fn new(client_id: Utf8Str, version: ProtocolVersion, claim: ConnId) -> Session {
+        Session {
+            client_id,
+            version,
+            conn: None,
+            claim,
+            expiry_secs: 0,
+            subscriptions: HashMap::new(),
+            inflight: HashMap::new(),
+            inflight_seq: 0,
+            next_packet_id: 1,
+            receive_maximum: u16::MAX,
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            qos2_incoming: HashSet::new(),
+            pending_will: None,
+            epoch: 0,
+        }
+    }
+
+    /// A free Packet Identifier for a new outbound QoS 1/2 PUBLISH. The caller guarantees the
+    /// inflight window (at most 65535) is not full, so one exists.
+    pub fn allocate_packet_id(&mut self) -> PacketId {
+        assert!(self.inflight.len() < u16::MAX as usize, "inflight window bounds packet ids");
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains_key(&id) {
+                return PacketId::new(id).expect("packet ids start at 1 and skip 0");
+            }
+        }
+    }
+
+    /// Room in the outbound inflight window.
+    pub fn window_open(&self) -> bool {
+        self.inflight.len() < self.receive_maximum as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_ids_skip_zero_and_in_use() {
+        let mut s = Session::new(Utf8Str::from_static("c"), ProtocolVersion::V5, ConnId(1));
+        s.next_packet_id = u16::MAX;
+        assert_eq!(s.allocate_packet_id().get(), u16::MAX);
+        assert_eq!(s.allocate_packet_id().get(), 1);
+    }
+}

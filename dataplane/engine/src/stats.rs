@@ -1,0 +1,40 @@
+//! Counters of one shard. Plain integers owned by the shard; the driver copies them out
+//! (later into the shared stats region read by the control plane).
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub connections_opened: u64,
+    pub connections_closed: u64,
+    pub clients_connected: u64,
+    pub connects_refused: u64,
+    pub messages_received: [u64; 3],
+    pub messages_sent: [u64; 3],
+    pub bytes_received: u64,
+    pub bytes_sent_queued: u64,
+    /// QoS 0 messages dropped because the connection's output bound was reached.
+    pub dropped_qos0_slow_consumer: u64,
+    /// Messages dropped because a session queue hit its message or byte limit.
+    pub dropped_queue_full: u64,
+    /// Messages dropped because their Message Expiry Interval passed before delivery.
+    pub dropped_expired: u64,
+    /// Messages not sent because they exceed the client's Maximum Packet Size
+    /// (v5 [MQTT-3.1.2-25]).
+    pub dropped_too_large_for_client: u64,
+    /// QoS 0 messages for offline sessions, not queued (policy `queue_qos0`).
+    pub dropped_qos0_offline: u64,
+    /// Shared-subscription deliveries that found no member on the chosen shard.
+    pub dropped_shared_no_member: u64,
+    pub wills_published: u64,
+    pub sessions_expired: u64,
+    pub takeovers: u64,
+    /// Protocol violations by kind (see `Violation::kind`).
+    pub violations: BTreeMap<&'static str, u64>,
+}
+
+impl Stats {
+    pub fn violations_total(&self) -> u64 {
+        self.violations.values().sum()
+    }
+}

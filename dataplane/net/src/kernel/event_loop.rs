@@ -1,0 +1,425 @@
+//! The loop of one shard on kernel sockets.
+//!
+//! Reads go into one shard-wide ingress buffer, so an idle connection holds no receive buffer:
+//! complete packets are split off it as reference-counted slices (no copy), and only a trailing
+//! partial packet is copied into the connection's own buffer until the rest arrives.
+//! Writes take the engine's queued chunks and hand up to 64 of them to one `writev`.
+
+use std::collections::HashMap;
+use std::io::{IoSlice, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{accept4, setsockopt, sockopt, SockFlag};
+use tachyon_engine::{ConnId, Engine, EngineConfig};
+use tachyon_shard::{Mesh, Port};
+
+use super::{IdleStrategy, Shutdown};
+
+const TOKEN_WAKE: u64 = u64::MAX;
+const TOKEN_LISTENER_BASE: u64 = u64::MAX - 1024;
+/// Bytes read from one connection per readiness event before others get a turn.
+const READ_BUDGET_BYTES: usize = 1 << 20;
+/// Mail taken from the rings per loop iteration.
+const MAIL_BUDGET: usize = 4096;
+const INGRESS_CAPACITY: usize = 256 * 1024;
+const READ_CHUNK_MIN: usize = 16 * 1024;
+const IOV_MAX_BATCH: usize = 64;
+/// Longest sleep when no timer is due, so a missed wakeup costs at most this much.
+const IDLE_TIMEOUT_MS: u64 = 1000;
+
+pub(super) struct ShardContext {
+    pub shard: usize,
+    pub shard_count: usize,
+    pub core: Option<usize>,
+    pub listeners: Vec<(SocketAddr, OwnedFd)>,
+    pub wake_fd: OwnedFd,
+    pub mesh: Arc<Mesh>,
+    pub engine_cfg: Arc<EngineConfig>,
+    pub shutdown: Arc<Shutdown>,
+    pub idle: IdleStrategy,
+    pub socket_rcvbuf: usize,
+    pub socket_sndbuf: usize,
+    pub shutdown_drain_ms: u64,
+}
+
+struct Socket {
+    stream: TcpStream,
+    /// A partial packet waiting for its remaining bytes; empty (no allocation) otherwise.
+    rx: BytesMut,
+    /// Output could not be written completely; wait for EPOLLOUT.
+    blocked: bool,
+}
+
+struct Shard {
+    ctx: ShardContext,
+    epoll: Epoll,
+    engine: Engine,
+    port: Port,
+    socks: HashMap<ConnId, Socket>,
+    ingress: BytesMut,
+    next_conn: u64,
+    start: Instant,
+    /// Connections whose read budget ran out before EAGAIN (edge-triggered: revisit them).
+    backlog: Vec<ConnId>,
+    /// Kept open so that EMFILE can be answered by accepting and closing (see `accept_all`).
+    reserve_fd: Option<OwnedFd>,
+    listening: bool,
+}
+
+pub(super) fn run_shard(ctx: ShardContext) {
+    if let Some(core) = ctx.core {
+        pin_to_core(ctx.shard, core);
+    }
+    let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(shard = ctx.shard, error = %e, "epoll_create failed; shard not started");
+            ctx.shutdown.trigger();
+            return;
+        }
+    };
+    let mut setup_ok = epoll
+        .add(ctx.wake_fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKE))
+        .is_ok();
+    for (i, (_, fd)) in ctx.listeners.iter().enumerate() {
+        setup_ok &= epoll
+            .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER_BASE + i as u64))
+            .is_ok();
+    }
+    if !setup_ok {
+        tracing::error!(shard = ctx.shard, "epoll_ctl failed; shard not started");
+        ctx.shutdown.trigger();
+        return;
+    }
+    let engine = Engine::new(ctx.shard, ctx.shard_count, ctx.engine_cfg.clone());
+    let port = Port::new(ctx.shard, ctx.mesh.clone());
+    let reserve_fd = open_reserve();
+    let mut shard = Shard {
+        ctx,
+        epoll,
+        engine,
+        port,
+        socks: HashMap::new(),
+        ingress: BytesMut::with_capacity(INGRESS_CAPACITY),
+        next_conn: 1,
+        start: Instant::now(),
+        backlog: Vec::new(),
+        reserve_fd,
+        listening: true,
+    };
+    shard.run();
+}
+
+fn pin_to_core(shard: usize, core: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    let res = set
+        .set(core)
+        .and_then(|_| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+    match res {
+        Ok(()) => tracing::info!(shard, core, "shard pinned"),
+        Err(e) => tracing::warn!(shard, core, error = %e, "could not pin shard to core; running unpinned (check shards.cores)"),
+    }
+}
+
+fn open_reserve() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+impl Shard {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn run(&mut self) {
+        let mut events = vec![EpollEvent::empty(); 1024];
+        let mut drain_deadline: Option<u64> = None;
+        loop {
+            // Decide how long we may block.
+            let now = self.now();
+            let busy = !self.backlog.is_empty() || self.port.has_overflow();
+            let mut timeout_ms = match self.engine.poll_deadline() {
+                Some(t) => t.saturating_sub(now).min(IDLE_TIMEOUT_MS),
+                None => IDLE_TIMEOUT_MS,
+            };
+            if busy || self.ctx.idle == IdleStrategy::Spin || drain_deadline.is_some() {
+                timeout_ms = if drain_deadline.is_some() { timeout_ms.min(10) } else { 0 };
+            }
+            let parked = timeout_ms > 0 && self.ctx.mesh.park(self.ctx.shard);
+            if timeout_ms > 0 && !parked {
+                timeout_ms = 0;
+            }
+            let n = match self.epoll.wait(&mut events, EpollTimeout::from(timeout_ms as u16)) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => {
+                    tracing::error!(shard = self.ctx.shard, error = %e, "epoll_wait failed; stopping shard");
+                    break;
+                }
+            };
+            if parked {
+                self.ctx.mesh.unpark(self.ctx.shard);
+            }
+            let now = self.now();
+            for ev in &events[..n] {
+                let token = ev.data();
+                if token == TOKEN_WAKE {
+                    self.drain_wake_fd();
+                } else if token >= TOKEN_LISTENER_BASE {
+                    self.accept_all(now, (token - TOKEN_LISTENER_BASE) as usize);
+                } else {
+                    let id = ConnId(token);
+                    let flags = ev.events();
+                    if flags.intersects(EpollFlags::EPOLLOUT) {
+                        if let Some(s) = self.socks.get_mut(&id) {
+                            s.blocked = false;
+                        }
+                        self.flush(now, id);
+                    }
+                    if flags.intersects(
+                        EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR,
+                    ) {
+                        self.read(now, id);
+                    }
+                }
+            }
+            let backlog = std::mem::take(&mut self.backlog);
+            for id in backlog {
+                self.read(now, id);
+            }
+            self.port.drain(&mut self.engine, now, MAIL_BUDGET);
+            self.engine.handle_tick(now);
+
+            if drain_deadline.is_none() && self.ctx.shutdown.is_triggered() {
+                self.stop_listening();
+                self.engine.handle_shutdown(now);
+                drain_deadline = Some(now + self.ctx.shutdown_drain_ms);
+            }
+            self.flush_all(now);
+            self.port.flush(&mut self.engine);
+            if let Some(deadline) = drain_deadline {
+                if self.socks.is_empty() || now >= deadline {
+                    break;
+                }
+            }
+        }
+        let now = self.now();
+        let ids: Vec<ConnId> = self.socks.keys().copied().collect();
+        for id in ids {
+            self.close(now, id);
+        }
+        tracing::info!(shard = self.ctx.shard, "shard stopped");
+    }
+
+    fn drain_wake_fd(&mut self) {
+        let mut buf = [0u8; 8];
+        // Non-blocking eventfd: one read resets the counter; EAGAIN means already drained.
+        let _ = nix::unistd::read(self.ctx.wake_fd.as_raw_fd(), &mut buf);
+    }
+
+    fn stop_listening(&mut self) {
+        if !self.listening {
+            return;
+        }
+        self.listening = false;
+        for (_, fd) in &self.ctx.listeners {
+            let _ = self.epoll.delete(fd.as_fd());
+        }
+        self.ctx.listeners.clear();
+    }
+
+    fn accept_all(&mut self, now: u64, index: usize) {
+        let Some((_, lfd)) = self.ctx.listeners.get(index) else { return };
+        let lraw = lfd.as_raw_fd();
+        loop {
+            match accept4(lraw, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
+                Ok(raw) => {
+                    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                    self.adopt(now, fd);
+                }
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => continue,
+                Err(e @ (Errno::EMFILE | Errno::ENFILE)) => {
+                    // Out of descriptors: refuse cleanly instead of spinning on a listener
+                    // that stays readable. Free the reserve, accept, close, take it back.
+                    tracing::warn!(shard = self.ctx.shard, error = %e, connections = self.socks.len(),
+                        "out of file descriptors; refusing a new connection (raise `ulimit -n` or lower load)");
+                    self.reserve_fd = None;
+                    if let Ok(raw) = accept4(lraw, SockFlag::SOCK_CLOEXEC) {
+                        // SAFETY: as above; dropped at once, which closes it.
+                        drop(unsafe { OwnedFd::from_raw_fd(raw) });
+                    }
+                    self.reserve_fd = open_reserve();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(shard = self.ctx.shard, error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn adopt(&mut self, now: u64, fd: OwnedFd) {
+        let _ = setsockopt(&fd, sockopt::TcpNoDelay, &true);
+        if self.ctx.socket_rcvbuf > 0 {
+            let _ = setsockopt(&fd, sockopt::RcvBuf, &self.ctx.socket_rcvbuf);
+        }
+        if self.ctx.socket_sndbuf > 0 {
+            let _ = setsockopt(&fd, sockopt::SndBuf, &self.ctx.socket_sndbuf);
+        }
+        let stream = TcpStream::from(fd);
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let id = ConnId(((self.ctx.shard as u64) << 48) | self.next_conn);
+        self.next_conn += 1;
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        if let Err(e) = self.epoll.add(stream.as_fd(), EpollEvent::new(flags, id.0)) {
+            tracing::warn!(shard = self.ctx.shard, peer = %peer, error = %e, "epoll_ctl(ADD) failed; dropping connection");
+            return;
+        }
+        self.socks.insert(
+            id,
+            Socket {
+                stream,
+                rx: BytesMut::new(),
+                blocked: false,
+            },
+        );
+        self.engine.handle_open(now, id, peer);
+    }
+
+    fn read(&mut self, now: u64, id: ConnId) {
+        let mut budget = READ_BUDGET_BYTES;
+        loop {
+            let Some(sock) = self.socks.get_mut(&id) else { return };
+            let fd = sock.stream.as_raw_fd();
+            let own = !sock.rx.is_empty();
+            let res = if own {
+                read_into(fd, &mut sock.rx)
+            } else {
+                read_into(fd, &mut self.ingress)
+            };
+            match res {
+                Ok(0) => {
+                    self.lost(now, id);
+                    return;
+                }
+                Ok(n) => {
+                    if own {
+                        let mut rx = std::mem::take(&mut sock.rx);
+                        self.engine.handle_bytes(now, id, &mut rx);
+                        if let Some(sock) = self.socks.get_mut(&id) {
+                            sock.rx = rx;
+                        }
+                    } else {
+                        self.engine.handle_bytes(now, id, &mut self.ingress);
+                        if !self.ingress.is_empty() {
+                            // Keep the partial packet with its connection.
+                            if let Some(sock) = self.socks.get_mut(&id) {
+                                sock.rx.extend_from_slice(&self.ingress);
+                            }
+                            self.ingress.clear();
+                        }
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        self.backlog.push(id);
+                        return;
+                    }
+                }
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) => continue,
+                Err(_) => {
+                    self.lost(now, id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The peer went away: tell the engine, release the socket.
+    fn lost(&mut self, now: u64, id: ConnId) {
+        self.engine.handle_closed(now, id);
+        if let Some(sock) = self.socks.remove(&id) {
+            let _ = self.epoll.delete(sock.stream.as_fd());
+        }
+    }
+
+    fn flush_all(&mut self, now: u64) {
+        while let Some(id) = self.engine.poll_dirty() {
+            self.flush(now, id);
+        }
+        while let Some(id) = self.engine.poll_close() {
+            self.flush(now, id);
+            self.close(now, id);
+        }
+    }
+
+    /// Writes as much queued output of `id` as the socket takes.
+    fn flush(&mut self, now: u64, id: ConnId) {
+        let Some(sock) = self.socks.get_mut(&id) else { return };
+        if sock.blocked {
+            return;
+        }
+        let Some(out) = self.engine.out_queue(id) else { return };
+        let mut failed = false;
+        while !out.is_empty() {
+            let mut iov = [IoSlice::new(&[]); IOV_MAX_BATCH];
+            let mut count = 0;
+            for (slot, chunk) in iov.iter_mut().zip(out.chunks()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            match (&sock.stream).write_vectored(&iov[..count]) {
+                Ok(n) => out.consume(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    sock.blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            self.lost(now, id);
+        }
+    }
+
+    fn close(&mut self, now: u64, id: ConnId) {
+        if let Some(sock) = self.socks.remove(&id) {
+            let _ = self.epoll.delete(sock.stream.as_fd());
+            // Half-close first so that a final DISCONNECT is not overtaken by a reset.
+            let _ = sock.stream.shutdown(std::net::Shutdown::Write);
+        }
+        self.engine.handle_closed(now, id);
+    }
+}
+
+/// `read(2)` into the spare capacity of `buf`, growing it when little is left.
+fn read_into(fd: RawFd, buf: &mut BytesMut) -> Result<usize, Errno> {
+    if buf.capacity() - buf.len() < READ_CHUNK_MIN {
+        buf.reserve(INGRESS_CAPACITY.max(READ_CHUNK_MIN));
+    }
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: the kernel writes at most `spare.len()` bytes into memory owned by `buf`.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    let n = n as usize;
+    // SAFETY: the first `n` spare bytes were just initialised by read(2).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}

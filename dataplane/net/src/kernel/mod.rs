@@ -1,0 +1,254 @@
+//! The kernel-socket driver: one pinned thread per shard, each with its own `SO_REUSEPORT`
+//! listener (so the kernel spreads new connections over the shards) and its own epoll set.
+//!
+//! ```text
+//!   main thread: bind N listeners ─▶ spawn N shard threads ─▶ wait for SIGINT/SIGTERM
+//!   shard i:     loop { epoll_wait; accept; read -> engine; rings -> engine; timers;
+//!                       writev engine output; close; engine mail -> rings }
+//! ```
+
+mod event_loop;
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::{
+    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+    SockaddrIn, SockaddrIn6,
+};
+use tachyon_engine::EngineConfig;
+use tachyon_shard::{Mesh, Waker};
+
+/// What a shard does when it has nothing to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleStrategy {
+    /// Block in `epoll_wait` until I/O, mail or a timer (lowest CPU use).
+    Block,
+    /// Never block: poll epoll with a zero timeout (lowest latency, one core at 100%).
+    Spin,
+}
+
+/// Settings of the kernel driver.
+#[derive(Debug, Clone)]
+pub struct KernelConfig {
+    pub listeners: Vec<SocketAddr>,
+    pub shard_count: usize,
+    /// CPU for each shard; empty means no pinning.
+    pub cores: Vec<usize>,
+    pub idle: IdleStrategy,
+    /// Capacity of each cross-shard ring, in messages.
+    pub ring_capacity: usize,
+    pub listen_backlog: i32,
+    /// Kernel socket buffer sizes (SO_RCVBUF/SO_SNDBUF); 0 keeps the system default.
+    pub socket_rcvbuf: usize,
+    pub socket_sndbuf: usize,
+    /// How long shutdown waits for output to drain before closing sockets.
+    pub shutdown_drain_ms: u64,
+}
+
+/// An operating error of the driver, with what to do about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NetError {
+    Bind {
+        addr: SocketAddr,
+        source: nix::Error,
+    },
+    Setup {
+        what: &'static str,
+        source: nix::Error,
+    },
+    Thread(std::io::Error),
+    ShardPanicked {
+        shard: usize,
+    },
+}
+
+impl std::fmt::Display for NetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetError::Bind { addr, source } => match source {
+                nix::Error::EADDRINUSE => write!(
+                    f,
+                    "listener {addr}: address already in use — another broker (mosquitto?) may be running; stop it or choose another port with -p or listeners[].bind"
+                ),
+                nix::Error::EACCES => write!(
+                    f,
+                    "listener {addr}: permission denied — ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port >= 1024"
+                ),
+                nix::Error::EADDRNOTAVAIL => write!(
+                    f,
+                    "listener {addr}: address not available on this host — bind to an address of a local interface (e.g. 127.0.0.1 or 0.0.0.0)"
+                ),
+                e => write!(f, "listener {addr}: cannot bind: {e}"),
+            },
+            NetError::Setup { what, source } => write!(f, "kernel driver: {what} failed: {source}"),
+            NetError::Thread(e) => write!(f, "kernel driver: cannot start shard thread: {e}"),
+            NetError::ShardPanicked { shard } => {
+                write!(f, "shard {shard} stopped with a panic (a bug: please report it with the log)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NetError {}
+
+/// Shutdown request shared by the main thread and the shards.
+#[derive(Default)]
+pub struct Shutdown {
+    flag: AtomicBool,
+    mesh: std::sync::OnceLock<Arc<Mesh>>,
+}
+
+impl Shutdown {
+    pub fn new() -> Arc<Shutdown> {
+        Arc::new(Shutdown::default())
+    }
+
+    /// Asks every shard to stop: stop accepting, DISCONNECT v5 clients with 0x8B, flush, exit.
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Some(m) = self.mesh.get() {
+            m.wake_all();
+        }
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+struct EventFdWaker(EventFd);
+
+impl Waker for EventFdWaker {
+    fn wake(&self) {
+        // A full counter (EAGAIN) still means "wake up"; nothing else can fail here.
+        let _ = self.0.write(1);
+    }
+}
+
+fn listener(addr: SocketAddr, backlog: i32) -> Result<OwnedFd, NetError> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let setup = |what| move |source| NetError::Setup { what, source };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(setup("socket()"))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(setup("SO_REUSEADDR"))?;
+    // One listener per shard on the same address: the kernel balances connections.
+    setsockopt(&fd, sockopt::ReusePort, &true).map_err(setup("SO_REUSEPORT"))?;
+    let res = match addr {
+        SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(setup("IPV6_V6ONLY"))?;
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(a))
+        }
+    };
+    res.map_err(|source| NetError::Bind { addr, source })?;
+    let backlog = Backlog::new(backlog).unwrap_or(Backlog::MAXCONN);
+    listen(&fd, backlog).map_err(setup("listen()"))?;
+    Ok(fd)
+}
+
+/// Runs the broker on kernel sockets until `shutdown` is triggered. Binds every listener
+/// once per shard before any thread starts, so address errors are reported synchronously.
+///
+/// # Errors
+/// [`NetError`] when a listener cannot be bound or a shard thread cannot start.
+pub fn run(
+    cfg: KernelConfig,
+    engine_cfg: Arc<EngineConfig>,
+    shutdown: Arc<Shutdown>,
+) -> Result<(), NetError> {
+    let n = cfg.shard_count;
+    let mut per_shard_listeners: Vec<Vec<(SocketAddr, OwnedFd)>> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut ls = Vec::new();
+        for &addr in &cfg.listeners {
+            ls.push((addr, listener(addr, cfg.listen_backlog)?));
+        }
+        per_shard_listeners.push(ls);
+    }
+    let mut eventfds = Vec::with_capacity(n);
+    let mut wakers: Vec<Arc<dyn Waker>> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let efd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map_err(|source| NetError::Setup {
+                what: "eventfd()",
+                source,
+            })?;
+        let dup = efd
+            .as_fd_dup()
+            .map_err(|source| NetError::Setup { what: "dup(eventfd)", source })?;
+        eventfds.push(dup);
+        wakers.push(Arc::new(EventFdWaker(efd)));
+    }
+    let mesh = Mesh::new(wakers, cfg.ring_capacity);
+    let _ = shutdown.mesh.set(mesh.clone());
+    if shutdown.is_triggered() {
+        mesh.wake_all();
+    }
+    for addr in &cfg.listeners {
+        tracing::info!(listener = %addr, shards = n, "listening (SO_REUSEPORT, one listener per shard)");
+    }
+
+    let mut handles = Vec::with_capacity(n);
+    for (shard, (listeners, efd)) in per_shard_listeners.into_iter().zip(eventfds).enumerate() {
+        let core = if cfg.cores.is_empty() {
+            None
+        } else {
+            Some(cfg.cores[shard % cfg.cores.len()])
+        };
+        let ctx = event_loop::ShardContext {
+            shard,
+            shard_count: n,
+            core,
+            listeners,
+            wake_fd: efd,
+            mesh: mesh.clone(),
+            engine_cfg: engine_cfg.clone(),
+            shutdown: shutdown.clone(),
+            idle: cfg.idle,
+            socket_rcvbuf: cfg.socket_rcvbuf,
+            socket_sndbuf: cfg.socket_sndbuf,
+            shutdown_drain_ms: cfg.shutdown_drain_ms,
+        };
+        let h = std::thread::Builder::new()
+            .name(format!("tachyon-shard-{shard}"))
+            .spawn(move || event_loop::run_shard(ctx))
+            .map_err(NetError::Thread)?;
+        handles.push(h);
+    }
+    let mut result = Ok(());
+    for (shard, h) in handles.into_iter().enumerate() {
+        if h.join().is_err() {
+            // A panicking shard is a bug; stop the others too rather than run half a broker.
+            shutdown.trigger();
+            result = Err(NetError::ShardPanicked { shard });
+        }
+    }
+    result
+}
+
+trait EventFdExt {
+    fn as_fd_dup(&self) -> nix::Result<OwnedFd>;
+}
+
+impl EventFdExt for EventFd {
+    fn as_fd_dup(&self) -> nix::Result<OwnedFd> {
+        use std::os::fd::AsFd;
+        self.as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))
+    }
+}

@@ -1,0 +1,154 @@
+//! `tachyon`: the broker binary.
+//!
+//! ```text
+//!   tachyon serve [--config FILE] [-p PORT]   run the broker (embedded defaults without --config)
+//!   tachyon check-config FILE                 validate a configuration and exit
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use nix_signals::wait_for_stop_signal;
+use tachyon_controlplane::Config;
+
+#[derive(Parser)]
+#[command(name = "tachyon", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TACHYON_GIT_REV"), ")"), about = "MQTT 3.1.1 and 5.0 broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker in the foreground.
+    Serve {
+        /// Configuration file (TOML). Without it: configs/dev.toml, embedded.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Port of the first listener (overrides the configuration, like `mosquitto -p`).
+        #[arg(long, short = 'p')]
+        port: Option<u16>,
+    },
+    /// Validate a configuration file and exit (0 = usable).
+    CheckConfig { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve { config, port } => serve(config, port),
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TACHYON_LOG")
+        .or_else(|_| EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(config: Option<PathBuf>, port: Option<u16>) -> ExitCode {
+    let mut cfg = match &config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default_dev(),
+    };
+    if let Some(p) = port {
+        cfg.override_port(p);
+    }
+    init_logging(&cfg);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), rev = env!("TACHYON_GIT_REV"),
+        config = %config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()),
+        "tachyon starting");
+
+    match tachyon_net::limits::raise_nofile_limit() {
+        Ok(n) => tracing::info!(open_files = n, connections_max = n.saturating_sub(16 + 4 * cfg.shard_count() as u64),
+            "open-files limit raised to the hard limit; each connection uses one descriptor"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit; `ulimit -n` bounds connections"),
+    }
+
+    // Signals are taken by one thread with sigwait; shard threads inherit the blocked mask.
+    let shutdown = tachyon_net::Shutdown::new();
+    if let Err(e) = nix_signals::block_stop_signals() {
+        eprintln!("cannot set up signal handling: {e}");
+        return ExitCode::FAILURE;
+    }
+    {
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name("tachyon-signals".into())
+            .spawn(move || {
+                let sig = wait_for_stop_signal();
+                tracing::info!(signal = sig, "stopping: no new connections, DISCONNECT 0x8B to v5 clients, flushing");
+                shutdown.trigger();
+            })
+            .expect("spawning the signal thread at start-up");
+    }
+
+    let boot_nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ ((std::process::id() as u64) << 32);
+    let engine_cfg = cfg.engine_config(boot_nonce);
+    let kernel_cfg = cfg.kernel_config();
+    match tachyon_net::run(kernel_cfg, Arc::clone(&engine_cfg), shutdown) {
+        Ok(()) => {
+            tracing::info!("tachyon stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tachyon: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT/SIGTERM handling without async-signal-safety concerns: block them everywhere and
+/// take them synchronously on one thread.
+mod nix_signals {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
+    fn stop_set() -> SigSet {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGTERM);
+        set
+    }
+
+    pub fn block_stop_signals() -> nix::Result<()> {
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop_set()), None)
+    }
+
+    pub fn wait_for_stop_signal() -> &'static str {
+        match stop_set().wait() {
+            Ok(Signal::SIGINT) => "SIGINT",
+            Ok(Signal::SIGTERM) => "SIGTERM",
+            Ok(_) | Err(_) => "signal",
+        }
+    }
+}
