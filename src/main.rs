@@ -57,7 +57,9 @@ fn init_logging(cfg: &Config) {
     let filter = EnvFilter::try_from_env("TACHYON_LOG")
         .or_else(|_| EnvFilter::try_new(&cfg.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cfg.log.format == "json" {
         builder.json().init();
     } else {
@@ -85,9 +87,14 @@ fn serve(config: Option<PathBuf>, port: Option<u16>) -> ExitCode {
         "tachyon starting");
 
     match tachyon_net::limits::raise_nofile_limit() {
-        Ok(n) => tracing::info!(open_files = n, connections_max = n.saturating_sub(16 + 4 * cfg.shard_count() as u64),
-            "open-files limit raised to the hard limit; each connection uses one descriptor"),
-        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit; `ulimit -n` bounds connections"),
+        Ok(n) => tracing::info!(
+            open_files = n,
+            connections_max = n.saturating_sub(16 + 4 * cfg.shard_count() as u64),
+            "open-files limit raised to the hard limit; each connection uses one descriptor"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-files limit; `ulimit -n` bounds connections")
+        }
     }
 
     // Signals are taken by one thread with sigwait; shard threads inherit the blocked mask.
@@ -102,7 +109,10 @@ fn serve(config: Option<PathBuf>, port: Option<u16>) -> ExitCode {
             .name("tachyon-signals".into())
             .spawn(move || {
                 let sig = wait_for_stop_signal();
-                tracing::info!(signal = sig, "stopping: no new connections, DISCONNECT 0x8B to v5 clients, flushing");
+                tracing::info!(
+                    signal = sig,
+                    "stopping: no new connections, DISCONNECT 0x8B to v5 clients, flushing"
+                );
                 shutdown.trigger();
             })
             .expect("spawning the signal thread at start-up");

@@ -198,7 +198,10 @@ impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConfigError::Read { path, source } => {
-                write!(f, "config {path}: cannot read: {source} — check the path given to --config")
+                write!(
+                    f,
+                    "config {path}: cannot read: {source} — check the path given to --config"
+                )
             }
             ConfigError::Parse { origin, message } => {
                 write!(f, "config {origin}: {}", message.trim_end())
@@ -254,7 +257,11 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.listeners.is_empty() {
-            return Err(invalid("listeners", "[]", "add at least one [[listeners]] with bind = \"127.0.0.1:1883\""));
+            return Err(invalid(
+                "listeners",
+                "[]",
+                "add at least one [[listeners]] with bind = \"127.0.0.1:1883\"",
+            ));
         }
         for (i, l) in self.listeners.iter().enumerate() {
             if l.bind.parse::<SocketAddr>().is_err() {
@@ -266,15 +273,29 @@ impl Config {
             }
         }
         if self.shards.count > tachyon_engine::SHARDS_MAX {
-            return Err(invalid("shards.count", self.shards.count, "use at most 64 shards (0 = one per core)"));
+            return Err(invalid(
+                "shards.count",
+                self.shards.count,
+                "use at most 64 shards (0 = one per core)",
+            ));
         }
         if self.shards.idle != "block" && self.shards.idle != "spin" {
-            return Err(invalid("shards.idle", format!("{:?}", self.shards.idle), "use \"block\" or \"spin\""));
+            return Err(invalid(
+                "shards.idle",
+                format!("{:?}", self.shards.idle),
+                "use \"block\" or \"spin\"",
+            ));
         }
         if self.shards.ring_capacity < 64 {
-            return Err(invalid("shards.ring_capacity", self.shards.ring_capacity, "use at least 64"));
+            return Err(invalid(
+                "shards.ring_capacity",
+                self.shards.ring_capacity,
+                "use at least 64",
+            ));
         }
-        let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let ncpu = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         if let Some(&c) = self.shards.cores.iter().find(|&&c| c >= ncpu) {
             return Err(invalid(
                 "shards.cores",
@@ -284,22 +305,38 @@ impl Config {
         }
         let l = &self.limits;
         if !(64..=tachyon_codec_max()).contains(&l.max_packet_size) {
-            return Err(invalid("limits.max_packet_size", l.max_packet_size, "use 64 ..= 268435455 bytes"));
+            return Err(invalid(
+                "limits.max_packet_size",
+                l.max_packet_size,
+                "use 64 ..= 268435455 bytes",
+            ));
         }
         if l.receive_maximum == 0 {
             return Err(invalid("limits.receive_maximum", 0, "use 1 ..= 65535"));
         }
         if l.max_inflight_messages == 0 {
-            return Err(invalid("limits.max_inflight_messages", 0, "use 1 ..= 65535"));
+            return Err(invalid(
+                "limits.max_inflight_messages",
+                0,
+                "use 1 ..= 65535",
+            ));
         }
         if l.max_topic_levels == 0 || l.max_topic_levels > 1024 {
-            return Err(invalid("limits.max_topic_levels", l.max_topic_levels, "use 1 ..= 1024"));
+            return Err(invalid(
+                "limits.max_topic_levels",
+                l.max_topic_levels,
+                "use 1 ..= 1024",
+            ));
         }
         if l.max_queued_messages == 0 {
             return Err(invalid("limits.max_queued_messages", 0, "use at least 1"));
         }
         if self.log.format != "text" && self.log.format != "json" {
-            return Err(invalid("log.format", format!("{:?}", self.log.format), "use \"text\" or \"json\""));
+            return Err(invalid(
+                "log.format",
+                format!("{:?}", self.log.format),
+                "use \"text\" or \"json\"",
+            ));
         }
         Ok(())
     }
@@ -315,7 +352,10 @@ impl Config {
 
     pub fn shard_count(&self) -> usize {
         if self.shards.count == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(tachyon_engine::SHARDS_MAX)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(tachyon_engine::SHARDS_MAX)
         } else {
             self.shards.count
         }
@@ -350,16 +390,26 @@ impl Config {
         let cores = if !self.shards.pin_cores {
             Vec::new()
         } else if self.shards.cores.is_empty() {
-            let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let ncpu = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
             (0..n).map(|i| i % ncpu).collect()
         } else {
             self.shards.cores.clone()
         };
         KernelConfig {
-            listeners: self.listeners.iter().map(|l| l.bind.parse().expect("validated")).collect(),
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| l.bind.parse().expect("validated"))
+                .collect(),
             shard_count: n,
             cores,
-            idle: if self.shards.idle == "spin" { IdleStrategy::Spin } else { IdleStrategy::Block },
+            idle: if self.shards.idle == "spin" {
+                IdleStrategy::Spin
+            } else {
+                IdleStrategy::Block
+            },
             ring_capacity: self.shards.ring_capacity,
             listen_backlog: self.net.listen_backlog,
             socket_rcvbuf: self.net.socket_rcvbuf,
@@ -394,9 +444,16 @@ mod tests {
     #[test]
     fn bad_value_names_key_value_and_fix() {
         let e = Config::parse("[limits]\nmax_packet_size = 10\n", "t").unwrap_err();
-        assert_eq!(e.to_string(), "config: limits.max_packet_size = 10 is not usable — use 64 ..= 268435455 bytes");
+        assert_eq!(
+            e.to_string(),
+            "config: limits.max_packet_size = 10 is not usable — use 64 ..= 268435455 bytes"
+        );
         let e = Config::parse("[[listeners]]\nbind = \"localhost\"\n", "t").unwrap_err();
-        assert!(e.to_string().starts_with("config: listeners[0].bind = \"localhost\""), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("config: listeners[0].bind = \"localhost\""),
+            "{e}"
+        );
     }
 
     #[test]

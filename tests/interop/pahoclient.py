@@ -320,8 +320,17 @@ class PahoClient:
         self.stop()
 
     def stop(self):
+        """Stop the network thread; a still-open connection is dropped
+        abruptly (shutting the socket down also wakes paho's select, so the
+        thread ends at once instead of after its 1 s poll)."""
+        sock = self.c.socket()
         if self._started:
             self._started = False
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             self.c.loop_stop()
         sock = self.c.socket()
         if sock is not None:

@@ -3,6 +3,8 @@ unsubscribe. Every test runs for MQTT 3.1.1 and MQTT 5.0."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pahoclient import PROTOCOLS, QUIET
@@ -89,13 +91,13 @@ def test_wildcards(clients, proto):
     pub = clients("pub", protocol=p)
     for t in TOPICS:
         pub.publish(t, t.encode(), qos=1)
+    got = {flt: c.expect(len(MATCHES[flt])) for flt, c in subs.items()}
+    time.sleep(QUIET)  # then nothing more may have arrived anywhere
     for flt, c in subs.items():
-        expected = MATCHES[flt]
-        got = c.expect(len(expected))
-        got += c.drain(0.2)
-        topics = [m.topic for m in got]
-        assert sorted(topics) == sorted(expected), f"filter {flt!r}"
-        assert all(m.payload == m.topic.encode() for m in got)
+        got[flt] += c.drain(0.001)
+        topics = [m.topic for m in got[flt]]
+        assert sorted(topics) == sorted(MATCHES[flt]), f"filter {flt!r}"
+        assert all(m.payload == m.topic.encode() for m in got[flt])
 
 
 @PROTO
@@ -115,11 +117,12 @@ def test_dollar_topics_not_matched_by_leading_wildcards(clients, proto):
     # The '$' subscription is the control: if the broker does not route
     # client publishes to '$' topics at all, the negative check below says
     # nothing.
-    control = dollar_sub.drain(1.0)
-    if not control:
+    try:
+        control = dollar_sub.get(timeout=2.0)
+    except AssertionError:
         pytest.skip("broker does not deliver client publishes to '$' topics (allowed by spec 4.7.2); "
                     "nothing to check")  # fmt: skip
-    assert [(m.topic, m.payload) for m in control] == [("$tachyon-test/x", b"dollar")]
+    assert (control.topic, control.payload) == ("$tachyon-test/x", b"dollar")
     for c in (hash_sub, plus_sub):
         got = c.expect_until(lambda m: m.payload == b"plain")
         got += c.drain(QUIET)
@@ -149,9 +152,11 @@ def test_unsubscribe_stops_delivery(clients, proto):
 @PROTO
 def test_overlapping_subscriptions_max_qos(clients, proto):
     """A client whose subscriptions overlap receives the message at the
-    maximum QoS of the matching subscriptions (v5 [MQTT-3.3.4-2]; v3.1.1
-    allows one copy per subscription, then at least one copy must be at
-    that QoS, section 3.3.5)."""
+    maximum QoS of the matching subscriptions; further copies (one per
+    matching subscription, each at its own QoS) are allowed.
+    v5 [MQTT-3.3.4-2]; v3.1.1 [MQTT-3.3.5-1].
+    Mosquitto 2.0.11 deviates for v3.1.1: it sends a single copy at the QoS
+    of the first matching subscription (0 here)."""
     p = PROTOCOLS[proto]
     sub = clients("sub", protocol=p)
     assert sub.subscribe("ov/+", qos=0) == [0]

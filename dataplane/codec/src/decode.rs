@@ -142,7 +142,10 @@ pub fn decode(
     }
     let total = header.total_len();
     if total > max_packet_size {
-        return Err(DecodeError::PacketTooLarge { size: total, max: max_packet_size });
+        return Err(DecodeError::PacketTooLarge {
+            size: total,
+            max: max_packet_size,
+        });
     }
     if buf.len() < total {
         return Ok(None);
@@ -258,24 +261,25 @@ impl Reader {
 // v5 Reason Codes each packet may carry (v5 2.4 Table 2-6 and the packet sections).
 /// CONNACK, v5 3.2.2.2 Table 3-1.
 pub(crate) const CONNACK_REASONS: &[u8] = &[
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95,
-    0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
+    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
 ];
 /// PUBACK (v5 3.4.2.1) and PUBREC (v5 3.5.2.1).
 pub(crate) const PUBACK_REASONS: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
 /// PUBREL (v5 3.6.2.1) and PUBCOMP (v5 3.7.2.1).
 pub(crate) const PUBREL_REASONS: &[u8] = &[0x00, 0x92];
 /// SUBACK, v5 3.9.3.
-pub(crate) const SUBACK_REASONS: &[u8] =
-    &[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2];
+pub(crate) const SUBACK_REASONS: &[u8] = &[
+    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+];
 /// SUBACK return codes of v3.1.1 (v3.1.1 3.9.3, [MQTT-3.9.3-2]).
 pub(crate) const SUBACK_REASONS_V311: &[u8] = &[0x00, 0x01, 0x02, 0x80];
 /// UNSUBACK, v5 3.11.3.
 pub(crate) const UNSUBACK_REASONS: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 /// DISCONNECT, v5 3.14.2.1.
 pub(crate) const DISCONNECT_REASONS: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94,
-    0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
 ];
 /// AUTH, v5 3.15.2.1.
 pub(crate) const AUTH_REASONS: &[u8] = &[0x00, 0x18, 0x19];
@@ -396,12 +400,26 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
             return Err(DecodeError::TopicNameInvalid);
         }
         let payload = r.binary("Will Payload")?;
-        Some(Will { topic, payload, qos: will_qos, retain: will_retain, properties })
+        Some(Will {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            properties,
+        })
     } else {
         None
     };
-    let username = if username_flag { Some(r.utf8("User Name")?) } else { None };
-    let password = if password_flag { Some(r.binary("Password")?) } else { None };
+    let username = if username_flag {
+        Some(r.utf8("User Name")?)
+    } else {
+        None
+    };
+    let password = if password_flag {
+        Some(r.binary("Password")?)
+    } else {
+        None
+    };
     Ok(Connect {
         version,
         clean_start,
@@ -425,12 +443,22 @@ fn decode_connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
     if v5 {
         let reason = reason(r, 2, CONNACK_REASONS)?; // v5 [MQTT-3.2.2-8].
         let properties = decode_properties(r, PropContext::ConnAck)?;
-        Ok(ConnAck { session_present, reason, properties })
+        Ok(ConnAck {
+            session_present,
+            reason,
+            properties,
+        })
     } else {
         let code = r.u8("Connect Return code")?;
-        let reason = ReasonCode::from_v311_connack(code)
-            .ok_or(DecodeError::InvalidReasonCode { packet_type: 2, code })?;
-        Ok(ConnAck { session_present, reason, properties: Properties::default() })
+        let reason = ReasonCode::from_v311_connack(code).ok_or(DecodeError::InvalidReasonCode {
+            packet_type: 2,
+            code,
+        })?;
+        Ok(ConnAck {
+            session_present,
+            reason,
+            properties: Properties::default(),
+        })
     }
 }
 
@@ -447,14 +475,26 @@ fn decode_publish(first: u8, r: &mut Reader, v5: bool) -> Result<Publish, Decode
         return Err(DecodeError::TopicNameInvalid);
     }
     // v5 [MQTT-2.2.1-2]: a Packet Identifier only when QoS > 0.
-    let packet_id = if qos == QoS::AtMostOnce { None } else { Some(r.packet_id()?) };
+    let packet_id = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        Some(r.packet_id()?)
+    };
     let properties = if v5 {
         decode_properties(r, PropContext::Publish)?
     } else {
         Properties::default()
     };
     let payload = r.rest();
-    Ok(Publish { dup, qos, retain, topic, packet_id, properties, payload })
+    Ok(Publish {
+        dup,
+        qos,
+        retain,
+        topic,
+        packet_id,
+        properties,
+        payload,
+    })
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP (v5 3.4-3.7; v3.1.1 3.4-3.7).
@@ -479,7 +519,11 @@ fn decode_pub_resp(
     } else {
         decode_properties(r, ctx)?
     };
-    Ok(PubResp { packet_id, reason, properties })
+    Ok(PubResp {
+        packet_id,
+        reason,
+        properties,
+    })
 }
 
 /// DISCONNECT (v5 3.14) and AUTH (v5 3.15): Remaining Length 0 means Success without
@@ -496,7 +540,11 @@ fn decode_reason_and_props(
     if !v5 || r.remaining() == 0 {
         return Ok((ReasonCode::SUCCESS, Properties::default()));
     }
-    let allowed = if ctx == PropContext::Auth { AUTH_REASONS } else { DISCONNECT_REASONS };
+    let allowed = if ctx == PropContext::Auth {
+        AUTH_REASONS
+    } else {
+        DISCONNECT_REASONS
+    };
     // v5 [MQTT-3.14.2-1], [MQTT-3.15.2-1].
     let reason = reason(r, packet_type, allowed)?;
     let properties = if r.remaining() == 0 {
@@ -526,7 +574,11 @@ fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> 
         // v5 [MQTT-3.8.3-2]; v3.1.1 [MQTT-3.8.3-3].
         return Err(DecodeError::NoTopicFilters { packet_type: 8 });
     }
-    Ok(Subscribe { packet_id, properties, filters })
+    Ok(Subscribe {
+        packet_id,
+        properties,
+        filters,
+    })
 }
 
 /// Subscription Options byte (v5 3.8.3.1; v3.1.1 3.8.3 "Requested QoS").
@@ -536,8 +588,8 @@ fn subscription_options(options: u8, v5: bool) -> Result<SubscriptionOptions, De
     if options & reserved != 0 {
         return Err(DecodeError::InvalidSubscriptionOptions { options });
     }
-    let qos = QoS::from_u8(options & 0x03)
-        .ok_or(DecodeError::InvalidSubscriptionQoS { options })?;
+    let qos =
+        QoS::from_u8(options & 0x03).ok_or(DecodeError::InvalidSubscriptionQoS { options })?;
     let retain_handling = (options >> 4) & 0x03;
     if retain_handling == 3 {
         // v5 3.8.3.1: "It is a Protocol Error to send a Retain Handling value of 3."
@@ -578,9 +630,17 @@ fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
         Properties::default()
     };
     // v5 [MQTT-3.9.3-2]; v3.1.1 [MQTT-3.9.3-2].
-    let allowed = if v5 { SUBACK_REASONS } else { SUBACK_REASONS_V311 };
+    let allowed = if v5 {
+        SUBACK_REASONS
+    } else {
+        SUBACK_REASONS_V311
+    };
     let reasons = reason_list(r, 9, allowed)?;
-    Ok(SubAck { packet_id, properties, reasons })
+    Ok(SubAck {
+        packet_id,
+        properties,
+        reasons,
+    })
 }
 
 /// UNSUBSCRIBE (v5 3.10; v3.1.1 3.10).
@@ -599,19 +659,31 @@ fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeErr
         // v5 [MQTT-3.10.3-2]; v3.1.1 [MQTT-3.10.3-2].
         return Err(DecodeError::NoTopicFilters { packet_type: 10 });
     }
-    Ok(Unsubscribe { packet_id, properties, filters })
+    Ok(Unsubscribe {
+        packet_id,
+        properties,
+        filters,
+    })
 }
 
 /// UNSUBACK (v5 3.11; v3.1.1 3.11, which has only the Packet Identifier).
 fn decode_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
     let packet_id = r.packet_id()?;
     if !v5 {
-        return Ok(UnsubAck { packet_id, properties: Properties::default(), reasons: Vec::new() });
+        return Ok(UnsubAck {
+            packet_id,
+            properties: Properties::default(),
+            reasons: Vec::new(),
+        });
     }
     let properties = decode_properties(r, PropContext::UnsubAck)?;
     // v5 [MQTT-3.11.3-2].
     let reasons = reason_list(r, 11, UNSUBACK_REASONS)?;
-    Ok(UnsubAck { packet_id, properties, reasons })
+    Ok(UnsubAck {
+        packet_id,
+        properties,
+        reasons,
+    })
 }
 
 #[cfg(test)]
@@ -632,7 +704,14 @@ mod tests {
     #[test]
     fn fixed_header_accessors() {
         let h = peek_fixed_header(&[0x30, 0x80, 0x01]).unwrap().unwrap();
-        assert_eq!(h, FixedHeader { first_byte: 0x30, header_len: 3, remaining_len: 128 });
+        assert_eq!(
+            h,
+            FixedHeader {
+                first_byte: 0x30,
+                header_len: 3,
+                remaining_len: 128
+            }
+        );
         assert_eq!(h.packet_type(), 3);
         assert_eq!(h.total_len(), 131);
         assert_eq!(peek_fixed_header(&[]), Ok(None));
@@ -661,9 +740,19 @@ mod tests {
     #[test]
     fn reader_reports_the_field_that_ran_out() {
         let mut r = Reader::new(Bytes::from_static(&[0x00, 0x05, b'a']));
-        assert_eq!(r.utf8("Topic Name"), Err(DecodeError::Truncated { field: "Topic Name" }));
+        assert_eq!(
+            r.utf8("Topic Name"),
+            Err(DecodeError::Truncated {
+                field: "Topic Name"
+            })
+        );
         let mut r = Reader::new(Bytes::from_static(&[0x01]));
-        assert_eq!(r.u16("Keep Alive"), Err(DecodeError::Truncated { field: "Keep Alive" }));
+        assert_eq!(
+            r.u16("Keep Alive"),
+            Err(DecodeError::Truncated {
+                field: "Keep Alive"
+            })
+        );
         assert_eq!(r.u32("x"), Err(DecodeError::Truncated { field: "x" }));
         assert_eq!(r.u8("y"), Ok(1));
         assert_eq!(r.u8("y"), Err(DecodeError::Truncated { field: "y" }));
@@ -690,11 +779,17 @@ mod tests {
             reason: ReasonCode::SUCCESS,
             properties: Properties::default(),
         });
-        assert_eq!(dec(&[0xE0, 0x00], Some(ProtocolVersion::V311)), Ok(Some(d.clone())));
+        assert_eq!(
+            dec(&[0xE0, 0x00], Some(ProtocolVersion::V311)),
+            Ok(Some(d.clone()))
+        );
         assert_eq!(dec(&[0xE0, 0x00], Some(ProtocolVersion::V5)), Ok(Some(d)));
         assert_eq!(
             dec(&[0xE0, 0x01, 0x00], Some(ProtocolVersion::V311)),
-            Err(DecodeError::TrailingBytes { packet_type: 14, extra: 1 })
+            Err(DecodeError::TrailingBytes {
+                packet_type: 14,
+                extra: 1
+            })
         );
     }
 }

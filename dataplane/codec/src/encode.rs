@@ -81,14 +81,21 @@ impl<'a> PublishHead<'a> {
         }
         if self.dup && self.qos == QoS::AtMostOnce {
             // v5 [MQTT-3.3.1-2]; v3.1.1 [MQTT-3.3.1-2].
-            return Err(EncodeError::InvalidPacket { what: "PUBLISH with DUP needs QoS > 0" });
+            return Err(EncodeError::InvalidPacket {
+                what: "PUBLISH with DUP needs QoS > 0",
+            });
         }
         if self.topic.len() > usize::from(u16::MAX) {
-            return Err(EncodeError::FieldTooLong { field: "Topic Name", len: self.topic.len() });
+            return Err(EncodeError::FieldTooLong {
+                field: "Topic Name",
+                len: self.topic.len(),
+            });
         }
         if version == ProtocolVersion::V311 && self.topic.is_empty() {
             // v3.1.1 [MQTT-4.7.3-1]: no Topic Alias to stand in for the name.
-            return Err(EncodeError::InvalidPacket { what: "MQTT 3.1.1 PUBLISH needs a topic" });
+            return Err(EncodeError::InvalidPacket {
+                what: "MQTT 3.1.1 PUBLISH needs a topic",
+            });
         }
         if version == ProtocolVersion::V5 {
             let empty = Properties::default();
@@ -141,10 +148,7 @@ pub fn encode_publish_head(
         .filter(|&r| r <= VARINT_MAX)
         .unwrap_or_else(|| panic!("encode_publish_head: remaining length {remaining} too large"));
     let start = out.len();
-    let first = 0x30
-        | (u8::from(head.dup) << 3)
-        | (head.qos.as_u8() << 1)
-        | u8::from(head.retain);
+    let first = 0x30 | (u8::from(head.dup) << 3) | (head.qos.as_u8() << 1) | u8::from(head.retain);
     out.reserve(5 + var_header);
     out.put_u8(first);
     write_varint(remaining, out);
@@ -154,7 +158,12 @@ pub fn encode_publish_head(
     }
     if version == ProtocolVersion::V5 {
         let empty = Properties::default();
-        write_properties(&head.props_out(&empty), PropContext::Publish, props_len, out);
+        write_properties(
+            &head.props_out(&empty),
+            PropContext::Publish,
+            props_len,
+            out,
+        );
     }
     out.len() - start
 }
@@ -265,7 +274,10 @@ fn body_len(packet: &Packet, v: ProtocolVersion) -> usize {
         }
         Packet::Subscribe(s) => {
             2 + props_block(&s.properties, PropContext::Subscribe, v)
-                + s.filters.iter().map(|(f, _)| 2 + f.len() + 1).sum::<usize>()
+                + s.filters
+                    .iter()
+                    .map(|(f, _)| 2 + f.len() + 1)
+                    .sum::<usize>()
         }
         Packet::SubAck(s) => {
             2 + props_block(&s.properties, PropContext::SubAck, v) + s.reasons.len()
@@ -358,16 +370,22 @@ fn check(packet: &Packet, v: ProtocolVersion) -> Result<(), EncodeError> {
         }
         Packet::Subscribe(s) => {
             if s.filters.is_empty() {
-                return Err(EncodeError::InvalidPacket { what: "SUBSCRIBE without Topic Filter" });
+                return Err(EncodeError::InvalidPacket {
+                    what: "SUBSCRIBE without Topic Filter",
+                });
             }
             if s.filters.iter().any(|(_, o)| o.retain_handling > 2) {
-                return Err(EncodeError::InvalidPacket { what: "Retain Handling above 2" });
+                return Err(EncodeError::InvalidPacket {
+                    what: "Retain Handling above 2",
+                });
             }
             check_props(&s.properties, PropContext::Subscribe, v)?;
         }
         Packet::SubAck(s) => {
             if s.reasons.is_empty() {
-                return Err(EncodeError::InvalidPacket { what: "SUBACK without Reason Code" });
+                return Err(EncodeError::InvalidPacket {
+                    what: "SUBACK without Reason Code",
+                });
             }
             check_props(&s.properties, PropContext::SubAck, v)?;
         }
@@ -381,7 +399,9 @@ fn check(packet: &Packet, v: ProtocolVersion) -> Result<(), EncodeError> {
         }
         Packet::UnsubAck(u) => {
             if is_v5(v) && u.reasons.is_empty() {
-                return Err(EncodeError::InvalidPacket { what: "UNSUBACK without Reason Code" });
+                return Err(EncodeError::InvalidPacket {
+                    what: "UNSUBACK without Reason Code",
+                });
             }
             check_props(&u.properties, PropContext::UnsubAck, v)?;
         }
@@ -389,7 +409,9 @@ fn check(packet: &Packet, v: ProtocolVersion) -> Result<(), EncodeError> {
         Packet::Disconnect(d) => check_props(&d.properties, PropContext::Disconnect, v)?,
         Packet::Auth(a) => {
             if !is_v5(v) {
-                return Err(EncodeError::NotInVersion { packet: PacketType::Auth });
+                return Err(EncodeError::NotInVersion {
+                    packet: PacketType::Auth,
+                });
             }
             check_props(&a.properties, PropContext::Auth, v)?;
         }
@@ -432,7 +454,11 @@ pub fn encode(
     write_varint(body as u32, out);
     let body_start = out.len();
     write_body(packet, version, out);
-    assert_eq!(out.len() - body_start, body, "computed and written remaining length agree");
+    assert_eq!(
+        out.len() - body_start,
+        body,
+        "computed and written remaining length agree"
+    );
     Ok(out.len() - start)
 }
 
@@ -571,9 +597,15 @@ mod tests {
         let ok = Packet::PubAck(PubResp::new(pid(1), ReasonCode::SUCCESS));
         assert_eq!(enc(&ok, ProtocolVersion::V5), [0x40, 0x02, 0x00, 0x01]);
         let no_subs = Packet::PubAck(PubResp::new(pid(1), ReasonCode::NO_MATCHING_SUBSCRIBERS));
-        assert_eq!(enc(&no_subs, ProtocolVersion::V5), [0x40, 0x03, 0x00, 0x01, 0x10]);
+        assert_eq!(
+            enc(&no_subs, ProtocolVersion::V5),
+            [0x40, 0x03, 0x00, 0x01, 0x10]
+        );
         // v3.1.1 has no Reason Code: only the Packet Identifier.
-        assert_eq!(enc(&no_subs, ProtocolVersion::V311), [0x40, 0x02, 0x00, 0x01]);
+        assert_eq!(
+            enc(&no_subs, ProtocolVersion::V311),
+            [0x40, 0x02, 0x00, 0x01]
+        );
         let with_props = Packet::PubRel(PubResp {
             packet_id: pid(2),
             reason: ReasonCode::SUCCESS,
@@ -590,12 +622,34 @@ mod tests {
 
     #[test]
     fn disconnect_and_auth_short_forms() {
-        let d = |r| Packet::Disconnect(Disconnect { reason: r, properties: Properties::default() });
-        assert_eq!(enc(&d(ReasonCode::SUCCESS), ProtocolVersion::V5), [0xE0, 0x00]);
-        assert_eq!(enc(&d(ReasonCode::SERVER_SHUTTING_DOWN), ProtocolVersion::V5), [0xE0, 1, 0x8B]);
-        assert_eq!(enc(&d(ReasonCode::SERVER_SHUTTING_DOWN), ProtocolVersion::V311), [0xE0, 0]);
-        let a = |r| Packet::Auth(Auth { reason: r, properties: Properties::default() });
-        assert_eq!(enc(&a(ReasonCode::SUCCESS), ProtocolVersion::V5), [0xF0, 0x00]);
+        let d = |r| {
+            Packet::Disconnect(Disconnect {
+                reason: r,
+                properties: Properties::default(),
+            })
+        };
+        assert_eq!(
+            enc(&d(ReasonCode::SUCCESS), ProtocolVersion::V5),
+            [0xE0, 0x00]
+        );
+        assert_eq!(
+            enc(&d(ReasonCode::SERVER_SHUTTING_DOWN), ProtocolVersion::V5),
+            [0xE0, 1, 0x8B]
+        );
+        assert_eq!(
+            enc(&d(ReasonCode::SERVER_SHUTTING_DOWN), ProtocolVersion::V311),
+            [0xE0, 0]
+        );
+        let a = |r| {
+            Packet::Auth(Auth {
+                reason: r,
+                properties: Properties::default(),
+            })
+        };
+        assert_eq!(
+            enc(&a(ReasonCode::SUCCESS), ProtocolVersion::V5),
+            [0xF0, 0x00]
+        );
         assert_eq!(
             enc(&a(ReasonCode::CONTINUE_AUTHENTICATION), ProtocolVersion::V5),
             [0xF0, 0x02, 0x18, 0x00]
@@ -603,10 +657,15 @@ mod tests {
         let mut out = BytesMut::new();
         assert_eq!(
             encode(&a(ReasonCode::SUCCESS), ProtocolVersion::V311, &mut out),
-            Err(EncodeError::NotInVersion { packet: PacketType::Auth })
+            Err(EncodeError::NotInVersion {
+                packet: PacketType::Auth
+            })
         );
         assert!(out.is_empty());
-        assert_eq!(encoded_len(&a(ReasonCode::SUCCESS), ProtocolVersion::V311), 0);
+        assert_eq!(
+            encoded_len(&a(ReasonCode::SUCCESS), ProtocolVersion::V311),
+            0
+        );
     }
 
     #[test]
@@ -627,8 +686,14 @@ mod tests {
             properties: Properties::default(),
             reasons: vec![ReasonCode::GRANTED_QOS_2, ReasonCode::NOT_AUTHORIZED],
         });
-        assert_eq!(enc(&s, ProtocolVersion::V311), [0x90, 0x04, 0x00, 0x07, 0x02, 0x80]);
-        assert_eq!(enc(&s, ProtocolVersion::V5), [0x90, 0x05, 0x00, 0x07, 0x00, 0x02, 0x87]);
+        assert_eq!(
+            enc(&s, ProtocolVersion::V311),
+            [0x90, 0x04, 0x00, 0x07, 0x02, 0x80]
+        );
+        assert_eq!(
+            enc(&s, ProtocolVersion::V5),
+            [0x90, 0x05, 0x00, 0x07, 0x00, 0x02, 0x87]
+        );
     }
 
     #[test]
@@ -653,7 +718,10 @@ mod tests {
         };
         let (head_len, total) = publish_head_len(&head, 4, ProtocolVersion::V5);
         let mut out = BytesMut::new();
-        assert_eq!(encode_publish_head(&head, 4, ProtocolVersion::V5, &mut out), head_len);
+        assert_eq!(
+            encode_publish_head(&head, 4, ProtocolVersion::V5, &mut out),
+            head_len
+        );
         assert_eq!(total, head_len + 4);
         let expected = [
             0x3A, 23, // PUBLISH DUP QoS 1, Remaining Length 7 + 1 + 11 + 4
@@ -677,8 +745,11 @@ mod tests {
         // v3.1.1: no properties at all.
         let (h311, _) = publish_head_len(&head, 4, ProtocolVersion::V311);
         let mut out = BytesMut::new();
-        assert_eq!(encode_publish_head(&head, 4, ProtocolVersion::V311, &mut out), h311);
-        assert_eq!(&out[..], [0x3A, 13, 0, 3, b'a', b'/', b'b', 1, 2]);
+        assert_eq!(
+            encode_publish_head(&head, 4, ProtocolVersion::V311, &mut out),
+            h311
+        );
+        assert_eq!(&out[..], [0x3A, 11, 0, 3, b'a', b'/', b'b', 1, 2]);
     }
 
     #[test]
@@ -747,7 +818,9 @@ mod tests {
         let mut out = BytesMut::new();
         assert_eq!(
             encode(&p, ProtocolVersion::V311, &mut out),
-            Err(EncodeError::PacketTooLarge { size: VARINT_MAX as usize + 3 })
+            Err(EncodeError::PacketTooLarge {
+                size: VARINT_MAX as usize + 3
+            })
         );
     }
 }

@@ -190,14 +190,17 @@ impl fmt::Display for DecodeError {
                 expected_flags(packet_type)
             ),
             AuthInV311 => f.write_str("packet type 15 (AUTH) is reserved in MQTT 3.1.1"),
-            VarIntTooLong => {
-                f.write_str("variable byte integer longer than 4 bytes (continuation bit in byte 4)")
-            }
+            VarIntTooLong => f.write_str(
+                "variable byte integer longer than 4 bytes (continuation bit in byte 4)",
+            ),
             VarIntNotMinimal => {
                 f.write_str("variable byte integer not encoded in the minimum number of bytes")
             }
             PacketTooLarge { size, max } => {
-                write!(f, "packet of {size} bytes exceeds the maximum packet size of {max} bytes")
+                write!(
+                    f,
+                    "packet of {size} bytes exceeds the maximum packet size of {max} bytes"
+                )
             }
             Truncated { field } => write!(f, "remaining length ends inside the {field}"),
             TrailingBytes { packet_type, extra } => write!(
@@ -206,7 +209,10 @@ impl fmt::Display for DecodeError {
                 packet_type_name(packet_type)
             ),
             InvalidUtf8String { field } => {
-                write!(f, "{field} is not a valid MQTT UTF-8 string (ill-formed or contains U+0000)")
+                write!(
+                    f,
+                    "{field} is not a valid MQTT UTF-8 string (ill-formed or contains U+0000)"
+                )
             }
             InvalidProtocolName => f.write_str("CONNECT protocol name is not \"MQTT\""),
             UnsupportedProtocolVersion { level } => write!(
@@ -220,9 +226,9 @@ impl fmt::Display for DecodeError {
                 f,
                 "CONNECT flags 0x{flags:02X} set Will QoS or Will Retain without the Will Flag"
             ),
-            PasswordWithoutUsername => {
-                f.write_str("CONNECT sets the Password Flag without the User Name Flag (MQTT 3.1.1)")
-            }
+            PasswordWithoutUsername => f.write_str(
+                "CONNECT sets the Password Flag without the User Name Flag (MQTT 3.1.1)",
+            ),
             PublishDupWithQoS0 => f.write_str("PUBLISH has the DUP flag set with QoS 0"),
             ZeroPacketId => f.write_str("packet identifier is 0"),
             TopicNameInvalid => {
@@ -238,16 +244,26 @@ impl fmt::Display for DecodeError {
                 write!(f, "subscription options 0x{options:02X} request QoS 3")
             }
             InvalidRetainHandling { options } => {
-                write!(f, "subscription options 0x{options:02X} set Retain Handling 3")
+                write!(
+                    f,
+                    "subscription options 0x{options:02X} set Retain Handling 3"
+                )
             }
             NoReasonCodes { packet_type } => {
                 write!(f, "{} has no reason code", packet_type_name(packet_type))
             }
             InvalidConnAckFlags { flags } => {
-                write!(f, "CONNACK acknowledge flags 0x{flags:02X} set reserved bits 7-1")
+                write!(
+                    f,
+                    "CONNACK acknowledge flags 0x{flags:02X} set reserved bits 7-1"
+                )
             }
             DuplicateProperty { id } => {
-                write!(f, "property {} (0x{id:02X}) appears more than once", property_name(id))
+                write!(
+                    f,
+                    "property {} (0x{id:02X}) appears more than once",
+                    property_name(id)
+                )
             }
             PropertyNotAllowed { id, packet } => write!(
                 f,
@@ -256,7 +272,11 @@ impl fmt::Display for DecodeError {
             ),
             UnknownProperty { id } => write!(f, "unknown property identifier 0x{id:02X}"),
             InvalidPropertyValue { id } => {
-                write!(f, "property {} (0x{id:02X}) has an invalid value", property_name(id))
+                write!(
+                    f,
+                    "property {} (0x{id:02X}) has an invalid value",
+                    property_name(id)
+                )
             }
             AuthDataWithoutMethod => {
                 f.write_str("Authentication Data property without Authentication Method")
@@ -341,10 +361,17 @@ impl fmt::Display for EncodeError {
                 crate::varint::VARINT_MAX
             ),
             EncodeError::NotInVersion { packet } => {
-                write!(f, "{} does not exist in MQTT 3.1.1", packet_type_name(packet as u8))
+                write!(
+                    f,
+                    "{} does not exist in MQTT 3.1.1",
+                    packet_type_name(packet as u8)
+                )
             }
             EncodeError::FieldTooLong { field, len } => {
-                write!(f, "{field} of {len} bytes exceeds the 65535-byte field limit")
+                write!(
+                    f,
+                    "{field} of {len} bytes exceeds the 65535-byte field limit"
+                )
             }
             EncodeError::InvalidPacket { what } => write!(f, "cannot encode packet: {what}"),
         }
@@ -491,15 +518,22 @@ mod tests {
                 "remaining length 268435456 exceeds the MQTT maximum of 268435455",
             ),
             (
-                EncodeError::NotInVersion { packet: PacketType::Auth },
+                EncodeError::NotInVersion {
+                    packet: PacketType::Auth,
+                },
                 "AUTH does not exist in MQTT 3.1.1",
             ),
             (
-                EncodeError::FieldTooLong { field: "Correlation Data", len: 70_000 },
+                EncodeError::FieldTooLong {
+                    field: "Correlation Data",
+                    len: 70_000,
+                },
                 "Correlation Data of 70000 bytes exceeds the 65535-byte field limit",
             ),
             (
-                EncodeError::InvalidPacket { what: "PUBLISH with QoS > 0 needs a Packet Identifier" },
+                EncodeError::InvalidPacket {
+                    what: "PUBLISH with QoS > 0 needs a Packet Identifier",
+                },
                 "cannot encode packet: PUBLISH with QoS > 0 needs a Packet Identifier",
             ),
         ];

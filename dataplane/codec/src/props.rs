@@ -98,12 +98,20 @@ pub(crate) fn allowed_contexts(id: u8) -> Option<u16> {
     use PropContext::*;
     let m = |cs: &[PropContext]| cs.iter().fold(0u16, |acc, c| acc | c.bit());
     Some(match id {
-        PAYLOAD_FORMAT_INDICATOR | MESSAGE_EXPIRY_INTERVAL | CONTENT_TYPE | RESPONSE_TOPIC
+        PAYLOAD_FORMAT_INDICATOR
+        | MESSAGE_EXPIRY_INTERVAL
+        | CONTENT_TYPE
+        | RESPONSE_TOPIC
         | CORRELATION_DATA => m(&[Publish, Will]),
         SUBSCRIPTION_IDENTIFIER => m(&[Publish, Subscribe]),
         SESSION_EXPIRY_INTERVAL => m(&[Connect, ConnAck, Disconnect]),
-        ASSIGNED_CLIENT_IDENTIFIER | SERVER_KEEP_ALIVE | RESPONSE_INFORMATION | MAXIMUM_QOS
-        | RETAIN_AVAILABLE | WILDCARD_SUBSCRIPTION_AVAILABLE | SUBSCRIPTION_IDENTIFIER_AVAILABLE
+        ASSIGNED_CLIENT_IDENTIFIER
+        | SERVER_KEEP_ALIVE
+        | RESPONSE_INFORMATION
+        | MAXIMUM_QOS
+        | RETAIN_AVAILABLE
+        | WILDCARD_SUBSCRIPTION_AVAILABLE
+        | SUBSCRIPTION_IDENTIFIER_AVAILABLE
         | SHARED_SUBSCRIPTION_AVAILABLE => m(&[ConnAck]),
         AUTHENTICATION_METHOD | AUTHENTICATION_DATA => m(&[Connect, ConnAck, Auth]),
         REQUEST_PROBLEM_INFORMATION | REQUEST_RESPONSE_INFORMATION => m(&[Connect]),
@@ -187,7 +195,10 @@ pub(crate) fn decode_properties(
             _ => return Err(DecodeError::UnknownProperty { id: raw_id }),
         };
         if !allowed(id, ctx) {
-            return Err(DecodeError::PropertyNotAllowed { id, packet: ctx.name() });
+            return Err(DecodeError::PropertyNotAllowed {
+                id,
+                packet: ctx.name(),
+            });
         }
         let name = property_name(id);
         match id {
@@ -195,9 +206,7 @@ pub(crate) fn decode_properties(
                 let v = bool_byte(&mut pr, id)?;
                 set_once(&mut p.payload_format_indicator, v, id)?;
             }
-            MESSAGE_EXPIRY_INTERVAL => {
-                set_once(&mut p.message_expiry_interval, pr.u32(name)?, id)?
-            }
+            MESSAGE_EXPIRY_INTERVAL => set_once(&mut p.message_expiry_interval, pr.u32(name)?, id)?,
             CONTENT_TYPE => set_once(&mut p.content_type, pr.utf8(name)?, id)?,
             RESPONSE_TOPIC => {
                 let v = pr.utf8(name)?;
@@ -223,19 +232,13 @@ pub(crate) fn decode_properties(
                 }
                 p.subscription_identifiers.push(v);
             }
-            SESSION_EXPIRY_INTERVAL => {
-                set_once(&mut p.session_expiry_interval, pr.u32(name)?, id)?
-            }
+            SESSION_EXPIRY_INTERVAL => set_once(&mut p.session_expiry_interval, pr.u32(name)?, id)?,
             ASSIGNED_CLIENT_IDENTIFIER => {
                 set_once(&mut p.assigned_client_identifier, pr.utf8(name)?, id)?
             }
             SERVER_KEEP_ALIVE => set_once(&mut p.server_keep_alive, pr.u16(name)?, id)?,
-            AUTHENTICATION_METHOD => {
-                set_once(&mut p.authentication_method, pr.utf8(name)?, id)?
-            }
-            AUTHENTICATION_DATA => {
-                set_once(&mut p.authentication_data, pr.binary(name)?, id)?
-            }
+            AUTHENTICATION_METHOD => set_once(&mut p.authentication_method, pr.utf8(name)?, id)?,
+            AUTHENTICATION_DATA => set_once(&mut p.authentication_data, pr.binary(name)?, id)?,
             REQUEST_PROBLEM_INFORMATION => {
                 let v = bool_byte(&mut pr, id)?;
                 set_once(&mut p.request_problem_information, v, id)?;
@@ -245,9 +248,7 @@ pub(crate) fn decode_properties(
                 let v = bool_byte(&mut pr, id)?;
                 set_once(&mut p.request_response_information, v, id)?;
             }
-            RESPONSE_INFORMATION => {
-                set_once(&mut p.response_information, pr.utf8(name)?, id)?
-            }
+            RESPONSE_INFORMATION => set_once(&mut p.response_information, pr.utf8(name)?, id)?,
             SERVER_REFERENCE => set_once(&mut p.server_reference, pr.utf8(name)?, id)?,
             REASON_STRING => set_once(&mut p.reason_string, pr.utf8(name)?, id)?,
             RECEIVE_MAXIMUM => {
@@ -427,19 +428,39 @@ fn emit<S: Sink>(po: &PropsOut<'_>, ctx: PropContext, s: &mut S) {
     one!(RESPONSE_TOPIC, str_b(&p.response_topic), bytes);
     one!(CORRELATION_DATA, bin_b(&p.correlation_data), bytes);
     if ok(SUBSCRIPTION_IDENTIFIER) {
-        let n = if ctx == PropContext::Publish { usize::MAX } else { 1 };
+        let n = if ctx == PropContext::Publish {
+            usize::MAX
+        } else {
+            1
+        };
         for &v in po.subscription_identifiers.iter().take(n) {
             s.varint(SUBSCRIPTION_IDENTIFIER, v);
         }
     }
     one!(SESSION_EXPIRY_INTERVAL, p.session_expiry_interval, u32);
-    one!(ASSIGNED_CLIENT_IDENTIFIER, str_b(&p.assigned_client_identifier), bytes);
+    one!(
+        ASSIGNED_CLIENT_IDENTIFIER,
+        str_b(&p.assigned_client_identifier),
+        bytes
+    );
     one!(SERVER_KEEP_ALIVE, p.server_keep_alive, u16);
-    one!(AUTHENTICATION_METHOD, str_b(&p.authentication_method), bytes);
+    one!(
+        AUTHENTICATION_METHOD,
+        str_b(&p.authentication_method),
+        bytes
+    );
     one!(AUTHENTICATION_DATA, bin_b(&p.authentication_data), bytes);
-    one!(REQUEST_PROBLEM_INFORMATION, p.request_problem_information, byte);
+    one!(
+        REQUEST_PROBLEM_INFORMATION,
+        p.request_problem_information,
+        byte
+    );
     one!(WILL_DELAY_INTERVAL, p.will_delay_interval, u32);
-    one!(REQUEST_RESPONSE_INFORMATION, p.request_response_information, byte);
+    one!(
+        REQUEST_RESPONSE_INFORMATION,
+        p.request_response_information,
+        byte
+    );
     one!(RESPONSE_INFORMATION, str_b(&p.response_information), bytes);
     one!(SERVER_REFERENCE, str_b(&p.server_reference), bytes);
     one!(REASON_STRING, str_b(&p.reason_string), bytes);
@@ -454,9 +475,21 @@ fn emit<S: Sink>(po: &PropsOut<'_>, ctx: PropContext, s: &mut S) {
         }
     }
     one!(MAXIMUM_PACKET_SIZE, p.maximum_packet_size, u32);
-    one!(WILDCARD_SUBSCRIPTION_AVAILABLE, p.wildcard_subscription_available, byte);
-    one!(SUBSCRIPTION_IDENTIFIER_AVAILABLE, p.subscription_identifier_available, byte);
-    one!(SHARED_SUBSCRIPTION_AVAILABLE, p.shared_subscription_available, byte);
+    one!(
+        WILDCARD_SUBSCRIPTION_AVAILABLE,
+        p.wildcard_subscription_available,
+        byte
+    );
+    one!(
+        SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+        p.subscription_identifier_available,
+        byte
+    );
+    one!(
+        SHARED_SUBSCRIPTION_AVAILABLE,
+        p.shared_subscription_available,
+        byte
+    );
 }
 
 /// Length of the property list alone (without its Property Length prefix).
@@ -492,7 +525,11 @@ pub(crate) fn write_properties(
     write_varint(len, out);
     let start = out.len();
     emit(po, ctx, &mut WriteSink(out));
-    assert_eq!(out.len() - start, list_len, "property length computed and written agree");
+    assert_eq!(
+        out.len() - start,
+        list_len,
+        "property length computed and written agree"
+    );
 }
 
 /// Checks what the types do not guarantee before anything is written: Binary Data fits its
@@ -501,16 +538,26 @@ pub(crate) fn check_encodable(po: &PropsOut<'_>, ctx: PropContext) -> Result<(),
     let p = po.base;
     for (id, field, v) in [
         (CORRELATION_DATA, "Correlation Data", &p.correlation_data),
-        (AUTHENTICATION_DATA, "Authentication Data", &p.authentication_data),
+        (
+            AUTHENTICATION_DATA,
+            "Authentication Data",
+            &p.authentication_data,
+        ),
     ] {
         if let Some(v) = v {
             if allowed(id, ctx) && v.len() > usize::from(u16::MAX) {
-                return Err(EncodeError::FieldTooLong { field, len: v.len() });
+                return Err(EncodeError::FieldTooLong {
+                    field,
+                    len: v.len(),
+                });
             }
         }
     }
     if allowed(SUBSCRIPTION_IDENTIFIER, ctx)
-        && po.subscription_identifiers.iter().any(|&v| v == 0 || v > VARINT_MAX)
+        && po
+            .subscription_identifiers
+            .iter()
+            .any(|&v| v == 0 || v > VARINT_MAX)
     {
         return Err(EncodeError::InvalidPacket {
             what: "Subscription Identifier must be 1..=268435455",
@@ -541,7 +588,10 @@ mod tests {
 
     #[test]
     fn empty_list_is_a_zero_length() {
-        assert_eq!(dec(&[0x00], PropContext::Publish), Ok(Properties::default()));
+        assert_eq!(
+            dec(&[0x00], PropContext::Publish),
+            Ok(Properties::default())
+        );
         assert_eq!(enc(&Properties::default(), PropContext::Connect), [0x00]);
     }
 
@@ -585,7 +635,13 @@ mod tests {
     #[test]
     fn property_not_allowed_in_will_is_malformed() {
         let e = dec(&[3, 0x23, 0x00, 0x01], PropContext::Will).unwrap_err();
-        assert_eq!(e, DecodeError::PropertyNotAllowed { id: 0x23, packet: "Will Properties" });
+        assert_eq!(
+            e,
+            DecodeError::PropertyNotAllowed {
+                id: 0x23,
+                packet: "Will Properties"
+            }
+        );
         assert_eq!(e.reason_code(), crate::ReasonCode::MALFORMED_PACKET);
     }
 
@@ -620,7 +676,12 @@ mod tests {
             dec(&bytes, PropContext::Subscribe),
             Err(DecodeError::DuplicateProperty { id: 0x0B })
         );
-        assert_eq!(dec(&bytes, PropContext::Publish).unwrap().subscription_identifiers, [1, 2]);
+        assert_eq!(
+            dec(&bytes, PropContext::Publish)
+                .unwrap()
+                .subscription_identifiers,
+            [1, 2]
+        );
     }
 
     #[test]
@@ -676,12 +737,16 @@ mod tests {
     fn property_list_longer_than_packet_is_truncated() {
         assert_eq!(
             dec(&[5, 0x01, 0x00], PropContext::Publish),
-            Err(DecodeError::Truncated { field: "properties" })
+            Err(DecodeError::Truncated {
+                field: "properties"
+            })
         );
         // The value runs past the Property Length.
         assert_eq!(
             dec(&[2, 0x02, 0x00, 0x00, 0x00, 0x00], PropContext::Publish).unwrap_err(),
-            DecodeError::Truncated { field: "Message Expiry Interval" }
+            DecodeError::Truncated {
+                field: "Message Expiry Interval"
+            }
         );
     }
 
@@ -689,14 +754,20 @@ mod tests {
     fn invalid_utf8_in_string_property() {
         assert_eq!(
             dec(&[4, 0x03, 0, 1, 0xFF], PropContext::Publish),
-            Err(DecodeError::InvalidUtf8String { field: "Content Type" })
+            Err(DecodeError::InvalidUtf8String {
+                field: "Content Type"
+            })
         );
     }
 
     #[test]
     fn every_defined_identifier_has_a_name_and_contexts() {
         for id in 0u8..=0x30 {
-            assert_eq!(allowed_contexts(id).is_some(), property_name(id) != "unknown", "{id}");
+            assert_eq!(
+                allowed_contexts(id).is_some(),
+                property_name(id) != "unknown",
+                "{id}"
+            );
         }
     }
 
@@ -708,9 +779,15 @@ mod tests {
         };
         assert_eq!(
             check_encodable(&PropsOut::of(&big), PropContext::Publish),
-            Err(EncodeError::FieldTooLong { field: "Correlation Data", len: 65_536 })
+            Err(EncodeError::FieldTooLong {
+                field: "Correlation Data",
+                len: 65_536
+            })
         );
-        let zero = Properties { subscription_identifiers: vec![0], ..Properties::default() };
+        let zero = Properties {
+            subscription_identifiers: vec![0],
+            ..Properties::default()
+        };
         assert!(check_encodable(&PropsOut::of(&zero), PropContext::Publish).is_err());
     }
 }

@@ -62,10 +62,32 @@ mod tests {
 
     #[test]
     fn filters() {
-        for ok in ["a", "a/b", "+", "#", "a/+/b", "a/#", "+/+", "/", "$SYS/#", "$share/g/a/#"] {
+        for ok in [
+            "a",
+            "a/b",
+            "+",
+            "#",
+            "a/+/b",
+            "a/#",
+            "+/+",
+            "/",
+            "$SYS/#",
+            "$share/g/a/#",
+        ] {
             assert!(validate_filter(ok.as_bytes()), "{ok}");
         }
-        for bad in ["", "a#", "a/#/b", "a+", "a/b+", "#/a", "$share/g", "$share//a", "$share/g+/a", "$share/g/"] {
+        for bad in [
+            "",
+            "a#",
+            "a/#/b",
+            "a+",
+            "a/b+",
+            "#/a",
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/",
+        ] {
             assert!(!validate_filter(bad.as_bytes()), "{bad}");
         }
     }
@@ -80,7 +102,10 @@ mod tests {
 
     #[test]
     fn shared_split() {
-        assert_eq!(split_shared(b"$share/g/a/b"), Some((&b"g"[..], &b"a/b"[..])));
+        assert_eq!(
+            split_shared(b"$share/g/a/b"),
+            Some((&b"g"[..], &b"a/b"[..]))
+        );
         assert_eq!(split_shared(b"a/b"), None);
     }
 }

@@ -74,7 +74,10 @@ impl Utf8Str {
         Some(Utf8Str(b))
     }
     pub fn from_static(s: &'static str) -> Utf8Str {
-        assert!(s.len() <= u16::MAX as usize && !s.contains('\0'), "static MQTT string is valid");
+        assert!(
+            s.len() <= u16::MAX as usize && !s.contains('\0'),
+            "static MQTT string is valid"
+        );
         Utf8Str(Bytes::from_static(s.as_bytes()))
     }
     pub fn from_string(s: String) -> Option<Utf8Str> {

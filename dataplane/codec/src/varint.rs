@@ -128,16 +128,31 @@ mod tests {
     /// v5 1.5.5: at most four bytes.
     #[test]
     fn five_bytes_is_too_long() {
-        assert_eq!(read_varint(&[0xFF, 0xFF, 0xFF, 0xFF]), Err(DecodeError::VarIntTooLong));
-        assert_eq!(read_varint(&[0x80, 0x80, 0x80, 0x80, 0x01]), Err(DecodeError::VarIntTooLong));
+        assert_eq!(
+            read_varint(&[0xFF, 0xFF, 0xFF, 0xFF]),
+            Err(DecodeError::VarIntTooLong)
+        );
+        assert_eq!(
+            read_varint(&[0x80, 0x80, 0x80, 0x80, 0x01]),
+            Err(DecodeError::VarIntTooLong)
+        );
     }
 
     /// v5 [MQTT-1.5.5-1]
     #[test]
     fn non_minimal_is_refused() {
-        assert_eq!(read_varint(&[0x80, 0x00]), Err(DecodeError::VarIntNotMinimal));
-        assert_eq!(read_varint(&[0xFF, 0x80, 0x00]), Err(DecodeError::VarIntNotMinimal));
-        assert_eq!(read_varint(&[0x81, 0x80, 0x80, 0x00]), Err(DecodeError::VarIntNotMinimal));
+        assert_eq!(
+            read_varint(&[0x80, 0x00]),
+            Err(DecodeError::VarIntNotMinimal)
+        );
+        assert_eq!(
+            read_varint(&[0xFF, 0x80, 0x00]),
+            Err(DecodeError::VarIntNotMinimal)
+        );
+        assert_eq!(
+            read_varint(&[0x81, 0x80, 0x80, 0x00]),
+            Err(DecodeError::VarIntNotMinimal)
+        );
     }
 
     #[test]

@@ -29,7 +29,11 @@ fn binary() -> impl Strategy<Value = Bytes> {
 }
 
 fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
+    prop_oneof![
+        Just(QoS::AtMostOnce),
+        Just(QoS::AtLeastOnce),
+        Just(QoS::ExactlyOnce)
+    ]
 }
 
 fn packet_id() -> impl Strategy<Value = PacketId> {
@@ -41,19 +45,21 @@ fn reason(codes: &'static [u8]) -> impl Strategy<Value = ReasonCode> {
 }
 
 const CONNACK: &[u8] = &[
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95,
-    0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
+    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
 ];
 /// The v5 codes that v3.1.1 CONNACK return codes 0-5 map back to.
 const CONNACK_V311: &[u8] = &[0x00, 0x84, 0x85, 0x88, 0x86, 0x87];
 const PUBACK: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
 const PUBREL: &[u8] = &[0x00, 0x92];
-const SUBACK: &[u8] = &[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2];
+const SUBACK: &[u8] = &[
+    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+];
 const SUBACK_V311: &[u8] = &[0x00, 0x01, 0x02, 0x80];
 const UNSUBACK: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 const DISCONNECT: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94,
-    0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
 ];
 const AUTH: &[u8] = &[0x00, 0x18, 0x19];
 
@@ -191,9 +197,20 @@ fn props(ctx: Ctx, v: ProtocolVersion) -> BoxedStrategy<Properties> {
 }
 
 fn will(v: ProtocolVersion) -> impl Strategy<Value = Will> {
-    (topic_name(), binary(), qos(), any::<bool>(), props(Ctx::Will, v)).prop_map(
-        |(topic, payload, qos, retain, properties)| Will { topic, payload, qos, retain, properties },
+    (
+        topic_name(),
+        binary(),
+        qos(),
+        any::<bool>(),
+        props(Ctx::Will, v),
     )
+        .prop_map(|(topic, payload, qos, retain, properties)| Will {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+        })
 }
 
 fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
@@ -206,11 +223,8 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         option::of(binary()),
         props(Ctx::Connect, v),
     )
-        .prop_map(move |(clean_start, keep_alive_secs, client_id, will, username, password, properties)| {
-            // v3.1.1 [MQTT-3.1.2-22]: no password without a user name.
-            let password = if v == V311 && username.is_none() { None } else { password };
-            Packet::Connect(Box::new(Connect {
-                version: v,
+        .prop_map(
+            move |(
                 clean_start,
                 keep_alive_secs,
                 client_id,
@@ -218,15 +232,36 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 username,
                 password,
                 properties,
-            }))
-        })
+            )| {
+                // v3.1.1 [MQTT-3.1.2-22]: no password without a user name.
+                let password = if v == V311 && username.is_none() {
+                    None
+                } else {
+                    password
+                };
+                Packet::Connect(Box::new(Connect {
+                    version: v,
+                    clean_start,
+                    keep_alive_secs,
+                    client_id,
+                    will,
+                    username,
+                    password,
+                    properties,
+                }))
+            },
+        )
 }
 
 fn connack(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
     let codes = if v == V5 { CONNACK } else { CONNACK_V311 };
     (any::<bool>(), reason(codes), props(Ctx::ConnAck, v)).prop_map(
         |(session_present, reason, properties)| {
-            Packet::ConnAck(ConnAck { session_present, reason, properties })
+            Packet::ConnAck(ConnAck {
+                session_present,
+                reason,
+                properties,
+            })
         },
     )
 }
@@ -237,7 +272,15 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
     } else {
         topic_name().boxed()
     };
-    (qos(), any::<bool>(), any::<bool>(), topic, packet_id(), props(Ctx::Publish, v), binary())
+    (
+        qos(),
+        any::<bool>(),
+        any::<bool>(),
+        topic,
+        packet_id(),
+        props(Ctx::Publish, v),
+        binary(),
+    )
         .prop_map(|(qos, dup, retain, topic, id, properties, payload)| {
             let qos0 = qos == QoS::AtMostOnce;
             Packet::Publish(Publish {
@@ -253,7 +296,11 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
 }
 
 fn pub_resp(v: ProtocolVersion, codes: &'static [u8]) -> impl Strategy<Value = PubResp> {
-    let r = if v == V5 { reason(codes).boxed() } else { Just(ReasonCode::SUCCESS).boxed() };
+    let r = if v == V5 {
+        reason(codes).boxed()
+    } else {
+        Just(ReasonCode::SUCCESS).boxed()
+    };
     (packet_id(), r, props(Ctx::Ack, v)).prop_map(|(packet_id, reason, properties)| PubResp {
         packet_id,
         reason,
@@ -264,45 +311,82 @@ fn pub_resp(v: ProtocolVersion, codes: &'static [u8]) -> impl Strategy<Value = P
 fn options(v: ProtocolVersion) -> impl Strategy<Value = SubscriptionOptions> {
     (qos(), any::<bool>(), any::<bool>(), 0u8..=2).prop_map(move |(qos, nl, rap, rh)| {
         if v == V5 {
-            SubscriptionOptions { qos, no_local: nl, retain_as_published: rap, retain_handling: rh }
+            SubscriptionOptions {
+                qos,
+                no_local: nl,
+                retain_as_published: rap,
+                retain_handling: rh,
+            }
         } else {
-            SubscriptionOptions { qos, ..Default::default() }
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            }
         }
     })
 }
 
 fn subscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    (packet_id(), props(Ctx::Subscribe, v), vec((string(), options(v)), 1..4)).prop_map(
-        |(packet_id, properties, filters)| {
-            Packet::Subscribe(Subscribe { packet_id, properties, filters })
-        },
+    (
+        packet_id(),
+        props(Ctx::Subscribe, v),
+        vec((string(), options(v)), 1..4),
     )
+        .prop_map(|(packet_id, properties, filters)| {
+            Packet::Subscribe(Subscribe {
+                packet_id,
+                properties,
+                filters,
+            })
+        })
 }
 
 fn suback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
     let codes = if v == V5 { SUBACK } else { SUBACK_V311 };
     (packet_id(), props(Ctx::Ack, v), vec(reason(codes), 1..4)).prop_map(
-        |(packet_id, properties, reasons)| Packet::SubAck(SubAck { packet_id, properties, reasons }),
+        |(packet_id, properties, reasons)| {
+            Packet::SubAck(SubAck {
+                packet_id,
+                properties,
+                reasons,
+            })
+        },
     )
 }
 
 fn unsubscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
     (packet_id(), props(Ctx::Unsubscribe, v), vec(string(), 1..4)).prop_map(
         |(packet_id, properties, filters)| {
-            Packet::Unsubscribe(Unsubscribe { packet_id, properties, filters })
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id,
+                properties,
+                filters,
+            })
         },
     )
 }
 
 fn unsuback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let reasons = if v == V5 { vec(reason(UNSUBACK), 1..4).boxed() } else { Just(vec![]).boxed() };
+    let reasons = if v == V5 {
+        vec(reason(UNSUBACK), 1..4).boxed()
+    } else {
+        Just(vec![]).boxed()
+    };
     (packet_id(), props(Ctx::Ack, v), reasons).prop_map(|(packet_id, properties, reasons)| {
-        Packet::UnsubAck(UnsubAck { packet_id, properties, reasons })
+        Packet::UnsubAck(UnsubAck {
+            packet_id,
+            properties,
+            reasons,
+        })
     })
 }
 
 fn disconnect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let r = if v == V5 { reason(DISCONNECT).boxed() } else { Just(ReasonCode::SUCCESS).boxed() };
+    let r = if v == V5 {
+        reason(DISCONNECT).boxed()
+    } else {
+        Just(ReasonCode::SUCCESS).boxed()
+    };
     (r, props(Ctx::Disconnect, v))
         .prop_map(|(reason, properties)| Packet::Disconnect(Disconnect { reason, properties }))
 }

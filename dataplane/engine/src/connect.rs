@@ -15,7 +15,9 @@ const PENDING_PACKETS_MAX: usize = 1024;
 
 impl Engine {
     pub(crate) fn handle_packet(&mut self, now: u64, conn: ConnId, packet: Packet) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         match c.state {
             ConnState::AwaitConnect => match packet {
                 Packet::Connect(connect) => self.on_connect(now, conn, connect),
@@ -88,7 +90,9 @@ impl Engine {
 
     fn on_connect(&mut self, now: u64, conn: ConnId, mut connect: Box<Connect>) {
         let version = connect.version;
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         c.version = Some(version);
 
         let mut client_id = connect.client_id.clone();
@@ -130,15 +134,23 @@ impl Engine {
         }
         if !self.cfg.allow_anonymous {
             let (reason, why) = if connect.username.is_none() {
-                (ReasonCode::NOT_AUTHORIZED, "anonymous access is disabled (auth.allow_anonymous)")
+                (
+                    ReasonCode::NOT_AUTHORIZED,
+                    "anonymous access is disabled (auth.allow_anonymous)",
+                )
             } else {
-                (ReasonCode::BAD_USER_NAME_OR_PASSWORD, "no credential store is configured")
+                (
+                    ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                    "no credential store is configured",
+                )
             };
             self.refuse_connect(now, conn, reason, why);
             return;
         }
 
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         // Keep Alive: a ceiling, if configured, is announced as Server Keep Alive (v5 3.2.2.3.14).
         let mut keep_alive = connect.keep_alive_secs;
         let max = self.cfg.keep_alive_max_secs;
@@ -178,8 +190,13 @@ impl Engine {
         client_id: tachyon_codec::Utf8Str,
         old: Option<Box<crate::session::Session>>,
     ) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        let connect = c.connect.take().expect("a claiming connection keeps its CONNECT");
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let connect = c
+            .connect
+            .take()
+            .expect("a claiming connection keeps its CONNECT");
         let version = connect.version;
         let assigned = connect.client_id.is_empty();
 
@@ -213,7 +230,11 @@ impl Engine {
                         self.publish_will(now, &s.client_id, p.will);
                     }
                 }
-                Box::new(crate::session::Session::new(client_id.clone(), version, conn))
+                Box::new(crate::session::Session::new(
+                    client_id.clone(),
+                    version,
+                    conn,
+                ))
             }
         };
         session.version = version;
@@ -293,16 +314,25 @@ impl Engine {
     }
 
     fn resend_inflight(&mut self, now: u64, skey: crate::engine::SessionKey, conn: ConnId) {
-        let Some(s) = self.sessions.get(skey) else { return };
+        let Some(s) = self.sessions.get(skey) else {
+            return;
+        };
         let mut order: Vec<(u64, u16)> = s.inflight.iter().map(|(id, i)| (i.seq, *id)).collect();
         order.sort_unstable();
         for (_, id) in order {
-            let Some(s) = self.sessions.get(skey) else { return };
-            let Some(inf) = s.inflight.get(&id) else { continue };
+            let Some(s) = self.sessions.get(skey) else {
+                return;
+            };
+            let Some(inf) = s.inflight.get(&id) else {
+                continue;
+            };
             let pid = PacketId::new(id).expect("inflight ids are non-zero");
             match inf.state {
                 crate::session::OutState::AwaitPubComp => {
-                    self.send_packet(conn, &Packet::PubRel(tachyon_codec::PubResp::new(pid, ReasonCode::SUCCESS)));
+                    self.send_packet(
+                        conn,
+                        &Packet::PubRel(tachyon_codec::PubResp::new(pid, ReasonCode::SUCCESS)),
+                    );
                 }
                 _ => {
                     let d = inf.delivery.clone();

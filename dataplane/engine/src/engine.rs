@@ -233,7 +233,10 @@ impl Engine {
     /// # Panics
     /// If `shard >= shard_count` or `shard_count` is 0 or above [`SHARDS_MAX`].
     pub fn new(shard: ShardId, shard_count: usize, cfg: Arc<EngineConfig>) -> Engine {
-        assert!(shard_count > 0 && shard_count <= SHARDS_MAX, "1..=64 shards");
+        assert!(
+            shard_count > 0 && shard_count <= SHARDS_MAX,
+            "1..=64 shards"
+        );
         assert!(shard < shard_count, "shard index within shard count");
         Engine {
             shard,
@@ -312,7 +315,10 @@ impl Engine {
             return;
         }
         self.conns.insert(conn, c);
-        self.arm(now + self.cfg.connect_timeout_ms, Timer::ConnectTimeout(conn));
+        self.arm(
+            now + self.cfg.connect_timeout_ms,
+            Timer::ConnectTimeout(conn),
+        );
         tracing::debug!(shard = self.shard, conn = conn.0, peer = %peer, "connection opened");
     }
 
@@ -335,6 +341,20 @@ impl Engine {
             c.last_rx_ms = now;
             let version = c.version;
             let before = rx.len();
+            // Before CONNECT, note the protocol level: a broken CONNECT gets a CONNACK only
+            // if it is a v5 one (the decoder consumes the frame).
+            let level = if version.is_none() {
+                tachyon_codec::peek_connect_level(rx)
+            } else {
+                None
+            };
+            if version.is_none() && rx[0] >> 4 != tachyon_codec::PacketType::Connect as u8 {
+                // v5 [MQTT-3.1.0-1], v3.1.1 [MQTT-3.1.0-1]: judged from the first byte, before
+                // decoding a body whose version is unknown.
+                self.violation(now, conn, Violation::FirstPacketNotConnect, None);
+                rx.clear();
+                break;
+            }
             match decode(rx, version, self.cfg.max_packet_size as usize) {
                 Ok(None) => break,
                 Ok(Some(packet)) => {
@@ -342,7 +362,6 @@ impl Engine {
                     self.handle_packet(now, conn, packet);
                 }
                 Err(e) => {
-                    let level = tachyon_codec::peek_connect_level(rx);
                     self.violation(now, conn, Violation::Decode(e), level);
                     rx.clear();
                     break;
@@ -396,7 +415,9 @@ impl Engine {
         self.shutting_down = true;
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
-            let Some(c) = self.conns.get(&id) else { continue };
+            let Some(c) = self.conns.get(&id) else {
+                continue;
+            };
             if c.state == ConnState::Closing {
                 continue;
             }
@@ -514,7 +535,9 @@ impl Engine {
 
     /// Encodes `packet` for `conn` and queues it.
     pub(crate) fn send_packet(&mut self, conn: ConnId, packet: &Packet) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let version = c.version();
         match encode(packet, version, &mut self.scratch) {
             Ok(_) => {
@@ -552,9 +575,17 @@ impl Engine {
 
     /// A peer broke a rule: count, log, tell it why (v5) and close.
     /// `connect_level` is the protocol level of a CONNECT that failed to decode, if known.
-    pub(crate) fn violation(&mut self, now: u64, conn: ConnId, v: Violation, connect_level: Option<u8>) {
+    pub(crate) fn violation(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        v: Violation,
+        connect_level: Option<u8>,
+    ) {
         *self.stats.violations.entry(v.kind()).or_insert(0) += 1;
-        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         let reason = v.reason_code();
         tracing::warn!(
             shard = self.shard,

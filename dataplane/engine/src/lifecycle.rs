@@ -16,7 +16,9 @@ impl Engine {
     /// Closes `conn`: the driver flushes its output and closes the socket. If a session is
     /// attached it is detached; `abnormal` publishes (or schedules) the connection's Will.
     pub(crate) fn begin_close(&mut self, now: u64, conn: ConnId, abnormal: bool) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         if c.state == ConnState::Closing {
             return;
         }
@@ -32,7 +34,9 @@ impl Engine {
 
     /// Closes `conn` without touching any session (the session was moved away).
     pub(crate) fn close_detached(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         c.session = None;
         c.will = None;
         if c.state != ConnState::Closing {
@@ -43,11 +47,15 @@ impl Engine {
     }
 
     fn detach(&mut self, now: u64, conn: ConnId, abnormal: bool) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let Some(skey) = c.session.take() else { return };
         let will = c.will.take().filter(|_| abnormal);
         self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
-        let Some(s) = self.sessions.get_mut(skey) else { return };
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         s.conn = None;
         s.epoch += 1;
         self.after_detach(now, skey, will);
@@ -56,7 +64,9 @@ impl Engine {
     /// A session has no connection any more: end it now (expiry 0) or arm its timers.
     pub(crate) fn after_detach(&mut self, now: u64, skey: SessionKey, will: Option<Will>) {
         self.redispatch_shared(now, skey);
-        let Some(s) = self.sessions.get_mut(skey) else { return };
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         let expiry = s.expiry_secs;
         let epoch = s.epoch;
         if expiry == 0 {
@@ -73,7 +83,10 @@ impl Engine {
             } else {
                 // v5 3.1.3.2.2: sent at the earlier of the Will Delay and the session's end.
                 let due = now + delay.min(expiry) as u64 * 1000;
-                s.pending_will = Some(PendingWill { will: w, due_ms: due });
+                s.pending_will = Some(PendingWill {
+                    will: w,
+                    due_ms: due,
+                });
                 self.arm(due, Timer::WillDelay(skey, epoch));
             }
         } else if let Some(p) = &s.pending_will {
@@ -82,13 +95,18 @@ impl Engine {
             self.arm(due, Timer::WillDelay(skey, epoch));
         }
         if expiry != u32::MAX {
-            self.arm(now + expiry as u64 * 1000, Timer::SessionExpiry(skey, epoch));
+            self.arm(
+                now + expiry as u64 * 1000,
+                Timer::SessionExpiry(skey, epoch),
+            );
         }
     }
 
     /// Removes the session, publishes its Will if one is due, and tells the directory.
     pub(crate) fn end_session(&mut self, now: u64, skey: SessionKey, will: Option<Will>) {
-        let Some(mut s) = self.take_session(skey) else { return };
+        let Some(mut s) = self.take_session(skey) else {
+            return;
+        };
         tracing::debug!(shard = self.shard, client_id = %s.client_id, "session ended");
         let will = will.or_else(|| s.pending_will.take().map(|p| p.will));
         if let Some(w) = will {
@@ -127,7 +145,9 @@ impl Engine {
     /// Shared-subscription messages inflight (not yet PUBREC'd) or queued for a session that
     /// lost its connection go to another member of their group (v5 4.8.2).
     fn redispatch_shared(&mut self, now: u64, skey: SessionKey) {
-        let Some(s) = self.sessions.get_mut(skey) else { return };
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         let mut moved = Vec::new();
         s.inflight.retain(|_, inf| {
             let keep = inf.delivery.shared.is_none() || inf.state == OutState::AwaitPubComp;
@@ -154,7 +174,9 @@ impl Engine {
     }
 
     pub(crate) fn on_disconnect(&mut self, now: u64, conn: ConnId, d: Disconnect) {
-        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         if c.version() == ProtocolVersion::V5 {
             if let Some(exp) = d.properties.session_expiry_interval {
                 if c.expiry_zero_at_connect && exp != 0 {
@@ -178,12 +200,18 @@ impl Engine {
     pub(crate) fn fire(&mut self, now: u64, timer: Timer) {
         match timer {
             Timer::ConnectTimeout(conn) => {
-                if self.conns.get(&conn).is_some_and(|c| c.state == ConnState::AwaitConnect) {
+                if self
+                    .conns
+                    .get(&conn)
+                    .is_some_and(|c| c.state == ConnState::AwaitConnect)
+                {
                     self.violation(now, conn, Violation::ConnectTimeout, None);
                 }
             }
             Timer::KeepAlive(conn) => {
-                let Some(c) = self.conns.get(&conn) else { return };
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
                 if c.state != ConnState::Connected || c.keep_alive_ms == 0 {
                     return;
                 }
@@ -196,7 +224,9 @@ impl Engine {
                 }
             }
             Timer::WillDelay(skey, epoch) => {
-                let Some(s) = self.sessions.get_mut(skey) else { return };
+                let Some(s) = self.sessions.get_mut(skey) else {
+                    return;
+                };
                 if s.epoch != epoch || s.conn.is_some() {
                     return;
                 }
@@ -206,7 +236,9 @@ impl Engine {
                 }
             }
             Timer::SessionExpiry(skey, epoch) => {
-                let Some(s) = self.sessions.get(skey) else { return };
+                let Some(s) = self.sessions.get(skey) else {
+                    return;
+                };
                 if s.epoch != epoch || s.conn.is_some() {
                     return;
                 }

@@ -41,7 +41,10 @@ impl OutQueue {
         assert!(n <= self.len_bytes, "consumed more than queued");
         self.len_bytes -= n;
         while n > 0 {
-            let front = self.chunks.front_mut().expect("len_bytes counts queued chunks");
+            let front = self
+                .chunks
+                .front_mut()
+                .expect("len_bytes counts queued chunks");
             if front.len() <= n {
                 n -= front.len();
                 self.chunks.pop_front();

@@ -24,14 +24,21 @@ use crate::{ConnId, ShardId};
 
 impl Engine {
     pub(crate) fn on_publish(&mut self, now: u64, conn: ConnId, mut p: Publish) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let v5 = c.version() == ProtocolVersion::V5;
         if v5 {
             if let Some(alias) = p.properties.topic_alias.take() {
                 let max = self.cfg.topic_alias_maximum;
                 if alias == 0 || alias > max {
                     // v5 [MQTT-3.3.2-9], [MQTT-3.3.2-10]: outside 1..=Topic Alias Maximum.
-                    self.violation(now, conn, Violation::TopicAliasOutOfRange { alias, max }, None);
+                    self.violation(
+                        now,
+                        conn,
+                        Violation::TopicAliasOutOfRange { alias, max },
+                        None,
+                    );
                     return;
                 }
                 let slot = &mut c.alias_in[alias as usize - 1];
@@ -70,13 +77,22 @@ impl Engine {
             (QoS::AtLeastOnce, Some(pid)) => {
                 // v5 [MQTT-4.3.2-2]: PUBACK after taking ownership (routing below is done
                 // before the driver writes the ack, so order is kept).
-                self.send_packet(conn, &Packet::PubAck(PubResp::new(pid, ReasonCode::SUCCESS)));
+                self.send_packet(
+                    conn,
+                    &Packet::PubAck(PubResp::new(pid, ReasonCode::SUCCESS)),
+                );
             }
             (QoS::ExactlyOnce, Some(pid)) => {
-                let s = self.sessions.get_mut(skey).expect("connected conns have sessions");
+                let s = self
+                    .sessions
+                    .get_mut(skey)
+                    .expect("connected conns have sessions");
                 if s.qos2_incoming.contains(&pid.get()) {
                     // v5 [MQTT-4.3.3-9]: a retransmission before PUBREL is not forwarded again.
-                    self.send_packet(conn, &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)));
+                    self.send_packet(
+                        conn,
+                        &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)),
+                    );
                     return;
                 }
                 if s.qos2_incoming.len() >= self.cfg.receive_maximum as usize {
@@ -88,7 +104,10 @@ impl Engine {
                     return;
                 }
                 s.qos2_incoming.insert(pid.get());
-                self.send_packet(conn, &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)));
+                self.send_packet(
+                    conn,
+                    &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)),
+                );
             }
             _ => unreachable!("the codec guarantees a packet id exactly when QoS > 0"),
         }
@@ -116,8 +135,10 @@ impl Engine {
             // every replica. The stored copy owns its bytes so that it does not pin the
             // publisher's receive buffer for as long as it is retained.
             let stored = Arc::new(Message {
-                topic: tachyon_codec::Utf8Str::from_bytes(Bytes::copy_from_slice(msg.topic.as_bytes()))
-                    .expect("copy of a valid string"),
+                topic: tachyon_codec::Utf8Str::from_bytes(Bytes::copy_from_slice(
+                    msg.topic.as_bytes(),
+                ))
+                .expect("copy of a valid string"),
                 payload: Bytes::copy_from_slice(&msg.payload),
                 qos: msg.qos,
                 retain: true,
@@ -135,7 +156,13 @@ impl Engine {
             mask |= e.shards;
             for g in &e.shared {
                 if let Some(shard) = g.pick() {
-                    picks.push((shard, SharedTarget { filter: e.filter.clone(), group: g.name.clone() }));
+                    picks.push((
+                        shard,
+                        SharedTarget {
+                            filter: e.filter.clone(),
+                            group: g.name.clone(),
+                        },
+                    ));
                 }
             }
         });
@@ -144,7 +171,11 @@ impl Engine {
             let shared: Vec<SharedTarget> = if picks.is_empty() {
                 Vec::new()
             } else {
-                picks.iter().filter(|(s, _)| *s == shard).map(|(_, t)| t.clone()).collect()
+                picks
+                    .iter()
+                    .filter(|(s, _)| *s == shard)
+                    .map(|(_, t)| t.clone())
+                    .collect()
             };
             if !normal && shared.is_empty() {
                 continue;
@@ -152,13 +183,26 @@ impl Engine {
             if shard == self.shard {
                 self.deliver_local(now, &msg, normal, &shared);
             } else {
-                self.outbox.push_back((shard, Mail::Publish { msg: msg.clone(), normal, shared }));
+                self.outbox.push_back((
+                    shard,
+                    Mail::Publish {
+                        msg: msg.clone(),
+                        normal,
+                        shared,
+                    },
+                ));
             }
         }
     }
 
     /// Sends a shared-subscription message whose member left to another member of the group.
-    pub(crate) fn dispatch_shared_again(&mut self, now: u64, msg: Arc<Message>, target: SharedTarget, leaving: SessionKey) {
+    pub(crate) fn dispatch_shared_again(
+        &mut self,
+        now: u64,
+        msg: Arc<Message>,
+        target: SharedTarget,
+        leaving: SessionKey,
+    ) {
         let mut shard = None;
         if let Some(e) = self.routes.get(target.filter.as_bytes()) {
             if let Some(g) = e.shared.iter().find(|g| g.name == target.group) {
@@ -172,12 +216,25 @@ impl Engine {
         if shard == self.shard {
             self.deliver_shared(now, &msg, &target, Some(leaving));
         } else {
-            self.outbox.push_back((shard, Mail::Publish { msg, normal: false, shared: vec![target] }));
+            self.outbox.push_back((
+                shard,
+                Mail::Publish {
+                    msg,
+                    normal: false,
+                    shared: vec![target],
+                },
+            ));
         }
     }
 
     /// Delivers a message to this shard's subscribers.
-    pub(crate) fn deliver_local(&mut self, now: u64, msg: &Arc<Message>, normal: bool, shared: &[SharedTarget]) {
+    pub(crate) fn deliver_local(
+        &mut self,
+        now: u64,
+        msg: &Arc<Message>,
+        normal: bool,
+        shared: &[SharedTarget],
+    ) {
         if normal {
             let mut matches: Vec<(SessionKey, SubscriptionOptions, Option<u32>)> = Vec::new();
             self.local.for_each_match(msg.topic.as_bytes(), |ls| {
@@ -233,14 +290,22 @@ impl Engine {
 
     /// One member of a local shared group gets the message; connected members first, round
     /// robin (policy: see docs/architecture.md#shared-subscriptions).
-    fn deliver_shared(&mut self, now: u64, msg: &Arc<Message>, t: &SharedTarget, avoid: Option<SessionKey>) {
+    fn deliver_shared(
+        &mut self,
+        now: u64,
+        msg: &Arc<Message>,
+        t: &SharedTarget,
+        avoid: Option<SessionKey>,
+    ) {
         let sessions = &self.sessions;
         let mut chosen = None;
         if let Some(ls) = self.local.get_mut(t.filter.as_bytes()) {
             if let Some(g) = ls.shared.iter_mut().find(|g| g.name == t.group) {
                 let n = g.members.len();
                 let usable = |m: &crate::engine::LocalSub| Some(m.session) != avoid;
-                let connected = |m: &crate::engine::LocalSub| sessions.get(m.session).is_some_and(|s| s.conn.is_some());
+                let connected = |m: &crate::engine::LocalSub| {
+                    sessions.get(m.session).is_some_and(|s| s.conn.is_some())
+                };
                 let mut pick = None;
                 for pass in 0..2 {
                     for k in 0..n {
@@ -282,12 +347,17 @@ impl Engine {
             self.stats.dropped_expired += 1;
             return;
         }
-        let Some(s) = self.sessions.get_mut(key) else { return };
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
         let online = s.conn.filter(|c| self.conns.contains_key(c));
         match online {
             Some(conn) => {
                 if d.qos == QoS::AtMostOnce {
-                    let full = self.conns.get(&conn).is_some_and(|c| c.out.len_bytes() > self.cfg.output_bytes_max);
+                    let full = self
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|c| c.out.len_bytes() > self.cfg.output_bytes_max);
                     if full {
                         // Slow consumer: QoS 0 is dropped and counted, never buffered without bound.
                         self.stats.dropped_qos0_slow_consumer += 1;
@@ -313,9 +383,13 @@ impl Engine {
     /// policy: a full queue drops the new message and counts it (Mosquitto does the same);
     /// see `limits.max_queued_messages` / `limits.max_queued_bytes`.
     fn enqueue(&mut self, key: SessionKey, d: Delivery) {
-        let Some(s) = self.sessions.get_mut(key) else { return };
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
         let size = d.msg.size();
-        if s.queue.len() >= self.cfg.queued_messages_max || s.queue_bytes + size > self.cfg.queued_bytes_max {
+        if s.queue.len() >= self.cfg.queued_messages_max
+            || s.queue_bytes + size > self.cfg.queued_bytes_max
+        {
             self.stats.dropped_queue_full += 1;
             tracing::debug!(shard = self.shard, client_id = %s.client_id, "session queue full; message dropped");
             return;
@@ -325,21 +399,36 @@ impl Engine {
     }
 
     fn send_new_inflight(&mut self, now: u64, key: SessionKey, conn: ConnId, d: Delivery) {
-        let Some(s) = self.sessions.get_mut(key) else { return };
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
         let pid = s.allocate_packet_id();
-        let state = if d.qos == QoS::AtLeastOnce { OutState::AwaitPubAck } else { OutState::AwaitPubRec };
+        let state = if d.qos == QoS::AtLeastOnce {
+            OutState::AwaitPubAck
+        } else {
+            OutState::AwaitPubRec
+        };
         if self.write_publish(now, conn, &d, Some(pid), false) {
             let s = self.sessions.get_mut(key).expect("checked above");
             s.inflight_seq += 1;
             let seq = s.inflight_seq;
-            s.inflight.insert(pid.get(), Inflight { delivery: d, state, seq });
+            s.inflight.insert(
+                pid.get(),
+                Inflight {
+                    delivery: d,
+                    state,
+                    seq,
+                },
+            );
         }
     }
 
     /// Moves queued messages into the inflight window while it has room.
     pub(crate) fn fill_window(&mut self, now: u64, key: SessionKey) {
         loop {
-            let Some(s) = self.sessions.get_mut(key) else { return };
+            let Some(s) = self.sessions.get_mut(key) else {
+                return;
+            };
             let Some(conn) = s.conn else { return };
             if !s.window_open() {
                 return;
@@ -361,8 +450,17 @@ impl Engine {
     /// Encodes one outbound PUBLISH onto `conn`. Returns false when the packet exceeds the
     /// client's Maximum Packet Size, in which case it is dropped as if delivered
     /// (v5 [MQTT-3.1.2-25]).
-    pub(crate) fn write_publish(&mut self, now: u64, conn: ConnId, d: &Delivery, pid: Option<PacketId>, dup: bool) -> bool {
-        let Some(c) = self.conns.get_mut(&conn) else { return false };
+    pub(crate) fn write_publish(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        d: &Delivery,
+        pid: Option<PacketId>,
+        dup: bool,
+    ) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
         let version = c.version();
         let v5 = version == ProtocolVersion::V5;
         let msg = &d.msg;
@@ -373,7 +471,11 @@ impl Engine {
             topic: msg.topic.as_bytes(),
             packet_id: pid,
             properties: if v5 { Some(&msg.properties) } else { None },
-            message_expiry_interval: if v5 { msg.remaining_expiry_secs(now) } else { None },
+            message_expiry_interval: if v5 {
+                msg.remaining_expiry_secs(now)
+            } else {
+                None
+            },
             topic_alias: None,
             subscription_identifiers: if v5 { &d.sub_ids } else { &[] },
         };
@@ -417,20 +519,33 @@ impl Engine {
     }
 
     pub(crate) fn on_puback(&mut self, now: u64, conn: ConnId, pid: PacketId) {
-        let Some(key) = self.conn_session(conn) else { return };
-        let Some(s) = self.sessions.get_mut(key) else { return };
-        if s.inflight.get(&pid.get()).is_some_and(|i| i.state == OutState::AwaitPubAck) {
+        let Some(key) = self.conn_session(conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if s.inflight
+            .get(&pid.get())
+            .is_some_and(|i| i.state == OutState::AwaitPubAck)
+        {
             s.inflight.remove(&pid.get());
             self.fill_window(now, key);
         }
     }
 
     pub(crate) fn on_pubrec(&mut self, now: u64, conn: ConnId, pid: PacketId, reason: ReasonCode) {
-        let Some(key) = self.conn_session(conn) else { return };
-        let Some(s) = self.sessions.get_mut(key) else { return };
+        let Some(key) = self.conn_session(conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
         let v5 = s.version == ProtocolVersion::V5;
         match s.inflight.get_mut(&pid.get()) {
-            Some(inf) if inf.state == OutState::AwaitPubRec || inf.state == OutState::AwaitPubComp => {
+            Some(inf)
+                if inf.state == OutState::AwaitPubRec || inf.state == OutState::AwaitPubComp =>
+            {
                 if reason.is_error() {
                     // v5 4.3.3: a PUBREC with an error ends the flow.
                     s.inflight.remove(&pid.get());
@@ -439,19 +554,30 @@ impl Engine {
                 }
                 // v5 [MQTT-4.3.3-4]: answer PUBREC with PUBREL; the message is now delivered.
                 inf.state = OutState::AwaitPubComp;
-                self.send_packet(conn, &Packet::PubRel(PubResp::new(pid, ReasonCode::SUCCESS)));
+                self.send_packet(
+                    conn,
+                    &Packet::PubRel(PubResp::new(pid, ReasonCode::SUCCESS)),
+                );
             }
             _ => {
                 // v5 3.6.2.1: PUBREL 0x92 for an identifier we do not know.
-                let reason = if v5 { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND } else { ReasonCode::SUCCESS };
+                let reason = if v5 {
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                } else {
+                    ReasonCode::SUCCESS
+                };
                 self.send_packet(conn, &Packet::PubRel(PubResp::new(pid, reason)));
             }
         }
     }
 
     pub(crate) fn on_pubrel(&mut self, conn: ConnId, pid: PacketId) {
-        let Some(key) = self.conn_session(conn) else { return };
-        let Some(s) = self.sessions.get_mut(key) else { return };
+        let Some(key) = self.conn_session(conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
         let known = s.qos2_incoming.remove(&pid.get());
         // v5 [MQTT-4.3.3-11]: PUBCOMP with the same Packet Identifier; 0x92 if unknown.
         let reason = if known || s.version == ProtocolVersion::V311 {
@@ -463,9 +589,16 @@ impl Engine {
     }
 
     pub(crate) fn on_pubcomp(&mut self, now: u64, conn: ConnId, pid: PacketId) {
-        let Some(key) = self.conn_session(conn) else { return };
-        let Some(s) = self.sessions.get_mut(key) else { return };
-        if s.inflight.get(&pid.get()).is_some_and(|i| i.state == OutState::AwaitPubComp) {
+        let Some(key) = self.conn_session(conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if s.inflight
+            .get(&pid.get())
+            .is_some_and(|i| i.state == OutState::AwaitPubComp)
+        {
             s.inflight.remove(&pid.get());
             self.fill_window(now, key);
         }
@@ -478,7 +611,9 @@ impl Engine {
             self.retained.remove_if(msg.topic.as_bytes(), |_| true);
         } else {
             let topic = msg.topic.clone();
-            let slot = self.retained.entry_or_insert_with(topic.as_bytes(), || msg.clone());
+            let slot = self
+                .retained
+                .entry_or_insert_with(topic.as_bytes(), || msg.clone());
             *slot = msg;
         }
     }

@@ -109,7 +109,10 @@ impl Session {
     /// A free Packet Identifier for a new outbound QoS 1/2 PUBLISH. The caller guarantees the
     /// inflight window (at most 65535) is not full, so one exists.
     pub fn allocate_packet_id(&mut self) -> PacketId {
-        assert!(self.inflight.len() < u16::MAX as usize, "inflight window bounds packet ids");
+        assert!(
+            self.inflight.len() < u16::MAX as usize,
+            "inflight window bounds packet ids"
+        );
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tachyon_codec::topic::{split_shared, validate_filter};
 use tachyon_codec::{
-    Packet, ProtocolVersion, Properties, ReasonCode, SubAck, Subscribe, SubscriptionOptions,
+    Packet, Properties, ProtocolVersion, ReasonCode, SubAck, Subscribe, SubscriptionOptions,
     UnsubAck, Unsubscribe, Utf8Str,
 };
 
@@ -28,7 +28,10 @@ fn parts(filter: &Utf8Str) -> (Utf8Str, Option<Utf8Str>) {
             let plain_b = b.slice(b.len() - plain.len()..);
             (
                 Utf8Str::from_bytes(plain_b).expect("slice of a valid string at '/' boundaries"),
-                Some(Utf8Str::from_bytes(group_b).expect("slice of a valid string at '/' boundaries")),
+                Some(
+                    Utf8Str::from_bytes(group_b)
+                        .expect("slice of a valid string at '/' boundaries"),
+                ),
             )
         }
     }
@@ -36,7 +39,9 @@ fn parts(filter: &Utf8Str) -> (Utf8Str, Option<Utf8Str>) {
 
 impl Engine {
     pub(crate) fn on_subscribe(&mut self, now: u64, conn: ConnId, sub: Subscribe) {
-        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         let Some(skey) = c.session else { return };
         let v5 = c.version() == ProtocolVersion::V5;
         let sub_id = sub.properties.subscription_identifiers.first().copied();
@@ -46,7 +51,11 @@ impl Engine {
             let levels = filter.as_bytes().iter().filter(|&&b| b == b'/').count() + 1;
             if !validate_filter(filter.as_bytes()) || levels > self.cfg.topic_levels_max {
                 // v5 3.9.3: Topic Filter invalid; v3.1.1 3.9.3: 0x80 Failure.
-                reasons.push(if v5 { ReasonCode::TOPIC_FILTER_INVALID } else { ReasonCode::UNSPECIFIED_ERROR });
+                reasons.push(if v5 {
+                    ReasonCode::TOPIC_FILTER_INVALID
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
                 continue;
             }
             let (plain, group) = parts(filter);
@@ -55,10 +64,21 @@ impl Engine {
                 self.violation(now, conn, Violation::NoLocalOnSharedSubscription, None);
                 return;
             }
-            let Some(s) = self.sessions.get_mut(skey) else { return };
+            let Some(s) = self.sessions.get_mut(skey) else {
+                return;
+            };
             // v5 [MQTT-3.8.4-3], v3.1.1 [MQTT-3.8.4-3]: an identical filter replaces the
             // existing subscription.
-            let existed = s.subscriptions.insert(filter.clone(), Subscription { options: *opts, id: sub_id }).is_some();
+            let existed = s
+                .subscriptions
+                .insert(
+                    filter.clone(),
+                    Subscription {
+                        options: *opts,
+                        id: sub_id,
+                    },
+                )
+                .is_some();
             if existed {
                 self.local_remove(skey, &plain, group.as_ref());
             }
@@ -67,7 +87,8 @@ impl Engine {
             reasons.push(ReasonCode(opts.qos as u8));
             // Retain Handling (v5 3.8.3.1); shared subscriptions get no retained messages
             // (v5 [MQTT-4.8.2-?] "retained messages are not sent to shared subscriptions").
-            let send_retained = group.is_none() && (opts.retain_handling == 0 || (opts.retain_handling == 1 && !existed));
+            let send_retained = group.is_none()
+                && (opts.retain_handling == 0 || (opts.retain_handling == 1 && !existed));
             if send_retained {
                 retained_for.push((plain, *opts));
             }
@@ -76,11 +97,16 @@ impl Engine {
         // ([MQTT-3.8.4-6]).
         self.send_packet(
             conn,
-            &Packet::SubAck(SubAck { packet_id: sub.packet_id, properties: Properties::default(), reasons }),
+            &Packet::SubAck(SubAck {
+                packet_id: sub.packet_id,
+                properties: Properties::default(),
+                reasons,
+            }),
         );
         for (filter, opts) in retained_for {
             let mut found: Vec<Arc<Message>> = Vec::new();
-            self.retained.for_each_matched_by(filter.as_bytes(), |m| found.push(m.clone()));
+            self.retained
+                .for_each_matched_by(filter.as_bytes(), |m| found.push(m.clone()));
             for msg in found {
                 // v5 [MQTT-3.3.1-8], v3.1.1 [MQTT-3.3.1-8]: RETAIN set on messages sent because
                 // of a new subscription.
@@ -97,12 +123,16 @@ impl Engine {
     }
 
     pub(crate) fn on_unsubscribe(&mut self, conn: ConnId, unsub: Unsubscribe) {
-        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         let Some(skey) = c.session else { return };
         let v5 = c.version() == ProtocolVersion::V5;
         let mut reasons = Vec::with_capacity(unsub.filters.len());
         for filter in &unsub.filters {
-            let Some(s) = self.sessions.get_mut(skey) else { return };
+            let Some(s) = self.sessions.get_mut(skey) else {
+                return;
+            };
             if s.subscriptions.remove(filter).is_some() {
                 let (plain, group) = parts(filter);
                 self.local_remove(skey, &plain, group.as_ref());
@@ -124,8 +154,14 @@ impl Engine {
 
     /// Puts all of a session's subscriptions into the local trie (after a transfer).
     pub(crate) fn register_subscriptions(&mut self, skey: SessionKey) {
-        let Some(s) = self.sessions.get(skey) else { return };
-        let subs: Vec<(Utf8Str, Subscription)> = s.subscriptions.iter().map(|(f, x)| (f.clone(), x.clone())).collect();
+        let Some(s) = self.sessions.get(skey) else {
+            return;
+        };
+        let subs: Vec<(Utf8Str, Subscription)> = s
+            .subscriptions
+            .iter()
+            .map(|(f, x)| (f.clone(), x.clone()))
+            .collect();
         for (filter, sub) in subs {
             let (plain, group) = parts(&filter);
             self.local_add(skey, &plain, group.as_ref(), sub.options, sub.id);
@@ -133,7 +169,9 @@ impl Engine {
     }
 
     pub(crate) fn unregister_subscriptions(&mut self, skey: SessionKey) {
-        let Some(s) = self.sessions.get(skey) else { return };
+        let Some(s) = self.sessions.get(skey) else {
+            return;
+        };
         let filters: Vec<Utf8Str> = s.subscriptions.keys().cloned().collect();
         for filter in filters {
             let (plain, group) = parts(&filter);
@@ -141,9 +179,22 @@ impl Engine {
         }
     }
 
-    fn local_add(&mut self, skey: SessionKey, plain: &Utf8Str, group: Option<&Utf8Str>, options: SubscriptionOptions, id: Option<u32>) {
-        let ls = self.local.entry_or_insert_with(plain.as_bytes(), LocalSubs::default);
-        let sub = LocalSub { session: skey, options, id };
+    fn local_add(
+        &mut self,
+        skey: SessionKey,
+        plain: &Utf8Str,
+        group: Option<&Utf8Str>,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) {
+        let ls = self
+            .local
+            .entry_or_insert_with(plain.as_bytes(), LocalSubs::default);
+        let sub = LocalSub {
+            session: skey,
+            options,
+            id,
+        };
         match group {
             None => {
                 ls.normal.push(sub);
@@ -154,7 +205,11 @@ impl Engine {
             Some(g) => {
                 match ls.shared.iter_mut().find(|x| &x.name == g) {
                     Some(x) => x.members.push(sub),
-                    None => ls.shared.push(LocalGroup { name: g.clone(), members: vec![sub], next: 0 }),
+                    None => ls.shared.push(LocalGroup {
+                        name: g.clone(),
+                        members: vec![sub],
+                        next: 0,
+                    }),
                 }
                 self.announce(plain, Some(g), 1);
             }
@@ -191,16 +246,30 @@ impl Engine {
         let shard = self.shard;
         self.apply_route(filter, group, shard, delta);
         let (f, g) = (filter.clone(), group.cloned());
-        self.broadcast(|| Mail::Route { filter: f.clone(), group: g.clone(), shard, delta });
+        self.broadcast(|| Mail::Route {
+            filter: f.clone(),
+            group: g.clone(),
+            shard,
+            delta,
+        });
     }
 
-    pub(crate) fn apply_route(&mut self, filter: &Utf8Str, group: Option<&Utf8Str>, shard: ShardId, delta: i32) {
+    pub(crate) fn apply_route(
+        &mut self,
+        filter: &Utf8Str,
+        group: Option<&Utf8Str>,
+        shard: ShardId,
+        delta: i32,
+    ) {
         let n = self.shard_count;
-        let e = self.routes.entry_or_insert_with(filter.as_bytes(), || RouteEntry {
-            filter: Utf8Str::from_bytes(Bytes::copy_from_slice(filter.as_bytes())).expect("copy of a valid string"),
-            shards: 0,
-            shared: Vec::new(),
-        });
+        let e = self
+            .routes
+            .entry_or_insert_with(filter.as_bytes(), || RouteEntry {
+                filter: Utf8Str::from_bytes(Bytes::copy_from_slice(filter.as_bytes()))
+                    .expect("copy of a valid string"),
+                shards: 0,
+                shared: Vec::new(),
+            });
         match group {
             None => {
                 if delta > 0 {
@@ -213,7 +282,11 @@ impl Engine {
                 let idx = match e.shared.iter().position(|x| &x.name == g) {
                     Some(i) => i,
                     None => {
-                        e.shared.push(RouteGroup { name: g.clone(), counts: vec![0; n], next: Default::default() });
+                        e.shared.push(RouteGroup {
+                            name: g.clone(),
+                            counts: vec![0; n],
+                            next: Default::default(),
+                        });
                         e.shared.len() - 1
                     }
                 };
@@ -229,4 +302,3 @@ impl Engine {
         }
     }
 }
-

@@ -96,9 +96,14 @@ impl std::fmt::Display for Violation {
             Violation::TopicAliasUnknown { alias } => {
                 write!(f, "topic alias {alias} used before it was set")
             }
-            Violation::EmptyTopicWithoutAlias => f.write_str("empty topic name without topic alias"),
+            Violation::EmptyTopicWithoutAlias => {
+                f.write_str("empty topic name without topic alias")
+            }
             Violation::ReceiveMaximumExceeded { max } => {
-                write!(f, "more than {max} unacknowledged QoS 2 PUBLISHes (receive maximum)")
+                write!(
+                    f,
+                    "more than {max} unacknowledged QoS 2 PUBLISHes (receive maximum)"
+                )
             }
             Violation::KeepAliveTimeout => f.write_str("no packet within 1.5 x keep alive"),
             Violation::ServerOnlyPacket { packet } => {
@@ -131,20 +136,79 @@ mod tests {
     #[test]
     fn display_and_codes() {
         let cases = [
-            (Violation::SecondConnect, "second CONNECT on one connection", 0x82),
-            (Violation::TopicAliasOutOfRange { alias: 20, max: 16 }, "topic alias 20 outside 1..=16", 0x94),
-            (Violation::ReceiveMaximumExceeded { max: 2 }, "more than 2 unacknowledged QoS 2 PUBLISHes (receive maximum)", 0x93),
-            (Violation::KeepAliveTimeout, "no packet within 1.5 x keep alive", 0x8D),
-            (Violation::FirstPacketNotConnect, "first packet was not CONNECT", 0x82),
-            (Violation::TopicAliasUnknown { alias: 3 }, "topic alias 3 used before it was set", 0x82),
-            (Violation::EmptyTopicWithoutAlias, "empty topic name without topic alias", 0x82),
-            (Violation::ServerOnlyPacket { packet: "CONNACK" }, "client sent CONNACK, which only a server sends", 0x82),
-            (Violation::SessionExpiryAfterZero, "DISCONNECT set a session expiry after CONNECT set 0", 0x82),
-            (Violation::TopicTooDeep { levels: 200, max: 128 }, "topic has 200 levels, more than the 128 allowed", 0x90),
-            (Violation::AuthNotSupported, "AUTH packet but no authentication method is configured", 0x82),
-            (Violation::ConnectTimeout, "no CONNECT within the connect timeout", 0xA0),
-            (Violation::NoLocalOnSharedSubscription, "No Local set on a shared subscription", 0x82),
-            (Violation::TooManyPacketsBeforeConnack { max: 9 }, "more than 9 packets sent before CONNACK", 0x97),
+            (
+                Violation::SecondConnect,
+                "second CONNECT on one connection",
+                0x82,
+            ),
+            (
+                Violation::TopicAliasOutOfRange { alias: 20, max: 16 },
+                "topic alias 20 outside 1..=16",
+                0x94,
+            ),
+            (
+                Violation::ReceiveMaximumExceeded { max: 2 },
+                "more than 2 unacknowledged QoS 2 PUBLISHes (receive maximum)",
+                0x93,
+            ),
+            (
+                Violation::KeepAliveTimeout,
+                "no packet within 1.5 x keep alive",
+                0x8D,
+            ),
+            (
+                Violation::FirstPacketNotConnect,
+                "first packet was not CONNECT",
+                0x82,
+            ),
+            (
+                Violation::TopicAliasUnknown { alias: 3 },
+                "topic alias 3 used before it was set",
+                0x82,
+            ),
+            (
+                Violation::EmptyTopicWithoutAlias,
+                "empty topic name without topic alias",
+                0x82,
+            ),
+            (
+                Violation::ServerOnlyPacket { packet: "CONNACK" },
+                "client sent CONNACK, which only a server sends",
+                0x82,
+            ),
+            (
+                Violation::SessionExpiryAfterZero,
+                "DISCONNECT set a session expiry after CONNECT set 0",
+                0x82,
+            ),
+            (
+                Violation::TopicTooDeep {
+                    levels: 200,
+                    max: 128,
+                },
+                "topic has 200 levels, more than the 128 allowed",
+                0x90,
+            ),
+            (
+                Violation::AuthNotSupported,
+                "AUTH packet but no authentication method is configured",
+                0x82,
+            ),
+            (
+                Violation::ConnectTimeout,
+                "no CONNECT within the connect timeout",
+                0xA0,
+            ),
+            (
+                Violation::NoLocalOnSharedSubscription,
+                "No Local set on a shared subscription",
+                0x82,
+            ),
+            (
+                Violation::TooManyPacketsBeforeConnack { max: 9 },
+                "more than 9 packets sent before CONNACK",
+                0x97,
+            ),
         ];
         for (v, text, code) in cases {
             assert_eq!(v.to_string(), text);

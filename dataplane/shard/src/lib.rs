@@ -40,7 +40,9 @@ impl Mesh {
         let n = wakers.len();
         Arc::new(Mesh {
             shard_count: n,
-            rings: (0..n * n).map(|_| ArrayQueue::new(ring_capacity.max(1))).collect(),
+            rings: (0..n * n)
+                .map(|_| ArrayQueue::new(ring_capacity.max(1)))
+                .collect(),
             parked: (0..n).map(|_| AtomicBool::new(false)).collect(),
             wakers,
         })

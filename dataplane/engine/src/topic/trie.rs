@@ -95,7 +95,11 @@ impl<T> Trie<T> {
         removed
     }
 
-    fn remove_rec(node: &mut Node<T>, levels: &[&[u8]], remove: impl FnOnce(&mut T) -> bool) -> bool {
+    fn remove_rec(
+        node: &mut Node<T>,
+        levels: &[&[u8]],
+        remove: impl FnOnce(&mut T) -> bool,
+    ) -> bool {
         let Some((first, rest)) = levels.split_first() else {
             let Some(v) = node.value.as_mut() else {
                 return false;
@@ -122,7 +126,13 @@ impl<T> Trie<T> {
         Self::match_rec(&self.root, topic, true, dollar, &mut f);
     }
 
-    fn match_rec<'a>(node: &'a Node<T>, rest: &[u8], first: bool, dollar: bool, f: &mut dyn FnMut(&'a T)) {
+    fn match_rec<'a>(
+        node: &'a Node<T>,
+        rest: &[u8],
+        first: bool,
+        dollar: bool,
+        f: &mut dyn FnMut(&'a T),
+    ) {
         // Wildcards at the first level do not match `$` topics (v5 [MQTT-4.7.2-1]).
         let wild_ok = !(first && dollar);
         if wild_ok {
@@ -134,7 +144,11 @@ impl<T> Trie<T> {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
             None => (rest, None),
         };
-        let plus = if wild_ok { node.children.get(&b"+"[..]) } else { None };
+        let plus = if wild_ok {
+            node.children.get(&b"+"[..])
+        } else {
+            None
+        };
         for child in [node.children.get(level), plus].into_iter().flatten() {
             match tail {
                 Some(t) => Self::match_rec(child, t, false, dollar, f),
@@ -181,7 +195,12 @@ impl<T> Trie<T> {
         Self::matched_by_rec(&self.root, &levels, true, &mut f);
     }
 
-    fn matched_by_rec<'a>(node: &'a Node<T>, levels: &[&[u8]], first: bool, f: &mut impl FnMut(&'a T)) {
+    fn matched_by_rec<'a>(
+        node: &'a Node<T>,
+        levels: &[&[u8]],
+        first: bool,
+        f: &mut impl FnMut(&'a T),
+    ) {
         let Some((level, rest)) = levels.split_first() else {
             if let Some(v) = node.value.as_ref() {
                 f(v);
@@ -270,7 +289,10 @@ mod tests {
     #[test]
     fn wildcards_match_levels() {
         let mut t = Trie::new();
-        for (i, f) in ["a/b", "a/+", "a/#", "#", "+/b", "+", "a/b/c"].iter().enumerate() {
+        for (i, f) in ["a/b", "a/+", "a/#", "#", "+/b", "+", "a/b/c"]
+            .iter()
+            .enumerate()
+        {
             *t.entry_or_insert_with(f.as_bytes(), || 0) = i as u32;
         }
         assert_eq!(matches(&t, "a/b"), vec![0, 1, 2, 3, 4]);
@@ -300,7 +322,12 @@ mod tests {
     }
 
     fn level() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("$s".to_string()), Just("".to_string())]
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("$s".to_string()),
+            Just("".to_string())
+        ]
     }
 
     fn filter_level() -> impl Strategy<Value = String> {
@@ -312,12 +339,16 @@ mod tests {
     }
 
     fn filter() -> impl Strategy<Value = String> {
-        (proptest::collection::vec(filter_level(), 1..5), any::<bool>()).prop_map(|(mut v, hash)| {
-            if hash {
-                v.push("#".into());
-            }
-            v.join("/")
-        })
+        (
+            proptest::collection::vec(filter_level(), 1..5),
+            any::<bool>(),
+        )
+            .prop_map(|(mut v, hash)| {
+                if hash {
+                    v.push("#".into());
+                }
+                v.join("/")
+            })
     }
 
     proptest! {

@@ -86,11 +86,17 @@ pub(super) fn run_shard(ctx: ShardContext) {
         }
     };
     let mut setup_ok = epoll
-        .add(ctx.wake_fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKE))
+        .add(
+            ctx.wake_fd.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKE),
+        )
         .is_ok();
     for (i, (_, fd)) in ctx.listeners.iter().enumerate() {
         setup_ok &= epoll
-            .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER_BASE + i as u64))
+            .add(
+                fd.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER_BASE + i as u64),
+            )
             .is_ok();
     }
     if !setup_ok {
@@ -124,7 +130,9 @@ fn pin_to_core(shard: usize, core: usize) {
         .and_then(|_| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
     match res {
         Ok(()) => tracing::info!(shard, core, "shard pinned"),
-        Err(e) => tracing::warn!(shard, core, error = %e, "could not pin shard to core; running unpinned (check shards.cores)"),
+        Err(e) => {
+            tracing::warn!(shard, core, error = %e, "could not pin shard to core; running unpinned (check shards.cores)")
+        }
     }
 }
 
@@ -149,13 +157,20 @@ impl Shard {
                 None => IDLE_TIMEOUT_MS,
             };
             if busy || self.ctx.idle == IdleStrategy::Spin || drain_deadline.is_some() {
-                timeout_ms = if drain_deadline.is_some() { timeout_ms.min(10) } else { 0 };
+                timeout_ms = if drain_deadline.is_some() {
+                    timeout_ms.min(10)
+                } else {
+                    0
+                };
             }
             let parked = timeout_ms > 0 && self.ctx.mesh.park(self.ctx.shard);
             if timeout_ms > 0 && !parked {
                 timeout_ms = 0;
             }
-            let n = match self.epoll.wait(&mut events, EpollTimeout::from(timeout_ms as u16)) {
+            let n = match self
+                .epoll
+                .wait(&mut events, EpollTimeout::from(timeout_ms as u16))
+            {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
                 Err(e) => {
@@ -183,7 +198,10 @@ impl Shard {
                         self.flush(now, id);
                     }
                     if flags.intersects(
-                        EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR,
+                        EpollFlags::EPOLLIN
+                            | EpollFlags::EPOLLRDHUP
+                            | EpollFlags::EPOLLHUP
+                            | EpollFlags::EPOLLERR,
                     ) {
                         self.read(now, id);
                     }
@@ -235,7 +253,9 @@ impl Shard {
     }
 
     fn accept_all(&mut self, now: u64, index: usize) {
-        let Some((_, lfd)) = self.ctx.listeners.get(index) else { return };
+        let Some((_, lfd)) = self.ctx.listeners.get(index) else {
+            return;
+        };
         let lraw = lfd.as_raw_fd();
         loop {
             match accept4(lraw, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
@@ -281,7 +301,10 @@ impl Shard {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let id = ConnId(((self.ctx.shard as u64) << 48) | self.next_conn);
         self.next_conn += 1;
-        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        let flags = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
         if let Err(e) = self.epoll.add(stream.as_fd(), EpollEvent::new(flags, id.0)) {
             tracing::warn!(shard = self.ctx.shard, peer = %peer, error = %e, "epoll_ctl(ADD) failed; dropping connection");
             return;
@@ -300,7 +323,9 @@ impl Shard {
     fn read(&mut self, now: u64, id: ConnId) {
         let mut budget = READ_BUDGET_BYTES;
         loop {
-            let Some(sock) = self.socks.get_mut(&id) else { return };
+            let Some(sock) = self.socks.get_mut(&id) else {
+                return;
+            };
             let fd = sock.stream.as_raw_fd();
             let own = !sock.rx.is_empty();
             let res = if own {
@@ -366,11 +391,15 @@ impl Shard {
 
     /// Writes as much queued output of `id` as the socket takes.
     fn flush(&mut self, now: u64, id: ConnId) {
-        let Some(sock) = self.socks.get_mut(&id) else { return };
+        let Some(sock) = self.socks.get_mut(&id) else {
+            return;
+        };
         if sock.blocked {
             return;
         }
-        let Some(out) = self.engine.out_queue(id) else { return };
+        let Some(out) = self.engine.out_queue(id) else {
+            return;
+        };
         let mut failed = false;
         while !out.is_empty() {
             let mut iov = [IoSlice::new(&[]); IOV_MAX_BATCH];

@@ -182,14 +182,16 @@ pub fn run(
     let mut eventfds = Vec::with_capacity(n);
     let mut wakers: Vec<Arc<dyn Waker>> = Vec::with_capacity(n);
     for _ in 0..n {
-        let efd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-            .map_err(|source| NetError::Setup {
+        let efd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).map_err(
+            |source| NetError::Setup {
                 what: "eventfd()",
                 source,
-            })?;
-        let dup = efd
-            .as_fd_dup()
-            .map_err(|source| NetError::Setup { what: "dup(eventfd)", source })?;
+            },
+        )?;
+        let dup = efd.as_fd_dup().map_err(|source| NetError::Setup {
+            what: "dup(eventfd)",
+            source,
+        })?;
         eventfds.push(dup);
         wakers.push(Arc::new(EventFdWaker(efd)));
     }

@@ -1,0 +1,363 @@
+//! A deterministic harness: several shards, fake clients and a virtual clock on one thread.
+//! Mail between shards is delivered in order, like the SPSC rings of the real shard loop.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tachyon_codec::*;
+use tachyon_engine::{ConnId, Engine, EngineConfig};
+
+pub struct Client {
+    pub shard: usize,
+    pub version: ProtocolVersion,
+    inbox: BytesMut,
+    pub closed: bool,
+}
+
+pub struct Cluster {
+    pub engines: Vec<Engine>,
+    pub now: u64,
+    next_conn: u64,
+    pub clients: HashMap<ConnId, Client>,
+}
+
+pub fn s(x: &str) -> Utf8Str {
+    Utf8Str::from_string(x.to_string()).unwrap()
+}
+
+pub fn pid(x: u16) -> PacketId {
+    PacketId::new(x).unwrap()
+}
+
+impl Cluster {
+    pub fn new(shards: usize) -> Cluster {
+        Cluster::with_config(shards, EngineConfig::default())
+    }
+
+    pub fn with_config(shards: usize, cfg: EngineConfig) -> Cluster {
+        let cfg = Arc::new(cfg);
+        Cluster {
+            engines: (0..shards)
+                .map(|i| Engine::new(i, shards, cfg.clone()))
+                .collect(),
+            now: 1_000,
+            next_conn: 1,
+            clients: HashMap::new(),
+        }
+    }
+
+    /// Opens a TCP connection on `shard` (no CONNECT yet).
+    pub fn open(&mut self, shard: usize, version: ProtocolVersion) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.clients.insert(
+            id,
+            Client {
+                shard,
+                version,
+                inbox: BytesMut::new(),
+                closed: false,
+            },
+        );
+        let peer = format!("127.0.0.1:{}", 40000 + id.0).parse().unwrap();
+        self.engines[shard].handle_open(self.now, id, peer);
+        self.pump();
+        id
+    }
+
+    pub fn send_bytes(&mut self, conn: ConnId, bytes: &[u8]) {
+        let shard = self.clients[&conn].shard;
+        let mut rx = BytesMut::from(bytes);
+        self.engines[shard].handle_bytes(self.now, conn, &mut rx);
+        self.pump();
+    }
+
+    pub fn send(&mut self, conn: ConnId, p: &Packet) {
+        let version = self.clients[&conn].version;
+        let mut b = BytesMut::new();
+        encode(p, version, &mut b).unwrap();
+        self.send_bytes(conn, &b);
+    }
+
+    /// Moves mail, output and closes until nothing moves.
+    pub fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.engines.len() {
+                while let Some((to, m)) = self.engines[i].poll_mail() {
+                    moved = true;
+                    self.engines[to].handle_mail(self.now, m);
+                }
+                while let Some(c) = self.engines[i].poll_dirty() {
+                    moved = true;
+                    self.drain_out(i, c);
+                }
+                while let Some(c) = self.engines[i].poll_close() {
+                    moved = true;
+                    self.drain_out(i, c);
+                    if let Some(cl) = self.clients.get_mut(&c) {
+                        cl.closed = true;
+                    }
+                    self.engines[i].handle_closed(self.now, c);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn drain_out(&mut self, shard: usize, c: ConnId) {
+        if let Some(q) = self.engines[shard].out_queue(c) {
+            let mut all = Vec::new();
+            for ch in q.chunks() {
+                all.extend_from_slice(ch);
+            }
+            let n = q.len_bytes();
+            q.consume(n);
+            if let Some(cl) = self.clients.get_mut(&c) {
+                if !cl.closed {
+                    cl.inbox.extend_from_slice(&all);
+                }
+            }
+        }
+    }
+
+    /// Everything the client received since the last call.
+    pub fn recv(&mut self, conn: ConnId) -> Vec<Packet> {
+        let cl = self.clients.get_mut(&conn).unwrap();
+        let mut out = Vec::new();
+        while let Some(p) = decode(&mut cl.inbox, Some(cl.version), usize::MAX >> 4)
+            .expect("server sent a valid packet")
+        {
+            out.push(p);
+        }
+        out
+    }
+
+    pub fn is_closed(&self, conn: ConnId) -> bool {
+        self.clients[&conn].closed
+    }
+
+    /// The client's TCP connection drops (no DISCONNECT).
+    pub fn drop_conn(&mut self, conn: ConnId) {
+        let shard = self.clients[&conn].shard;
+        self.clients.get_mut(&conn).unwrap().closed = true;
+        self.engines[shard].handle_closed(self.now, conn);
+        self.pump();
+    }
+
+    pub fn advance(&mut self, ms: u64) {
+        let end = self.now + ms;
+        // Step through deadlines so timers fire at their time.
+        loop {
+            let next = self.engines.iter().filter_map(|e| e.poll_deadline()).min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    for e in &mut self.engines {
+                        e.handle_tick(self.now);
+                    }
+                    self.pump();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        for e in &mut self.engines {
+            e.handle_tick(self.now);
+        }
+        self.pump();
+    }
+
+    /// CONNECT and return the CONNACK.
+    pub fn connect_with(&mut self, shard: usize, c: Connect) -> (ConnId, ConnAck) {
+        let conn = self.open(shard, c.version);
+        self.send(conn, &Packet::Connect(Box::new(c)));
+        let mut got = self.recv(conn);
+        assert!(!got.is_empty(), "no CONNACK");
+        match got.remove(0) {
+            Packet::ConnAck(a) => {
+                // Keep later packets (e.g. resent messages) for the test.
+                self.unread(conn, got);
+                (conn, a)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub fn connect(
+        &mut self,
+        shard: usize,
+        version: ProtocolVersion,
+        id: &str,
+        clean: bool,
+    ) -> ConnId {
+        let (c, ack) = self.connect_with(shard, connect(version, id, clean));
+        assert_eq!(ack.reason, ReasonCode::SUCCESS);
+        c
+    }
+
+    pub fn subscribe(&mut self, conn: ConnId, filter: &str, qos: QoS) -> SubAck {
+        self.subscribe_opts(
+            conn,
+            filter,
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+            None,
+        )
+    }
+
+    pub fn subscribe_opts(
+        &mut self,
+        conn: ConnId,
+        filter: &str,
+        opts: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> SubAck {
+        let mut properties = Properties::default();
+        if let Some(id) = id {
+            properties.subscription_identifiers.push(id);
+        }
+        self.send(
+            conn,
+            &Packet::Subscribe(Subscribe {
+                packet_id: pid(1),
+                properties,
+                filters: vec![(s(filter), opts)],
+            }),
+        );
+        let got = self.recv(conn);
+        let mut ack = None;
+        let mut rest = Vec::new();
+        for p in got {
+            match p {
+                Packet::SubAck(a) if ack.is_none() => ack = Some(a),
+                p => rest.push(p),
+            }
+        }
+        self.unread(conn, rest);
+        ack.expect("SUBACK")
+    }
+
+    /// Puts packets back in front of the client's inbox.
+    pub fn unread(&mut self, conn: ConnId, packets: Vec<Packet>) {
+        let cl = self.clients.get_mut(&conn).unwrap();
+        let mut rest = BytesMut::new();
+        for p in packets {
+            encode(&p, cl.version, &mut rest).unwrap();
+        }
+        rest.extend_from_slice(&cl.inbox);
+        cl.inbox = rest;
+    }
+
+    pub fn publish(
+        &mut self,
+        conn: ConnId,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        id: u16,
+    ) {
+        self.send(
+            conn,
+            &Packet::Publish(publish(topic, payload, qos, retain, id)),
+        );
+    }
+
+    /// Publishes received by `conn` (acks QoS 1/2 like a well-behaved client when `ack`).
+    pub fn publishes(&mut self, conn: ConnId, ack: bool) -> Vec<Publish> {
+        let mut out = Vec::new();
+        for p in self.recv(conn) {
+            if let Packet::Publish(p) = p {
+                if ack {
+                    match p.qos {
+                        QoS::AtLeastOnce => self.send(
+                            conn,
+                            &Packet::PubAck(PubResp::new(
+                                p.packet_id.unwrap(),
+                                ReasonCode::SUCCESS,
+                            )),
+                        ),
+                        QoS::ExactlyOnce => {
+                            self.send(
+                                conn,
+                                &Packet::PubRec(PubResp::new(
+                                    p.packet_id.unwrap(),
+                                    ReasonCode::SUCCESS,
+                                )),
+                            );
+                            let _ = self.recv(conn); // PUBREL
+                            self.send(
+                                conn,
+                                &Packet::PubComp(PubResp::new(
+                                    p.packet_id.unwrap(),
+                                    ReasonCode::SUCCESS,
+                                )),
+                            );
+                        }
+                        QoS::AtMostOnce => {}
+                    }
+                }
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+pub fn connect(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
+    Connect {
+        version,
+        clean_start: clean,
+        keep_alive_secs: 60,
+        client_id: s(id),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    }
+}
+
+pub fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool, id: u16) -> Publish {
+    Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: s(topic),
+        packet_id: if qos == QoS::AtMostOnce {
+            None
+        } else {
+            Some(pid(id))
+        },
+        properties: Properties::default(),
+        payload: Bytes::copy_from_slice(payload),
+    }
+}
+
+pub fn will(topic: &str, payload: &[u8], delay: Option<u32>) -> Will {
+    let mut properties = Properties::default();
+    properties.will_delay_interval = delay;
+    Will {
+        topic: s(topic),
+        payload: Bytes::copy_from_slice(payload),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties,
+    }
+}
+
+pub fn disconnect_reason(packets: &[Packet]) -> Option<ReasonCode> {
+    packets.iter().find_map(|p| {
+        if let Packet::Disconnect(d) = p {
+            Some(d.reason)
+        } else {
+            None
+        }
+    })
+}

@@ -1,0 +1,170 @@
+//! Several shards: routing, retained replicas, shared groups and session takeover across
+//! shards, with mail delivered in order as the rings do.
+
+mod common;
+
+use common::*;
+use tachyon_codec::ProtocolVersion::{V311, V5};
+use tachyon_codec::*;
+
+/// Publishers and subscribers on different shards see every message, at every QoS, in order.
+#[test]
+fn publishers_and_subscribers_on_different_shards() {
+    let mut c = Cluster::new(3);
+    let subs: Vec<_> = (0..3)
+        .map(|i| c.connect(i, V5, &format!("s{i}"), true))
+        .collect();
+    for &s in &subs {
+        c.subscribe(s, "t/#", QoS::ExactlyOnce);
+    }
+    let pubs: Vec<_> = (0..3)
+        .map(|i| c.connect(i, V311, &format!("p{i}"), true))
+        .collect();
+    let mut id = 1;
+    for (i, &p) in pubs.iter().enumerate() {
+        for q in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            c.publish(p, &format!("t/{i}"), &[i as u8, q as u8], q, false, id);
+            id += 1;
+            if q == QoS::ExactlyOnce {
+                c.send(
+                    p,
+                    &Packet::PubRel(PubResp::new(pid(id - 1), ReasonCode::SUCCESS)),
+                );
+            }
+        }
+    }
+    for &s in &subs {
+        let got = c.publishes(s, true);
+        assert_eq!(got.len(), 9, "{got:?}");
+        for i in 0..3u8 {
+            let from_i: Vec<u8> = got
+                .iter()
+                .filter(|m| m.payload[0] == i)
+                .map(|m| m.payload[1])
+                .collect();
+            assert_eq!(from_i, vec![0, 1, 2], "per-publisher order");
+        }
+    }
+}
+
+/// A retained message published on one shard is delivered to a subscriber on another.
+#[test]
+fn retained_visible_from_every_shard() {
+    let mut c = Cluster::new(4);
+    let p = c.connect(0, V5, "p", true);
+    c.publish(p, "r/a", b"1", QoS::AtLeastOnce, true, 1);
+    for shard in 0..4 {
+        assert_eq!(c.engines[shard].retained_count(), 1);
+        let s = c.connect(shard, V5, &format!("s{shard}"), true);
+        c.subscribe(s, "r/#", QoS::AtLeastOnce);
+        assert_eq!(c.publishes(s, true).len(), 1);
+    }
+}
+
+/// A client reconnecting on another shard takes its session over: the old connection gets
+/// 0x8E, the queued messages and subscriptions follow the session.
+#[test]
+fn takeover_across_shards_moves_session() {
+    let mut c = Cluster::new(2);
+    let mut cn = connect(V5, "mover", false);
+    cn.properties.session_expiry_interval = Some(300);
+    let (old, _) = c.connect_with(0, cn.clone());
+    c.subscribe(old, "m", QoS::AtLeastOnce);
+    let p = c.connect(1, V5, "p", true);
+    c.publish(p, "m", b"before", QoS::AtLeastOnce, false, 1);
+    let unacked = c.publishes(old, false);
+    assert_eq!(unacked.len(), 1);
+
+    let (new, ack) = c.connect_with(1, cn);
+    assert!(ack.session_present);
+    assert_eq!(
+        disconnect_reason(&c.recv(old)),
+        Some(ReasonCode::SESSION_TAKEN_OVER)
+    );
+    assert!(c.is_closed(old));
+    let got = c.publishes(new, true);
+    assert_eq!(got.len(), 1, "inflight message resent on the new shard");
+    assert!(got[0].dup);
+    c.publish(p, "m", b"after", QoS::AtLeastOnce, false, 2);
+    let got = c.publishes(new, true);
+    assert_eq!(got.len(), 1, "subscription moved with the session");
+    assert_eq!(c.engines[0].session_count(), 0);
+    assert_eq!(c.engines[1].session_count(), 2);
+}
+
+/// Two connections claiming one client id on different shards at once: the later claim wins,
+/// exactly one stays connected.
+#[test]
+fn concurrent_claims_leave_one_connection() {
+    let mut c = Cluster::new(3);
+    let a = c.open(0, V311);
+    let b = c.open(2, V311);
+    // Feed both CONNECTs before pumping any mail.
+    let mut bytes = bytes::BytesMut::new();
+    encode(
+        &Packet::Connect(Box::new(connect(V311, "race", false))),
+        V311,
+        &mut bytes,
+    )
+    .unwrap();
+    let mut ra = bytes.clone();
+    let mut rb = bytes.clone();
+    let now = c.now;
+    c.engines[0].handle_bytes(now, a, &mut ra);
+    c.engines[2].handle_bytes(now, b, &mut rb);
+    c.pump();
+    let open: Vec<bool> = [a, b].iter().map(|x| !c.is_closed(*x)).collect();
+    assert_eq!(open.iter().filter(|x| **x).count(), 1, "{open:?}");
+    let total_sessions: usize = c.engines.iter().map(|e| e.session_count()).sum();
+    assert_eq!(total_sessions, 1);
+}
+
+/// A shared group with members on two shards: each message goes to exactly one member.
+#[test]
+fn shared_group_across_shards_one_member_per_message() {
+    let mut c = Cluster::new(2);
+    let a = c.connect(0, V5, "a", true);
+    let b = c.connect(1, V5, "b", true);
+    c.subscribe(a, "$share/workers/jobs", QoS::AtLeastOnce);
+    c.subscribe(b, "$share/workers/jobs", QoS::AtLeastOnce);
+    let p = c.connect(1, V5, "p", true);
+    for i in 1..=20u16 {
+        c.publish(p, "jobs", &i.to_be_bytes(), QoS::AtLeastOnce, false, i);
+    }
+    let (ga, gb) = (c.publishes(a, true), c.publishes(b, true));
+    assert_eq!(ga.len() + gb.len(), 20);
+    assert!(!ga.is_empty() && !gb.is_empty());
+    let mut all: Vec<u16> = ga
+        .iter()
+        .chain(&gb)
+        .map(|m| u16::from_be_bytes([m.payload[0], m.payload[1]]))
+        .collect();
+    all.sort();
+    assert_eq!(all, (1..=20).collect::<Vec<_>>());
+}
+
+/// Unsubscribing on one shard stops routing to it from the others.
+#[test]
+fn unsubscribe_updates_routes_everywhere() {
+    let mut c = Cluster::new(2);
+    let s = c.connect(0, V5, "s", true);
+    c.subscribe(s, "x", QoS::AtMostOnce);
+    c.send(
+        s,
+        &Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(2),
+            properties: Properties::default(),
+            filters: vec![s_("x")],
+        }),
+    );
+    let _ = c.recv(s);
+    let p = c.connect(1, V5, "p", true);
+    c.publish(p, "x", b"1", QoS::AtMostOnce, false, 0);
+    assert!(c.publishes(s, true).is_empty());
+    // No mail was sent for the publish at all: shard 1's routing trie knows shard 0 left.
+    assert!(c.engines[1].poll_mail().is_none());
+}
+
+fn s_(x: &str) -> Utf8Str {
+    s(x)
+}

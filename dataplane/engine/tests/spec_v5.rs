@@ -1,0 +1,718 @@
+//! MQTT 5.0 behaviour, each test citing the statement it checks.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use tachyon_codec::ProtocolVersion::V5;
+use tachyon_codec::*;
+use tachyon_engine::EngineConfig;
+
+fn disconnect_packet(reason: ReasonCode, expiry: Option<u32>) -> Packet {
+    let mut properties = Properties::default();
+    properties.session_expiry_interval = expiry;
+    Packet::Disconnect(Disconnect { reason, properties })
+}
+
+fn connect_expiry(id: &str, clean: bool, expiry: u32) -> Connect {
+    let mut c = connect(V5, id, clean);
+    c.properties.session_expiry_interval = Some(expiry);
+    c
+}
+
+/// v5 [MQTT-3.2.2-16]: a zero-length Client Identifier gets an Assigned Client Identifier.
+#[test]
+fn connect_empty_id_gets_assigned_identifier() {
+    let mut c = Cluster::new(1);
+    let (_, ack) = c.connect_with(0, connect(V5, "", true));
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    let id = ack
+        .properties
+        .assigned_client_identifier
+        .expect("assigned id");
+    assert!(!id.is_empty());
+    assert_eq!(ack.properties.receive_maximum, Some(1024));
+    assert_eq!(ack.properties.maximum_packet_size, Some(1024 * 1024));
+    assert_eq!(ack.properties.topic_alias_maximum, Some(16));
+}
+
+/// v5 [MQTT-3.1.2-4]: Clean Start 1 discards the session; v5 [MQTT-3.1.2-5]: Clean Start 0
+/// resumes it and Session Present is 1 ([MQTT-3.2.2-2]).
+#[test]
+fn clean_start_and_resume() {
+    let mut c = Cluster::new(1);
+    let (a, _) = c.connect_with(0, connect_expiry("x", true, 100));
+    c.subscribe(a, "t", QoS::AtLeastOnce);
+    c.send(a, &disconnect_packet(ReasonCode::SUCCESS, None));
+    let (b, ack) = c.connect_with(0, connect_expiry("x", false, 100));
+    assert!(ack.session_present);
+    let p = c.connect(0, V5, "p", true);
+    c.publish(p, "t", b"1", QoS::AtLeastOnce, false, 1);
+    assert_eq!(c.publishes(b, true).len(), 1, "subscription survived");
+    c.send(b, &disconnect_packet(ReasonCode::SUCCESS, None));
+    let (b, ack) = c.connect_with(0, connect_expiry("x", true, 100));
+    assert!(!ack.session_present);
+    c.publish(p, "t", b"2", QoS::AtLeastOnce, false, 2);
+    assert!(c.publishes(b, true).is_empty(), "subscription discarded");
+}
+
+/// v5 3.1.2.11: Session Expiry Interval 0 ends the session with the connection; N keeps it
+/// N seconds, then it is gone.
+#[test]
+fn session_expiry_interval_bounds_offline_session() {
+    let mut c = Cluster::new(1);
+    let (a, _) = c.connect_with(0, connect_expiry("e", false, 10));
+    c.subscribe(a, "t", QoS::AtLeastOnce);
+    c.drop_conn(a);
+    assert_eq!(c.engines[0].session_count(), 1);
+    c.advance(9_000);
+    let (b, ack) = c.connect_with(0, connect_expiry("e", false, 10));
+    assert!(ack.session_present);
+    c.drop_conn(b);
+    c.advance(10_001);
+    assert_eq!(c.engines[0].session_count(), 0, "expired");
+    assert_eq!(c.engines[0].stats().sessions_expired, 1);
+    let (_, ack) = c.connect_with(0, connect_expiry("e", false, 10));
+    assert!(!ack.session_present);
+}
+
+/// v5 [MQTT-3.14.2-2]: DISCONNECT may not set a Session Expiry after CONNECT set 0.
+#[test]
+fn disconnect_expiry_after_zero_is_protocol_error() {
+    let mut c = Cluster::new(1);
+    let a = c.connect(0, V5, "z", true);
+    c.send(a, &disconnect_packet(ReasonCode::SUCCESS, Some(30)));
+    assert_eq!(
+        disconnect_reason(&c.recv(a)),
+        Some(ReasonCode::PROTOCOL_ERROR)
+    );
+    assert!(c.is_closed(a));
+}
+
+/// v5 [MQTT-3.1.2-8], 3.1.3.2.2: a Will with a delay is sent after the delay when the session
+/// is not resumed; v5 [MQTT-3.1.3-9]: not sent when the session resumes within the delay.
+#[test]
+fn will_delay_sent_late_or_cancelled_by_resume() {
+    let mut c = Cluster::new(1);
+    let w = c.connect(0, V5, "watch", true);
+    c.subscribe(w, "will/#", QoS::AtMostOnce);
+
+    let mut cn = connect_expiry("d", false, 100);
+    cn.will = Some(will("will/d", b"late", Some(5)));
+    let (d, _) = c.connect_with(0, cn.clone());
+    c.drop_conn(d);
+    c.advance(4_000);
+    assert!(c.publishes(w, true).is_empty(), "not before the delay");
+    c.advance(1_001);
+    assert_eq!(c.publishes(w, true).len(), 1);
+
+    let (d, _) = c.connect_with(0, cn.clone());
+    c.drop_conn(d);
+    c.advance(2_000);
+    let (_d, ack) = c.connect_with(0, cn);
+    assert!(ack.session_present);
+    c.advance(10_000);
+    assert!(c.publishes(w, true).is_empty(), "resumed within the delay");
+}
+
+/// v5 3.1.3.2.2: the Will is sent when the session ends, even if its delay is longer.
+#[test]
+fn will_sent_at_session_end_before_delay() {
+    let mut c = Cluster::new(1);
+    let w = c.connect(0, V5, "watch", true);
+    c.subscribe(w, "will/#", QoS::AtMostOnce);
+    let mut cn = connect_expiry("d", false, 2);
+    cn.will = Some(will("will/d", b"end", Some(60)));
+    let (d, _) = c.connect_with(0, cn);
+    c.drop_conn(d);
+    c.advance(2_001);
+    assert_eq!(c.publishes(w, true).len(), 1);
+}
+
+/// v5 [MQTT-3.14.4-3] and reason 0x04: DISCONNECT with Will Message publishes it; a normal one
+/// discards it.
+#[test]
+fn disconnect_with_will_message_publishes_will() {
+    let mut c = Cluster::new(1);
+    let w = c.connect(0, V5, "watch", true);
+    c.subscribe(w, "will/#", QoS::AtMostOnce);
+    let mut cn = connect(V5, "d", true);
+    cn.will = Some(will("will/d", b"asked", None));
+    let (d, _) = c.connect_with(0, cn.clone());
+    c.send(
+        d,
+        &disconnect_packet(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE, None),
+    );
+    assert_eq!(c.publishes(w, true).len(), 1);
+    let (d, _) = c.connect_with(0, cn);
+    c.send(d, &disconnect_packet(ReasonCode::SUCCESS, None));
+    assert!(c.publishes(w, true).is_empty());
+}
+
+/// v5 [MQTT-3.1.4-3]: takeover sends DISCONNECT 0x8E to the existing connection.
+#[test]
+fn takeover_disconnects_old_with_0x8e() {
+    let mut c = Cluster::new(1);
+    let a = c.connect(0, V5, "same", true);
+    let _b = c.connect(0, V5, "same", true);
+    assert_eq!(
+        disconnect_reason(&c.recv(a)),
+        Some(ReasonCode::SESSION_TAKEN_OVER)
+    );
+    assert!(c.is_closed(a));
+    assert_eq!(c.engines[0].stats().takeovers, 1);
+}
+
+/// v5 [MQTT-3.8.3-3]: No Local.
+#[test]
+fn no_local_suppresses_own_messages() {
+    let mut c = Cluster::new(1);
+    let a = c.connect(0, V5, "a", true);
+    c.subscribe_opts(
+        a,
+        "t",
+        SubscriptionOptions {
+            qos: QoS::AtMostOnce,
+            no_local: true,
+            ..Default::default()
+        },
+        None,
+    );
+    let b = c.connect(0, V5, "b", true);
+    c.subscribe(b, "t", QoS::AtMostOnce);
+    c.publish(a, "t", b"x", QoS::AtMostOnce, false, 0);
+    assert!(c.publishes(a, true).is_empty());
+    assert_eq!(c.publishes(b, true).len(), 1);
+}
+
+/// v5 [MQTT-3.3.1-12], [MQTT-3.3.1-13]: Retain As Published.
+#[test]
+fn retain_as_published_keeps_flag() {
+    let mut c = Cluster::new(1);
+    let a = c.connect(0, V5, "a", true);
+    c.subscribe_opts(
+        a,
+        "t",
+        SubscriptionOptions {
+            qos: QoS::AtMostOnce,
+            retain_as_published: true,
+            ..Default::default()
+        },
+        None,
+    );
+    let b = c.connect(0, V5, "b", true);
+    c.subscribe(b, "t", QoS::AtMostOnce);
+    let p = c.connect(0, V5, "p", true);
+    c.publish(p, "t", b"x", QoS::AtMostOnce, true, 0);
+    assert!(c.publishes(a, true)[0].retain);
+    assert!(!c.publishes(b, true)[0].retain);
+}
+
+/// v5 [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11]: Retain Handling 0, 1, 2.
+#[test]
+fn retain_handling_options() {
+    let mut c = Cluster::new(1);
+    let p = c.connect(0, V5, "p", true);
+    c.publish(p, "r", b"kept", QoS::AtMostOnce, true, 0);
+    let s = c.connect(0, V5, "s", true);
+    let rh = |h| SubscriptionOptions {
+        qos: QoS::AtMostOnce,
+        retain_handling: h,
+        ..Default::default()
+    };
+    c.subscribe_opts(s, "r", rh(0), None);
+    assert_eq!(c.publishes(s, true).len(), 1, "RH 0: sent");
+    c.subscribe_opts(s, "r", rh(0), None);
+    assert_eq!(
+        c.publishes(s, true).len(),
+        1,
+        "RH 0: sent again on re-subscribe"
+    );
+    c.subscribe_opts(s, "r", rh(1), None);
+    assert!(
+        c.publishes(s, true).is_empty(),
+        "RH 1: subscription existed"
+    );
+    c.subscribe_opts(s, "r2/#", rh(1), None);
+    c.subscribe_opts(s, "r", rh(2), None);
+    assert!(c.publishes(s, true).is_empty(), "RH 2: never");
+    let t = c.connect(0, V5, "t", true);
+    c.subscribe_opts(t, "#", rh(1), None);
+    assert_eq!(c.publishes(t, true).len(), 1, "RH 1: new subscription");
+}
+
+/// v5 [MQTT-3.3.4-2], [MQTT-3.3.4-3]: overlapping subscriptions give one message with the
+/// highest QoS and all Subscription Identifiers.
+#[test]
+fn overlapping_subscriptions_merge() {
+    let mut c = Cluster::new(1);
+    let s = c.connect(0, V5, "s", true);
+    c.subscribe_opts(
+        s,
+        "a/+",
+        SubscriptionOptions {
+            qos: QoS::AtMostOnce,
+            ..Default::default()
+        },
+        Some(5),
+    );
+    c.subscribe_opts(
+        s,
+        "a/#",
+        SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        },
+        Some(7),
+    );
+    let p = c.connect(0, V5, "p", true);
+    c.publish(p, "a/b", b"x", QoS::ExactlyOnce, false, 1);
+    let got = c.publishes(s, true);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].qos, QoS::AtLeastOnce);
+    let mut ids = got[0].properties.subscription_identifiers.clone();
+    ids.sort();
+    assert_eq!(ids, vec![5, 7]);
+}
+
+/// v5 [MQTT-3.3.2-4], [MQTT-3.3.2-15], [MQTT-3.3.2-16], [MQTT-3.3.2-17], [MQTT-3.3.2-18],
+/// [MQTT-3.3.2-20]: forwarded unchanged: payload format, response topic, correlation data, user
+/// properties (in order), content type.
+#[test]
+fn publish_properties_forwarded_unchanged() {
+    let mut c = Cluster::new(2);
+    let s = c.connect(1, V5, "s", true);
+    c.subscribe(s, "t", QoS::AtLeastOnce);
+    let p = c.connect(0, V5, "p", true);
+    let mut m = publish("t", b"{}", QoS::AtLeastOnce, false, 1);
+    m.properties.payload_format_indicator = Some(1);
+    m.properties.response_topic = Some(s_("reply/here"));
+    m.properties.correlation_data = Some(Bytes::from_static(b"\x00\x01corr"));
+    m.properties.content_type = Some(s_("application/json"));
+    m.properties.user_properties = vec![(s_("k"), s_("2")), (s_("a"), s_("1")), (s_("k"), s_("1"))];
+    c.send(p, &Packet::Publish(m.clone()));
+    let got = c.publishes(s, true);
+    let q = &got[0].properties;
+    assert_eq!(q.payload_format_indicator, Some(1));
+    assert_eq!(q.response_topic, m.properties.response_topic);
+    assert_eq!(q.correlation_data, m.properties.correlation_data);
+    assert_eq!(q.content_type, m.properties.content_type);
+    assert_eq!(q.user_properties, m.properties.user_properties);
+}
+
+fn s_(x: &str) -> Utf8Str {
+    s(x)
+}
+
+/// v5 [MQTT-3.3.2-5], [MQTT-3.3.2-6]: an expired message is not delivered; a waiting one is
+/// sent with the remaining interval.
+#[test]
+fn message_expiry_counts_down_and_drops() {
+    let mut c = Cluster::new(1);
+    let (s, _) = c.connect_with(0, connect_expiry("s", false, 1000));
+    c.subscribe(s, "t", QoS::AtLeastOnce);
+    c.drop_conn(s);
+    let p = c.connect(0, V5, "p", true);
+    let mut m = publish("t", b"short", QoS::AtLeastOnce, false, 1);
+    m.properties.message_expiry_interval = Some(5);
+    c.send(p, &Packet::Publish(m));
+    let mut m = publish("t", b"long", QoS::AtLeastOnce, false, 2);
+    m.properties.message_expiry_interval = Some(60);
+    c.send(p, &Packet::Publish(m));
+    c.advance(10_000);
+    let (s, _) = c.connect_with(0, connect_expiry("s", false, 1000));
+    let got = c.publishes(s, true);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(&got[0].payload[..], b"long");
+    assert_eq!(got[0].properties.message_expiry_interval, Some(50));
+    assert_eq!(c.engines[0].stats().dropped_expired, 1);
+}
+
+/// v5 3.3.2.3.4: a Topic Alias set with a topic, then used alone.
+#[test]
+fn inbound_topic_alias_maps_topic() {
+    let mut c = Cluster::new(1);
+    let s = c.connect(0, V5, "s", true);
+    c.subscribe(s, "long/topic", QoS::AtMostOnce);
+    let p = c.connect(0, V5, "p", true);
+    let mut m = publish("long/topic", b"1", QoS::AtMostOnce, false, 0);
+    m.properties.topic_alias = Some(3);
+    c.send(p, &Packet::Publish(m));
+    let mut m = publish("", b"2", QoS::AtMostOnce, false, 0);
+    m.topic = Utf8Str::default();
+    m.properties.topic_alias = Some(3);
+    c.send(p, &Packet::Publish(m));
+    let got = c.publishes(s, true);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].topic.as_str(), "long/topic");
+}
+
+/// v5 3.3.2.3.4: Topic Alias above the maximum we announced: DISCONNECT 0x94.
+#[test]
+fn topic_alias_out_of_range_disconnects_0x94() {
+    let mut c = Cluster::new(1);
+    let p = c.connect(0, V5, "p", true);
+    let mut m = publish("t", b"1", QoS::AtMostOnce, false, 0);
+    m.properties.topic_alias = Some(17);
+    c.send(p, &Packet::Publish(m));
+    assert_eq!(
+        disconnect_reason(&c.recv(p)),
+        Some(ReasonCode::TOPIC_ALIAS_INVALID)
+    );
+    assert!(c.is_closed(p));
+}
+
+/// v5 3.3.2.3.4: an alias never set is a Protocol Error.
+#[test]
+fn unknown_topic_alias_is_protocol_error() {
+    let mut c = Cluster::new(1);
+    let p = c.connect(0, V5, "p", true);
+    let mut m = publish("", b"1", QoS::AtMostOnce, false, 0);
+    m.topic = Utf8Str::default();
+    m.properties.topic_alias = Some(2);
+    c.send(p, &Packet::Publish(m));
+    assert_eq!(
+        disconnect_reason(&c.recv(p)),
+        Some(ReasonCode::PROTOCOL_ERROR)
+    );
+}
+
+/// v5 3.3.2.3.4: outbound aliases within the client's Topic Alias Maximum.
+#[test]
+fn outbound_topic_alias_used_on_repeat() {
+    let mut c = Cluster::new(1);
+    let mut cn = connect(V5, "s", true);
+    cn.properties.topic_alias_maximum = Some(1);
+    let (s, _) = c.connect_with(0, cn);
+    c.subscribe(s, "#", QoS::AtMostOnce);
+    let p = c.connect(0, V5, "p", true);
+    for topic in ["a", "a", "b"] {
+        c.publish(p, topic, b"x", QoS::AtMostOnce, false, 0);
+    }
+    let got = c.publishes(s, true);
+    assert_eq!(
+        (got[0].topic.as_str(), got[0].properties.topic_alias),
+        ("a", Some(1))
+    );
+    assert_eq!(
+        (got[1].topic.as_str(), got[1].properties.topic_alias),
+        ("", Some(1))
+    );
+    assert_eq!(
+        (got[2].topic.as_str(), got[2].properties.topic_alias),
+        ("b", None)
+    );
+}
+
+/// v5 3.3.4: more unacknowledged QoS 2 PUBLISHes than our Receive Maximum: 0x93.
+#[test]
+fn receive_maximum_exceeded_disconnects_0x93() {
+    let mut c = Cluster::with_config(
+        1,
+        EngineConfig {
+            receive_maximum: 2,
+            ..EngineConfig::default()
+        },
+    );
+    let p = c.connect(0, V5, "p", true);
+    for id in 1..=3 {
+        c.publish(p, "t", b"x", QoS::ExactlyOnce, false, id);
+    }
+    let got = c.recv(p);
+    assert_eq!(
+        disconnect_reason(&got),
+        Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+        "{got:?}"
+    );
+}
+
+/// v5 3.3.4: we send at most the client's Receive Maximum unacknowledged QoS 1/2 PUBLISHes;
+/// the rest wait and follow as acks arrive.
+#[test]
+fn client_receive_maximum_limits_inflight() {
+    let mut c = Cluster::new(1);
+    let mut cn = connect(V5, "s", true);
+    cn.properties.receive_maximum = Some(2);
+    let (s, _) = c.connect_with(0, cn);
+    c.subscribe(s, "t", QoS::AtLeastOnce);
+    let p = c.connect(0, V5, "p", true);
+    for id in 1..=5 {
+        c.publish(p, "t", &[id as u8], QoS::AtLeastOnce, false, id);
+    }
+    let first = c.publishes(s, false);
+    assert_eq!(first.len(), 2);
+    for m in &first {
+        c.send(
+            s,
+            &Packet::PubAck(PubResp::new(m.packet_id.unwrap(), ReasonCode::SUCCESS)),
+        );
+    }
+    let next = c.publishes(s, true);
+    assert_eq!(next.len(), 2);
+    let last = c.publishes(s, true);
+    assert_eq!(last.len(), 1);
+    let order: Vec<u8> = first
+        .iter()
+        .chain(&next)
+        .chain(&last)
+        .map(|m| m.payload[0])
+        .collect();
+    assert_eq!(order, vec![1, 2, 3, 4, 5], "order kept");
+}
+
+/// v5 [MQTT-3.1.2-24], [MQTT-3.1.2-25]: nothing larger than the client's Maximum Packet Size
+/// is sent; the message is dropped as if delivered.
+#[test]
+fn client_maximum_packet_size_respected() {
+    let mut c = Cluster::new(1);
+    let mut cn = connect(V5, "s", true);
+    cn.properties.maximum_packet_size = Some(64);
+    let (s, _) = c.connect_with(0, cn);
+    c.subscribe(s, "t", QoS::AtLeastOnce);
+    let p = c.connect(0, V5, "p", true);
+    c.publish(p, "t", &[0u8; 100], QoS::AtLeastOnce, false, 1);
+    c.publish(p, "t", b"small", QoS::AtLeastOnce, false, 2);
+    let got = c.publishes(s, true);
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].payload[..], b"small");
+    assert_eq!(c.engines[0].stats().dropped_too_large_for_client, 1);
+}
+
+/// v5 3.2.2.3.14: a Keep Alive ceiling is announced as Server Keep Alive and enforced.
+#[test]
+fn server_keep_alive_overrides_client_value() {
+    let mut c = Cluster::with_config(
+        1,
+        EngineConfig {
+            keep_alive_max_secs: 30,
+            ..EngineConfig::default()
+        },
+    );
+    let mut cn = connect(V5, "k", true);
+    cn.keep_alive_secs = 0;
+    let (k, ack) = c.connect_with(0, cn);
+    assert_eq!(ack.properties.server_keep_alive, Some(30));
+    c.advance(45_001);
+    assert!(c.is_closed(k));
+    assert_eq!(
+        disconnect_reason(&c.recv(k)),
+        Some(ReasonCode::KEEP_ALIVE_TIMEOUT)
+    );
+}
+
+/// v5 4.8.2: shared subscriptions: one member per message, round robin, no retained.
+#[test]
+fn shared_subscription_round_robin_without_retained() {
+    let mut c = Cluster::new(1);
+    let p = c.connect(0, V5, "p", true);
+    c.publish(p, "job/1", b"retained", QoS::AtMostOnce, true, 0);
+    let a = c.connect(0, V5, "a", true);
+    let b = c.connect(0, V5, "b", true);
+    c.subscribe(a, "$share/g/job/+", QoS::AtLeastOnce);
+    c.subscribe(b, "$share/g/job/+", QoS::AtLeastOnce);
+    assert!(
+        c.publishes(a, true).is_empty() && c.publishes(b, true).is_empty(),
+        "no retained for shared"
+    );
+    for i in 0..10u16 {
+        c.publish(p, "job/1", &i.to_be_bytes(), QoS::AtLeastOnce, false, i + 1);
+    }
+    let (ga, gb) = (c.publishes(a, true), c.publishes(b, true));
+    assert_eq!(ga.len() + gb.len(), 10);
+    assert_eq!(ga.len(), 5);
+}
+
+/// v5 4.8.2: a QoS 1 message inflight to a member whose session ends goes to another member.
+#[test]
+fn shared_inflight_goes_to_another_member_when_member_leaves() {
+    let mut c = Cluster::new(1);
+    let a = c.connect(0, V5, "a", true);
+    let b = c.connect(0, V5, "b", true);
+    c.subscribe(a, "$share/g/t", QoS::AtLeastOnce);
+    c.subscribe(b, "$share/g/t", QoS::AtLeastOnce);
+    let p = c.connect(0, V5, "p", true);
+    c.publish(p, "t", b"m1", QoS::AtLeastOnce, false, 1);
+    let (ga, gb) = (c.publishes(a, false), c.publishes(b, false));
+    let (holder, other) = if ga.len() == 1 { (a, b) } else { (b, a) };
+    assert_eq!(ga.len() + gb.len(), 1);
+    c.drop_conn(holder);
+    let got = c.publishes(other, true);
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].payload[..], b"m1");
+}
+
+/// v5 [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
+#[test]
+fn shared_with_no_local_is_protocol_error() {
+    let mut c = Cluster::new(1);
+    let a = c.connect(0, V5, "a", true);
+    let opts = SubscriptionOptions {
+        qos: QoS::AtMostOnce,
+        no_local: true,
+        ..Default::default()
+    };
+    c.send(
+        a,
+        &Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            properties: Properties::default(),
+            filters: vec![(s_("$share/g/t"), opts)],
+        }),
+    );
+    assert_eq!(
+        disconnect_reason(&c.recv(a)),
+        Some(ReasonCode::PROTOCOL_ERROR)
+    );
+}
+
+/// v5 3.11.3: UNSUBACK reason 0x11 when no subscription existed.
+#[test]
+fn unsubscribe_reports_per_filter() {
+    let mut c = Cluster::new(1);
+    let a = c.connect(0, V5, "a", true);
+    c.subscribe(a, "x", QoS::AtMostOnce);
+    c.send(
+        a,
+        &Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(4),
+            properties: Properties::default(),
+            filters: vec![s_("x"), s_("y")],
+        }),
+    );
+    let got = c.recv(a);
+    assert!(
+        matches!(&got[..], [Packet::UnsubAck(u)] if u.reasons == vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]),
+        "{got:?}"
+    );
+}
+
+/// Offline queue policy: beyond `queued_messages_max` new messages are dropped and counted.
+#[test]
+fn offline_queue_full_drops_newest() {
+    let mut c = Cluster::with_config(
+        1,
+        EngineConfig {
+            queued_messages_max: 3,
+            ..EngineConfig::default()
+        },
+    );
+    let (s, _) = c.connect_with(0, connect_expiry("s", false, 100));
+    c.subscribe(s, "t", QoS::AtLeastOnce);
+    c.drop_conn(s);
+    let p = c.connect(0, V5, "p", true);
+    for i in 1..=5u16 {
+        c.publish(p, "t", &[i as u8], QoS::AtLeastOnce, false, i);
+    }
+    assert_eq!(c.engines[0].stats().dropped_queue_full, 2);
+    let (s, _) = c.connect_with(0, connect_expiry("s", false, 100));
+    let got: Vec<u8> = c.publishes(s, true).iter().map(|m| m.payload[0]).collect();
+    assert_eq!(got, vec![1, 2, 3]);
+}
+
+/// Slow consumer: QoS 0 beyond the output bound is dropped and counted.
+#[test]
+fn slow_consumer_qos0_dropped_beyond_output_bound() {
+    let mut c = Cluster::with_config(
+        1,
+        EngineConfig {
+            output_bytes_max: 1000,
+            ..EngineConfig::default()
+        },
+    );
+    let s = c.connect(0, V5, "s", true);
+    c.subscribe(s, "t", QoS::AtMostOnce);
+    let p = c.connect(0, V5, "p", true);
+    // The harness drains output on every pump, so fill the queue directly through one call:
+    // publish many messages in one read.
+    let mut bytes = bytes::BytesMut::new();
+    for _ in 0..50 {
+        encode(
+            &Packet::Publish(publish("t", &[7u8; 100], QoS::AtMostOnce, false, 0)),
+            V5,
+            &mut bytes,
+        )
+        .unwrap();
+    }
+    c.send_bytes(p, &bytes);
+    let got = c.publishes(s, true);
+    assert!(got.len() < 50 && got.len() >= 9, "{}", got.len());
+    assert_eq!(
+        c.engines[0].stats().dropped_qos0_slow_consumer as usize,
+        50 - got.len()
+    );
+}
+
+/// Shutdown: v5 clients get DISCONNECT 0x8B (Server shutting down).
+#[test]
+fn shutdown_sends_0x8b() {
+    let mut c = Cluster::new(1);
+    let a = c.connect(0, V5, "a", true);
+    let now = c.now;
+    c.engines[0].handle_shutdown(now);
+    c.pump();
+    assert_eq!(
+        disconnect_reason(&c.recv(a)),
+        Some(ReasonCode::SERVER_SHUTTING_DOWN)
+    );
+    assert!(c.is_closed(a));
+}
+
+/// v5 4.12: unsupported extended authentication: CONNACK 0x8C.
+#[test]
+fn connect_with_auth_method_refused_0x8c() {
+    let mut c = Cluster::new(1);
+    let mut cn = connect(V5, "a", true);
+    cn.properties.authentication_method = Some(s_("SCRAM-SHA-1"));
+    let (a, ack) = c.connect_with(0, cn);
+    assert_eq!(ack.reason, ReasonCode::BAD_AUTHENTICATION_METHOD);
+    assert!(c.is_closed(a));
+}
+
+/// Anonymous access disabled: CONNACK 0x87 Not authorized.
+#[test]
+fn anonymous_refused_when_disabled() {
+    let mut c = Cluster::with_config(
+        1,
+        EngineConfig {
+            allow_anonymous: false,
+            ..EngineConfig::default()
+        },
+    );
+    let (a, ack) = c.connect_with(0, connect(V5, "a", true));
+    assert_eq!(ack.reason, ReasonCode::NOT_AUTHORIZED);
+    assert!(c.is_closed(a));
+}
+
+/// v5 3.1.4: packets sent before CONNACK are processed after it, in order.
+#[test]
+fn packets_pipelined_after_connect_are_processed() {
+    let mut c = Cluster::new(2);
+    let conn = c.open(1, V5);
+    let mut b = bytes::BytesMut::new();
+    encode(
+        &Packet::Connect(Box::new(connect(V5, "pipelined", true))),
+        V5,
+        &mut b,
+    )
+    .unwrap();
+    encode(
+        &Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            properties: Properties::default(),
+            filters: vec![(s_("t"), SubscriptionOptions::default())],
+        }),
+        V5,
+        &mut b,
+    )
+    .unwrap();
+    encode(&Packet::PingReq, V5, &mut b).unwrap();
+    c.send_bytes(conn, &b);
+    let got = c.recv(conn);
+    assert!(
+        matches!(
+            &got[..],
+            [Packet::ConnAck(_), Packet::SubAck(_), Packet::PingResp]
+        ),
+        "{got:?}"
+    );
+}
