@@ -221,6 +221,8 @@ pub struct Engine {
     pub(crate) outbox: VecDeque<(ShardId, Mail)>,
     pub(crate) self_mail: VecDeque<Mail>,
     pub(crate) scratch: BytesMut,
+    /// Reused by `deliver_local` so that matching does not allocate per message.
+    pub(crate) match_scratch: Vec<(SessionKey, SubscriptionOptions, Option<u32>)>,
     pub(crate) assigned_ids: u64,
     pub(crate) now_ms: u64,
     pub(crate) shutting_down: bool,
@@ -255,6 +257,7 @@ impl Engine {
             outbox: VecDeque::new(),
             self_mail: VecDeque::new(),
             scratch: BytesMut::with_capacity(64 * 1024),
+            match_scratch: Vec::new(),
             assigned_ids: 0,
             now_ms: 0,
             shutting_down: false,

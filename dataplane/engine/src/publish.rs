@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tachyon_codec::{
     encode_publish_head, publish_head_len, Packet, PacketId, ProtocolVersion, PubResp, Publish,
-    PublishHead, QoS, ReasonCode, SubscriptionOptions,
+    PublishHead, QoS, ReasonCode,
 };
 
 use crate::engine::{Engine, SessionKey};
@@ -236,7 +236,8 @@ impl Engine {
         shared: &[SharedTarget],
     ) {
         if normal {
-            let mut matches: Vec<(SessionKey, SubscriptionOptions, Option<u32>)> = Vec::new();
+            let mut matches = std::mem::take(&mut self.match_scratch);
+            matches.clear();
             self.local.for_each_match(msg.topic.as_bytes(), |ls| {
                 for sub in &ls.normal {
                     matches.push((sub.session, sub.options, sub.id));
@@ -282,6 +283,7 @@ impl Engine {
                 };
                 self.deliver(now, key, d);
             }
+            self.match_scratch = matches;
         }
         for t in shared {
             self.deliver_shared(now, msg, t, None);
