@@ -31,7 +31,11 @@ fn decode_stream(data: &[u8], version: Option<ProtocolVersion>) {
                 let used = before.len() - buf.len();
                 assert!(used >= 2, "a packet has at least a fixed header");
                 assert!(used <= MAX_PACKET_SIZE);
-                assert_eq!(&before[used..], &buf[..], "only the front packet is consumed");
+                assert_eq!(
+                    &before[used..],
+                    &buf[..],
+                    "only the front packet is consumed"
+                );
                 check_reencode(&packet, version, &before[..used]);
             }
             Ok(None) => {
@@ -91,7 +95,11 @@ fn check_reencode(p: &Packet, version: Option<ProtocolVersion>, input: &[u8]) {
 
     let mut again = out.clone();
     let decoded = decode(&mut again, Some(v), usize::MAX).expect("our encoding decodes");
-    assert_eq!(decoded.as_ref(), Some(p), "encode then decode gives the packet back");
+    assert_eq!(
+        decoded.as_ref(),
+        Some(p),
+        "encode then decode gives the packet back"
+    );
     assert!(again.is_empty());
 
     let mut out2 = BytesMut::new();
@@ -99,8 +107,15 @@ fn check_reencode(p: &Packet, version: Option<ProtocolVersion>, input: &[u8]) {
     assert_eq!(out2, out, "encoding is deterministic");
 
     if v == ProtocolVersion::V311 || no_properties(p) {
-        assert_eq!(&out[..], input, "canonical input re-encodes to the same bytes");
+        assert_eq!(
+            &out[..],
+            input,
+            "canonical input re-encodes to the same bytes"
+        );
     } else if !matches!(p, Packet::Auth(_)) {
-        assert!(out.len() <= input.len(), "the encoder uses the shortest form");
+        assert!(
+            out.len() <= input.len(),
+            "the encoder uses the shortest form"
+        );
     }
 }

@@ -160,7 +160,6 @@ impl Engine {
         c.keep_alive_ms = keep_alive as u64 * 1000;
         c.max_packet_out = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
         c.alias_out_max = connect.properties.topic_alias_maximum.unwrap_or(0);
-        c.alias_in = vec![None; self.cfg.topic_alias_maximum as usize];
         c.expiry_zero_at_connect = connect.properties.session_expiry_interval.unwrap_or(0) == 0;
         c.will = connect.will.take();
         c.state = ConnState::Claiming;

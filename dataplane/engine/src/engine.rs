@@ -222,6 +222,8 @@ pub struct Engine {
     pub(crate) self_mail: VecDeque<Mail>,
     pub(crate) scratch: BytesMut,
     /// Reused by `deliver_local` so that matching does not allocate per message.
+    /// The last message copied for a queue, and its copy (see `enqueue`).
+    pub(crate) compact_cache: Option<(Arc<Message>, Arc<Message>)>,
     pub(crate) match_scratch: Vec<(SessionKey, SubscriptionOptions, Option<u32>)>,
     pub(crate) assigned_ids: u64,
     pub(crate) now_ms: u64,
@@ -258,6 +260,7 @@ impl Engine {
             self_mail: VecDeque::new(),
             scratch: BytesMut::with_capacity(64 * 1024),
             match_scratch: Vec::new(),
+            compact_cache: None,
             assigned_ids: 0,
             now_ms: 0,
             shutting_down: false,
@@ -545,6 +548,16 @@ impl Engine {
         match encode(packet, version, &mut self.scratch) {
             Ok(_) => {
                 let b = self.scratch.split().freeze();
+                if b.len() > c.max_packet_out as usize {
+                    // v5 [MQTT-3.1.2-24]: never above the client's Maximum Packet Size.
+                    tracing::debug!(
+                        shard = self.shard,
+                        client_id = c.client_label(),
+                        size = b.len(),
+                        "packet above the client's maximum packet size not sent"
+                    );
+                    return;
+                }
                 self.stats.bytes_sent_queued += b.len() as u64;
                 c.out.push(b);
                 if !c.dirty {
@@ -567,8 +580,13 @@ impl Engine {
         reason_string: Option<&str>,
     ) {
         let mut properties = tachyon_codec::Properties::default();
+        let max = self.conns.get(&conn).map_or(u32::MAX, |c| c.max_packet_out) as usize;
         if let Some(s) = reason_string {
-            properties.reason_string = Utf8Str::from_string(s.to_string());
+            // The Reason String is optional: leave it out if it would make the packet too
+            // large for the client.
+            if s.len() + 16 <= max {
+                properties.reason_string = Utf8Str::from_string(s.to_string());
+            }
         }
         self.send_packet(
             conn,

@@ -35,6 +35,20 @@ impl Message {
             .map(|t| (t.saturating_sub(now_ms).div_ceil(1000)).min(u32::MAX as u64) as u32)
     }
 
+    /// A copy whose topic and payload own their memory (not slices of a receive buffer).
+    pub fn owned_copy(&self) -> Message {
+        Message {
+            topic: Utf8Str::from_bytes(Bytes::copy_from_slice(self.topic.as_bytes()))
+                .expect("copy of a valid string"),
+            payload: Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            expires_at_ms: self.expires_at_ms,
+            origin: self.origin.clone(),
+        }
+    }
+
     /// Bytes this message holds that count against queue limits.
     pub fn size(&self) -> usize {
         self.payload.len() + self.topic.len()

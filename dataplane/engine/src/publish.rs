@@ -41,6 +41,10 @@ impl Engine {
                     );
                     return;
                 }
+                if c.alias_in.len() < max as usize {
+                    // Allocated on first use: most connections never use aliases.
+                    c.alias_in.resize(max as usize, None);
+                }
                 let slot = &mut c.alias_in[alias as usize - 1];
                 if p.topic.is_empty() {
                     match slot {
@@ -384,8 +388,8 @@ impl Engine {
 
     /// policy: a full queue drops the new message and counts it (Mosquitto does the same);
     /// see `limits.max_queued_messages` / `limits.max_queued_bytes`.
-    fn enqueue(&mut self, key: SessionKey, d: Delivery) {
-        let Some(s) = self.sessions.get_mut(key) else {
+    fn enqueue(&mut self, key: SessionKey, mut d: Delivery) {
+        let Some(s) = self.sessions.get(key) else {
             return;
         };
         let size = d.msg.size();
@@ -396,8 +400,26 @@ impl Engine {
             tracing::debug!(shard = self.shard, client_id = %s.client_id, "session queue full; message dropped");
             return;
         }
+        // Queued messages may wait long: give them their own bytes so that they do not pin
+        // the publisher's receive buffer. One copy per message, shared by the sessions it is
+        // queued for (consecutive deliveries of one message hit this cache).
+        d.msg = self.compacted(d.msg);
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
         s.queue_bytes += size;
         s.queue.push_back(d);
+    }
+
+    fn compacted(&mut self, msg: Arc<Message>) -> Arc<Message> {
+        if let Some((orig, compact)) = &self.compact_cache {
+            if Arc::ptr_eq(orig, &msg) || Arc::ptr_eq(compact, &msg) {
+                return compact.clone();
+            }
+        }
+        let compact = Arc::new(msg.owned_copy());
+        self.compact_cache = Some((msg, compact.clone()));
+        compact
     }
 
     fn send_new_inflight(&mut self, now: u64, key: SessionKey, conn: ConnId, d: Delivery) {
@@ -482,7 +504,8 @@ impl Engine {
             subscription_identifiers: if v5 { &d.sub_ids } else { &[] },
         };
         let (_, total) = publish_head_len(&head, msg.payload.len(), version);
-        if total > c.max_packet_out as usize {
+        // v5 [MQTT-3.1.2-24]; the codec cannot encode a Remaining Length above VARINT_MAX.
+        if total > c.max_packet_out as usize || total > tachyon_codec::VARINT_MAX as usize {
             self.stats.dropped_too_large_for_client += 1;
             return false;
         }

@@ -329,9 +329,9 @@ impl Shard {
             let fd = sock.stream.as_raw_fd();
             let own = !sock.rx.is_empty();
             let res = if own {
-                read_into(fd, &mut sock.rx)
+                read_into(fd, &mut sock.rx, READ_CHUNK_MIN)
             } else {
-                read_into(fd, &mut self.ingress)
+                read_into(fd, &mut self.ingress, INGRESS_CAPACITY)
             };
             match res {
                 Ok(0) => {
@@ -343,7 +343,11 @@ impl Shard {
                         let mut rx = std::mem::take(&mut sock.rx);
                         self.engine.handle_bytes(now, id, &mut rx);
                         if let Some(sock) = self.socks.get_mut(&id) {
-                            sock.rx = rx;
+                            // Keep the buffer only while a partial packet waits in it; an
+                            // idle connection holds no receive memory.
+                            if !rx.is_empty() {
+                                sock.rx = rx;
+                            }
                         }
                     } else {
                         self.engine.handle_bytes(now, id, &mut self.ingress);
@@ -436,10 +440,10 @@ impl Shard {
     }
 }
 
-/// `read(2)` into the spare capacity of `buf`, growing it when little is left.
-fn read_into(fd: RawFd, buf: &mut BytesMut) -> Result<usize, Errno> {
+/// `read(2)` into the spare capacity of `buf`, growing it by `grow` when little is left.
+fn read_into(fd: RawFd, buf: &mut BytesMut, grow: usize) -> Result<usize, Errno> {
     if buf.capacity() - buf.len() < READ_CHUNK_MIN {
-        buf.reserve(INGRESS_CAPACITY.max(READ_CHUNK_MIN));
+        buf.reserve(grow.max(READ_CHUNK_MIN));
     }
     let spare = buf.spare_capacity_mut();
     // SAFETY: the kernel writes at most `spare.len()` bytes into memory owned by `buf`.
