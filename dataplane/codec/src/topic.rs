@@ -7,7 +7,8 @@ pub fn validate_topic_name(name: &[u8]) -> bool {
 }
 
 /// Checks a Topic Filter: non-empty (v5 [MQTT-4.7.3-1]); `#` only alone in the last level
-/// ([MQTT-4.7.1-1]); `+` only as a whole level ([MQTT-4.7.1-2]). A shared subscription
+/// (v5 [MQTT-4.7.1-1], v3.1.1 [MQTT-4.7.1-2]); `+` only as a whole level
+/// (v5 [MQTT-4.7.1-2], v3.1.1 [MQTT-4.7.1-3]). A shared subscription
 /// `$share/{ShareName}/{filter}` needs a non-empty ShareName without wildcards or `/` and a
 /// non-empty filter after it (v5 [MQTT-4.8.2-1], [MQTT-4.8.2-2]).
 pub fn validate_filter(filter: &[u8]) -> bool {

@@ -58,7 +58,7 @@ pub(crate) struct Conn {
     pub will: Option<Will>,
     /// Set when another connection claimed this client id while we were still claiming it.
     pub forward_to: Option<(ShardId, ConnId)>,
-    /// CONNECT had Session Expiry Interval 0 (v5 [MQTT-3.14.2-2]).
+    /// CONNECT had Session Expiry Interval 0 (v5 3.14.2.2.2).
     pub expiry_zero_at_connect: bool,
     /// Packets that arrived after CONNECT while the session was being claimed; clients need
     /// not wait for CONNACK (v5 3.1.4), so they are processed once it is sent.

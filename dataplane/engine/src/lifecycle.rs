@@ -180,7 +180,7 @@ impl Engine {
         if c.version() == ProtocolVersion::V5 {
             if let Some(exp) = d.properties.session_expiry_interval {
                 if c.expiry_zero_at_connect && exp != 0 {
-                    // v5 [MQTT-3.14.2-2]
+                    // v5 3.14.2.2.2: a Protocol Error.
                     self.violation(now, conn, Violation::SessionExpiryAfterZero, None);
                     return;
                 }

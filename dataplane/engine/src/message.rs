@@ -12,7 +12,7 @@ pub struct Message {
     /// QoS of the PUBLISH as received; each subscriber gets min(this, its subscription QoS).
     pub qos: QoS,
     pub retain: bool,
-    /// Properties forwarded unchanged (v5 [MQTT-3.3.2-?] family): payload format indicator,
+    /// Properties forwarded unchanged (v5 [MQTT-3.3.2-4], [MQTT-3.3.2-15] .. [MQTT-3.3.2-18], [MQTT-3.3.2-20]): payload format indicator,
     /// content type, response topic, correlation data, user properties. Topic alias, message
     /// expiry and subscription identifiers are cleared here and set per delivery.
     pub properties: Properties,

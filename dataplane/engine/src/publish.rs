@@ -32,7 +32,7 @@ impl Engine {
             if let Some(alias) = p.properties.topic_alias.take() {
                 let max = self.cfg.topic_alias_maximum;
                 if alias == 0 || alias > max {
-                    // v5 [MQTT-3.3.2-9], [MQTT-3.3.2-10]: outside 1..=Topic Alias Maximum.
+                    // Outside 1..=Topic Alias Maximum (v5 [MQTT-3.3.2-12] is what we accept).
                     self.violation(
                         now,
                         conn,
@@ -79,7 +79,7 @@ impl Engine {
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {}
             (QoS::AtLeastOnce, Some(pid)) => {
-                // v5 [MQTT-4.3.2-2]: PUBACK after taking ownership (routing below is done
+                // v5 [MQTT-4.3.2-4], v3.1.1 [MQTT-4.3.2-2]: PUBACK after taking ownership (routing below is done
                 // before the driver writes the ack, so order is kept).
                 self.send_packet(
                     conn,
@@ -92,7 +92,7 @@ impl Engine {
                     .get_mut(skey)
                     .expect("connected conns have sessions");
                 if s.qos2_incoming.contains(&pid.get()) {
-                    // v5 [MQTT-4.3.3-9]: a retransmission before PUBREL is not forwarded again.
+                    // v5 [MQTT-4.3.3-10]: a retransmission before PUBREL is not forwarded again.
                     self.send_packet(
                         conn,
                         &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)),

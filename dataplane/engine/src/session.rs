@@ -46,7 +46,7 @@ pub enum OutState {
 pub struct Inflight {
     pub delivery: Delivery,
     pub state: OutState,
-    /// Order of first transmission, for resending in order on resume (v5 [MQTT-4.4.0-1]? order).
+    /// Order of first transmission, for resending in order on resume (v5 [MQTT-4.4.0-1], [MQTT-4.6.0-5]).
     pub seq: u64,
 }
 
@@ -78,7 +78,7 @@ pub struct Session {
     pub queue: VecDeque<Delivery>,
     pub queue_bytes: usize,
     /// Inbound QoS 2 Packet Identifiers answered with PUBREC and waiting for PUBREL: a
-    /// retransmitted PUBLISH with one of these is not forwarded again (v5 [MQTT-4.3.3-9]).
+    /// retransmitted PUBLISH with one of these is not forwarded again (v5 [MQTT-4.3.3-10]).
     pub qos2_incoming: HashSet<u16>,
     pub pending_will: Option<PendingWill>,
     /// Bumped on every attach and detach; timers carry it so stale ones do nothing.

@@ -83,18 +83,18 @@ impl Engine {
                 self.local_remove(skey, &plain, group.as_ref());
             }
             self.local_add(skey, &plain, group.as_ref(), *opts, sub_id);
-            // v5 [MQTT-3.9.3-1]: granted QoS; we grant what was asked (QoS 2 supported).
+            // v5 [MQTT-3.8.4-7]: granted QoS; we grant what was asked (QoS 2 supported).
             reasons.push(ReasonCode(opts.qos as u8));
             // Retain Handling (v5 3.8.3.1); shared subscriptions get no retained messages
-            // (v5 [MQTT-4.8.2-?] "retained messages are not sent to shared subscriptions").
+            // (v5 4.8.2: retained messages are not sent to shared subscriptions).
             let send_retained = group.is_none()
                 && (opts.retain_handling == 0 || (opts.retain_handling == 1 && !existed));
             if send_retained {
                 retained_for.push((plain, *opts));
             }
         }
-        // v5 [MQTT-3.8.4-1]: SUBACK with the same Packet Identifier, one code per filter
-        // ([MQTT-3.8.4-6]).
+        // v5 [MQTT-3.8.4-1], [MQTT-3.8.4-2]: SUBACK with the same Packet Identifier; one code
+        // per filter, in order (v5 [MQTT-3.9.3-1]).
         self.send_packet(
             conn,
             &Packet::SubAck(SubAck {
@@ -108,7 +108,7 @@ impl Engine {
             self.retained
                 .for_each_matched_by(filter.as_bytes(), |m| found.push(m.clone()));
             for msg in found {
-                // v5 [MQTT-3.3.1-8], v3.1.1 [MQTT-3.3.1-8]: RETAIN set on messages sent because
+                // v3.1.1 [MQTT-3.3.1-8] (v5 3.3.1.3 in prose): RETAIN set on messages sent because
                 // of a new subscription.
                 let d = Delivery {
                     qos: msg.qos.min(opts.qos),

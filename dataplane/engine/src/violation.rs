@@ -13,20 +13,21 @@ pub enum Violation {
     FirstPacketNotConnect,
     /// v5 [MQTT-3.1.0-2], v3.1.1 [MQTT-3.1.0-2]: a second CONNECT is a Protocol Error.
     SecondConnect,
-    /// v5 [MQTT-3.3.2-8]? A Topic Alias of 0 or above our Topic Alias Maximum
-    /// (v5 [MQTT-3.2.2-17] is ours to enforce: Topic Alias invalid).
+    /// A Topic Alias of 0 or above our Topic Alias Maximum: Topic Alias invalid
+    /// (v5 [MQTT-3.3.2-12] bounds what we must accept).
     TopicAliasOutOfRange { alias: u16, max: u16 },
-    /// v5 [MQTT-3.3.2-7]? An empty Topic Name with an alias we have no mapping for.
+    /// v5 3.3.2.3.4: an empty Topic Name with an alias we have no mapping for.
     TopicAliasUnknown { alias: u16 },
     /// v5 3.3.2.1: an empty Topic Name without a Topic Alias.
     EmptyTopicWithoutAlias,
-    /// v5 [MQTT-3.3.4-8]? More unacknowledged QoS 2 PUBLISHes than our Receive Maximum.
+    /// More unacknowledged QoS 2 PUBLISHes than our Receive Maximum (the client broke
+    /// v5 [MQTT-3.3.4-7]; 3.3.4 names the reaction, DISCONNECT 0x93).
     ReceiveMaximumExceeded { max: u16 },
     /// v5 [MQTT-3.1.2-22], v3.1.1 [MQTT-3.1.2-24]: nothing received for 1.5 x Keep Alive.
     KeepAliveTimeout,
     /// A packet only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP).
     ServerOnlyPacket { packet: &'static str },
-    /// v5 [MQTT-3.14.2-2]: DISCONNECT sets a Session Expiry Interval after CONNECT set 0.
+    /// v5 3.14.2.2.2: DISCONNECT sets a Session Expiry Interval after CONNECT set 0.
     SessionExpiryAfterZero,
     /// More topic levels than `topic_levels_max` in a Topic Name.
     TopicTooDeep { levels: usize, max: usize },

@@ -194,7 +194,7 @@ fn same_client_id_takes_over() {
 }
 
 /// v3.1.1 [MQTT-3.3.1-5], [MQTT-3.3.1-6], [MQTT-3.3.1-8]: retained messages are stored and sent
-/// with RETAIN 1 to new subscriptions; [MQTT-3.3.1-9]: RETAIN 0 on live forwarding.
+/// with RETAIN 1 to new subscriptions; v3.1.1 [MQTT-3.3.1-9]: RETAIN 0 on live forwarding.
 #[test]
 fn retained_message_sent_on_subscribe_with_retain_flag() {
     let mut c = Cluster::new(1);

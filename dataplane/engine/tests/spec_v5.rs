@@ -37,7 +37,7 @@ fn connect_empty_id_gets_assigned_identifier() {
 }
 
 /// v5 [MQTT-3.1.2-4]: Clean Start 1 discards the session; v5 [MQTT-3.1.2-5]: Clean Start 0
-/// resumes it and Session Present is 1 ([MQTT-3.2.2-2]).
+/// resumes it and Session Present is 1 (v5 [MQTT-3.2.2-3]).
 #[test]
 fn clean_start_and_resume() {
     let mut c = Cluster::new(1);
@@ -76,7 +76,7 @@ fn session_expiry_interval_bounds_offline_session() {
     assert!(!ack.session_present);
 }
 
-/// v5 [MQTT-3.14.2-2]: DISCONNECT may not set a Session Expiry after CONNECT set 0.
+/// v5 3.14.2.2.2: DISCONNECT may not set a Session Expiry after CONNECT set 0.
 #[test]
 fn disconnect_expiry_after_zero_is_protocol_error() {
     let mut c = Cluster::new(1);
