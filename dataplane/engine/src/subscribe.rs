@@ -108,6 +108,13 @@ impl Engine {
             self.retained
                 .for_each_matched_by(filter.as_bytes(), |m| found.push(m.clone()));
             for msg in found {
+                if msg.expired(now) {
+                    // v5 3.3.2.3.3: an expired retained message is no longer delivered; drop
+                    // it from this replica (the others drop theirs when they meet it).
+                    self.retained
+                        .remove_if(msg.topic.as_bytes(), |m| Arc::ptr_eq(m, &msg));
+                    continue;
+                }
                 // v3.1.1 [MQTT-3.3.1-8] (v5 3.3.1.3 in prose): RETAIN set on messages sent because
                 // of a new subscription.
                 let d = Delivery {

@@ -716,3 +716,20 @@ fn packets_pipelined_after_connect_are_processed() {
         "{got:?}"
     );
 }
+
+/// v5 [MQTT-3.3.2-5]: a retained message past its Message Expiry Interval is not sent to new
+/// subscriptions and leaves the store.
+#[test]
+fn retained_message_expires() {
+    let mut c = Cluster::new(1);
+    let p = c.connect(0, V5, "p", true);
+    let mut m = publish("r", b"short-lived", QoS::AtMostOnce, true, 0);
+    m.properties.message_expiry_interval = Some(2);
+    c.send(p, &Packet::Publish(m));
+    assert_eq!(c.engines[0].retained_count(), 1);
+    c.advance(2_500);
+    let s = c.connect(0, V5, "s", true);
+    c.subscribe(s, "r", QoS::AtMostOnce);
+    assert!(c.publishes(s, true).is_empty());
+    assert_eq!(c.engines[0].retained_count(), 0);
+}
