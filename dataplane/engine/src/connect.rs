@@ -5,8 +5,10 @@ use tachyon_codec::{
     ConnAck, Connect, Packet, PacketId, Properties, ProtocolVersion, ReasonCode, Utf8Str,
 };
 
+use crate::barrier::AfterBarrier;
 use crate::engine::{ConnState, Engine, Timer};
-use crate::mail::{home_shard, Mail};
+use crate::mail::{home_shard, Handover, Mail};
+use crate::session::Session;
 use crate::violation::Violation;
 use crate::ConnId;
 
@@ -187,7 +189,7 @@ impl Engine {
         now: u64,
         conn: ConnId,
         client_id: tachyon_codec::Utf8Str,
-        old: Option<Box<crate::session::Session>>,
+        handover: Handover,
     ) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -212,30 +214,53 @@ impl Engine {
             requested
         };
 
+        // Route changes for the session's subscriptions form a barrier: CONNACK (and all
+        // output after it) waits until every shard routes them here, and only then may the
+        // old owner's tombstone withdraw (see barrier.rs).
+        let barrier = self.begin_barrier();
+        let mut then = Vec::new();
         let mut present = false;
-        let mut session = match old {
+        let skey = match handover {
             // v5 [MQTT-3.1.2-5], v3.1.1 [MQTT-3.1.2-4]: resume the existing session.
-            Some(mut s) if !connect.clean_start => {
+            Handover::InPlace(k) if !connect.clean_start && self.sessions.get(k).is_some() => {
                 present = true;
-                // v5 [MQTT-3.1.3-9]: a resumed session cancels the pending Will.
-                s.pending_will = None;
-                s
+                k
+            }
+            Handover::Moved { mut session, tombstone } if !connect.clean_start => {
+                present = true;
+                session.forwarded_from = tombstone;
+                then.extend(tombstone.map(|(shard, key)| AfterBarrier::Unforward(shard, key)));
+                let k = self.sessions.insert(*session);
+                self.register_subscriptions(k);
+                k
             }
             old => {
                 // v5 [MQTT-3.1.2-4], v3.1.1 [MQTT-3.1.2-6]: Clean Start discards the session.
-                if let Some(mut s) = old {
+                let discarded = match old {
+                    Handover::InPlace(k) => self.take_session(k),
+                    Handover::Moved { session, tombstone } => {
+                        then.extend(
+                            tombstone.map(|(shard, key)| AfterBarrier::Unforward(shard, key)),
+                        );
+                        Some(*session)
+                    }
+                    Handover::None => None,
+                };
+                if let Some(mut s) = discarded {
                     if let Some(p) = s.pending_will.take() {
                         // The old session ends here, so its delayed Will is due now.
                         self.publish_will(now, &s.client_id, p.will);
                     }
                 }
-                Box::new(crate::session::Session::new(
-                    client_id.clone(),
-                    version,
-                    conn,
-                ))
+                self.sessions
+                    .insert(Session::new(client_id.clone(), version, conn))
             }
         };
+        let session = self.sessions.get_mut(skey).expect("inserted or resolved above");
+        if present {
+            // v5 [MQTT-3.1.3-9]: a resumed session cancels the pending Will.
+            session.pending_will = None;
+        }
         session.version = version;
         session.claim = conn;
         session.expiry_secs = expiry;
@@ -245,9 +270,8 @@ impl Engine {
             ProtocolVersion::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
             ProtocolVersion::V311 => self.cfg.inflight_max_default,
         };
-        let skey = self.sessions.insert(*session);
         self.session_by_client.insert(client_id.clone(), skey);
-        self.register_subscriptions(skey);
+        self.end_barrier(barrier, Some(conn), then);
 
         let c = self.conns.get_mut(&conn).expect("checked above");
         c.state = ConnState::Connected;

@@ -9,10 +9,11 @@
 
 use tachyon_codec::{ProtocolVersion, ReasonCode, Utf8Str};
 
+use crate::barrier::AfterBarrier;
 use crate::engine::{ConnState, Engine};
-use crate::mail::{home_shard, Mail};
-use crate::session::{PendingWill, Session};
-use crate::{ConnId, ShardId};
+use crate::mail::{home_shard, Handover, Mail};
+use crate::session::{Delivery, PendingWill, Session};
+use crate::{ConnId, SessionKey, ShardId};
 
 impl Engine {
     /// At the home shard: record the new owner and ask the old one for the session.
@@ -32,7 +33,7 @@ impl Engine {
                 Mail::Transfer {
                     client_id,
                     conn,
-                    session: None,
+                    handover: Handover::None,
                 },
             ),
         }
@@ -93,13 +94,13 @@ impl Engine {
                     }
                 }
             }
-            let session = self.take_session(skey);
+            let handover = self.give_away(skey, to_shard);
             self.send_mail(
                 to_shard,
                 Mail::Transfer {
                     client_id,
                     conn: to_conn,
-                    session: session.map(Box::new),
+                    handover,
                 },
             );
             return;
@@ -116,9 +117,45 @@ impl Engine {
             Mail::Transfer {
                 client_id,
                 conn: to_conn,
-                session: None,
+                handover: Handover::None,
             },
         );
+    }
+
+    /// Gives a detached session to `to_shard`. On this shard it stays where it is; to another
+    /// shard it moves, and a tombstone with its subscriptions stays behind to forward what is
+    /// still routed here until the new owner's routes are in place everywhere.
+    fn give_away(&mut self, skey: SessionKey, to_shard: ShardId) -> Handover {
+        if to_shard == self.shard {
+            return Handover::InPlace(skey);
+        }
+        let Some(s) = self.sessions.get(skey) else {
+            return Handover::None;
+        };
+        if s.subscriptions.is_empty() {
+            return match self.take_session(skey) {
+                Some(s) => Handover::Moved {
+                    session: Box::new(s),
+                    tombstone: None,
+                },
+                None => Handover::None,
+            };
+        }
+        let mut tomb = Session::new(s.client_id.clone(), s.version, s.claim);
+        tomb.subscriptions = s.subscriptions.clone();
+        tomb.forward_to = Some(to_shard);
+        tomb.epoch = s.epoch + 1;
+        let session = self
+            .sessions
+            .replace(skey, tomb)
+            .expect("resolved above");
+        if self.session_by_client.get(&session.client_id) == Some(&skey) {
+            self.session_by_client.remove(&session.client_id);
+        }
+        Handover::Moved {
+            session: Box::new(session),
+            tombstone: Some((self.shard, skey)),
+        }
     }
 
     /// At the claiming shard: the session (or none) arrived.
@@ -127,7 +164,7 @@ impl Engine {
         now: u64,
         client_id: Utf8Str,
         conn: ConnId,
-        session: Option<Box<Session>>,
+        handover: Handover,
     ) {
         let claiming = self
             .conns
@@ -140,32 +177,50 @@ impl Engine {
                 // before CONNACK, so this one is only closed).
                 self.stats.takeovers += 1;
                 self.close_detached(conn);
+                let handover = match handover {
+                    Handover::InPlace(k) => self.give_away(k, to_shard),
+                    h => h,
+                };
                 self.send_mail(
                     to_shard,
                     Mail::Transfer {
                         client_id,
                         conn: to_conn,
-                        session,
+                        handover,
                     },
                 );
                 return;
             }
-            self.complete_connect(now, conn, client_id, session);
+            self.complete_connect(now, conn, client_id, handover);
             return;
         }
         // The connection went away while claiming. The directory names us as owner now, so
         // keep the session as an offline one (it may still have queued messages).
-        match session {
-            Some(mut s) => {
-                s.claim = conn;
-                s.conn = None;
-                s.epoch += 1;
-                let skey = self.sessions.insert(*s);
+        match handover {
+            Handover::Moved { mut session, tombstone } => {
+                session.claim = conn;
+                session.conn = None;
+                session.epoch += 1;
+                session.forwarded_from = tombstone;
+                let skey = self.sessions.insert(*session);
                 self.session_by_client.insert(client_id, skey);
+                let barrier = self.begin_barrier();
                 self.register_subscriptions(skey);
+                let then = tombstone
+                    .map(|(shard, key)| AfterBarrier::Unforward(shard, key))
+                    .into_iter()
+                    .collect();
+                self.end_barrier(barrier, None, then);
                 self.after_detach(now, skey, None);
             }
-            None => {
+            Handover::InPlace(skey) => {
+                if let Some(s) = self.sessions.get_mut(skey) {
+                    s.claim = conn;
+                    s.epoch += 1;
+                }
+                self.after_detach(now, skey, None);
+            }
+            Handover::None => {
                 let home = home_shard(client_id.as_bytes(), self.shard_count);
                 self.send_mail(
                     home,
@@ -179,8 +234,37 @@ impl Engine {
         }
     }
 
+    /// At the new owner: a delivery that reached the old owner's tombstone.
+    pub(crate) fn on_forward(
+        &mut self,
+        now: u64,
+        client_id: Utf8Str,
+        tombstone: (ShardId, SessionKey),
+        delivery: Delivery,
+    ) {
+        let key = self
+            .session_by_client
+            .get(&client_id)
+            .copied()
+            .filter(|k| self.sessions.get(*k).is_some_and(|s| s.forwarded_from == Some(tombstone)));
+        match key {
+            Some(k) => self.deliver(now, k, delivery),
+            None => self.stats.dropped_forward_no_session += 1,
+        }
+    }
+
+    /// At the old owner: the new owner's routes are in place; withdraw the tombstone's.
+    pub(crate) fn on_unforward(&mut self, tombstone: SessionKey) {
+        if !self.sessions.get(tombstone).is_some_and(|s| s.forward_to.is_some()) {
+            return;
+        }
+        let barrier = self.begin_barrier();
+        self.drain_subscriptions(tombstone);
+        self.end_barrier(barrier, None, vec![AfterBarrier::DropTombstone(tombstone)]);
+    }
+
     /// Removes a session from this shard (unsubscribing it from the tries) and returns it.
-    pub(crate) fn take_session(&mut self, skey: crate::engine::SessionKey) -> Option<Session> {
+    pub(crate) fn take_session(&mut self, skey: SessionKey) -> Option<Session> {
         self.unregister_subscriptions(skey);
         let s = self.sessions.remove(skey)?;
         if self.session_by_client.get(&s.client_id) == Some(&skey) {

@@ -63,6 +63,25 @@ pub(crate) struct Conn {
     /// Packets that arrived after CONNECT while the session was being claimed; clients need
     /// not wait for CONNACK (v5 3.1.4), so they are processed once it is sent.
     pub pending: VecDeque<Packet>,
+    /// Barriers that hold this connection's output (see `barrier.rs`): CONNACK or SUBACK wait
+    /// until every shard routes the new subscriptions here.
+    pub holds: u32,
+    pub held: Vec<Bytes>,
+}
+
+impl Conn {
+    /// Queues encoded output, behind held output while a barrier is open.
+    pub fn push_out(&mut self, b: Bytes, id: ConnId, dirty: &mut Vec<ConnId>) {
+        if self.holds > 0 {
+            self.held.push(b);
+            return;
+        }
+        self.out.push(b);
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(id);
+        }
+    }
 }
 
 impl Conn {
@@ -76,9 +95,9 @@ impl Conn {
     }
 }
 
-/// Index and generation of a session in the shard's slab.
+/// Index and generation of a session in a shard's slab (opaque outside the engine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct SessionKey {
+pub struct SessionKey {
     idx: u32,
     gen: u32,
 }
@@ -119,6 +138,11 @@ impl SessionSlab {
             _ => None,
         }
     }
+    /// Swaps the session at `k` for `s` (the key stays valid) and returns the old one.
+    pub fn replace(&mut self, k: SessionKey, s: Session) -> Option<Session> {
+        let slot = self.get_mut(k)?;
+        Some(std::mem::replace(slot, s))
+    }
     pub fn remove(&mut self, k: SessionKey) -> Option<Session> {
         let e = self.entries.get_mut(k.idx as usize)?;
         if e.0 != k.gen || e.1.is_none() {
@@ -147,6 +171,9 @@ pub(crate) struct LocalSub {
     pub session: SessionKey,
     pub options: SubscriptionOptions,
     pub id: Option<u32>,
+    /// Belongs to a tombstone whose routes are being withdrawn: it still forwards what
+    /// arrives, but no longer counts as a subscriber of this shard.
+    pub draining: bool,
 }
 
 #[derive(Debug)]
@@ -225,6 +252,10 @@ pub struct Engine {
     /// The last message copied for a queue, and its copy (see `enqueue`).
     pub(crate) compact_cache: Option<(Arc<Message>, Arc<Message>)>,
     pub(crate) match_scratch: Vec<(SessionKey, SubscriptionOptions, Option<u32>)>,
+    pub(crate) barriers: HashMap<u64, crate::barrier::Barrier>,
+    pub(crate) next_barrier: u64,
+    /// The barrier that route announcements join while an operation runs.
+    pub(crate) barrier_ctx: Option<u64>,
     pub(crate) assigned_ids: u64,
     pub(crate) now_ms: u64,
     pub(crate) shutting_down: bool,
@@ -261,6 +292,9 @@ impl Engine {
             scratch: BytesMut::with_capacity(64 * 1024),
             match_scratch: Vec::new(),
             compact_cache: None,
+            barriers: HashMap::new(),
+            next_barrier: 1,
+            barrier_ctx: None,
             assigned_ids: 0,
             now_ms: 0,
             shutting_down: false,
@@ -314,6 +348,8 @@ impl Engine {
             forward_to: None,
             expiry_zero_at_connect: false,
             pending: VecDeque::new(),
+            holds: 0,
+            held: Vec::new(),
         };
         if self.shutting_down {
             self.conns.insert(conn, c);
@@ -502,13 +538,27 @@ impl Engine {
                 msg,
                 normal,
                 shared,
-            } => self.deliver_local(now, &msg, normal, &shared),
+                fanout,
+            } => self.deliver_local(now, &msg, normal, &shared, fanout),
             Mail::Route {
                 filter,
                 group,
                 shard,
                 delta,
-            } => self.apply_route(&filter, group.as_ref(), shard, delta),
+                ack,
+            } => {
+                self.apply_route(&filter, group.as_ref(), shard, delta);
+                if let Some((to, barrier)) = ack {
+                    self.send_mail(to, Mail::RouteAck { barrier });
+                }
+            }
+            Mail::RouteAck { barrier } => self.on_route_ack(barrier),
+            Mail::Forward {
+                client_id,
+                tombstone,
+                delivery,
+            } => self.on_forward(now, client_id, tombstone, delivery),
+            Mail::Unforward { tombstone } => self.on_unforward(tombstone),
             Mail::RetainSet { msg } => {
                 let m = msg.clone();
                 self.broadcast(|| Mail::RetainApply { msg: m.clone() });
@@ -529,8 +579,8 @@ impl Engine {
             Mail::Transfer {
                 client_id,
                 conn,
-                session,
-            } => self.on_transfer(now, client_id, conn, session),
+                handover,
+            } => self.on_transfer(now, client_id, conn, handover),
             Mail::Release {
                 client_id,
                 shard,
@@ -559,11 +609,7 @@ impl Engine {
                     return;
                 }
                 self.stats.bytes_sent_queued += b.len() as u64;
-                c.out.push(b);
-                if !c.dirty {
-                    c.dirty = true;
-                    self.dirty.push(conn);
-                }
+                c.push_out(b, conn, &mut self.dirty);
             }
             Err(e) => {
                 // Our own packets are built valid; an error here is a bug worth a loud log,

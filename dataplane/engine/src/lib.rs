@@ -20,6 +20,7 @@
 //! data flow of one PUBLISH.
 #![forbid(unsafe_code)]
 
+mod barrier;
 mod config;
 mod connect;
 mod directory;
@@ -36,8 +37,8 @@ pub mod topic;
 mod violation;
 
 pub use config::EngineConfig;
-pub use engine::Engine;
-pub use mail::{home_shard, Mail, SharedTarget};
+pub use engine::{Engine, SessionKey};
+pub use mail::{home_shard, Handover, Mail, SharedTarget};
 pub use message::Message;
 pub use out::OutQueue;
 pub use stats::Stats;

@@ -10,6 +10,9 @@
 //!   Evict        home -> shard that owns the session now
 //!   Transfer     owner -> claiming shard (the session, or none)
 //!   Release      owner -> home, when the session ended
+//!   RouteAck     a shard applied a Route that asked for an ack (barriers, see `barrier.rs`)
+//!   Forward      old owner -> new owner: a delivery that reached the old owner's tombstone
+//!   Unforward    new owner -> old owner: routes to the new owner are in place everywhere
 //! ```
 
 use std::sync::Arc;
@@ -17,8 +20,8 @@ use std::sync::Arc;
 use tachyon_codec::Utf8Str;
 
 use crate::message::Message;
-use crate::session::Session;
-use crate::{ConnId, ShardId};
+use crate::session::{Delivery, Session};
+use crate::{ConnId, SessionKey, ShardId};
 
 /// A shared-subscription group at a filter: deliver to one of its members on the receiving shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,12 +39,30 @@ pub enum Mail {
         normal: bool,
         /// Deliver to one member of each of these groups.
         shared: Vec<SharedTarget>,
+        /// Bit `s` set: the origin sent this message to shard `s` for its ordinary
+        /// subscriptions. A tombstone forwards only to a new owner that did not get it.
+        fanout: u64,
     },
     Route {
         filter: Utf8Str,
         group: Option<Utf8Str>,
         shard: ShardId,
         delta: i32,
+        /// Reply with `RouteAck` to this shard and barrier.
+        ack: Option<(ShardId, u64)>,
+    },
+    RouteAck {
+        barrier: u64,
+    },
+    Forward {
+        client_id: Utf8Str,
+        /// The tombstone that forwarded it; the new owner only accepts forwards from the
+        /// tombstone of the session it adopted.
+        tombstone: (ShardId, SessionKey),
+        delivery: Delivery,
+    },
+    Unforward {
+        tombstone: SessionKey,
     },
     RetainSet {
         msg: Arc<Message>,
@@ -64,13 +85,28 @@ pub enum Mail {
     Transfer {
         client_id: Utf8Str,
         conn: ConnId,
-        session: Option<Box<Session>>,
+        handover: Handover,
     },
     Release {
         client_id: Utf8Str,
         shard: ShardId,
         claim: ConnId,
     },
+}
+
+/// How a session reaches the connection that claimed it.
+#[derive(Debug)]
+pub enum Handover {
+    /// No session existed.
+    None,
+    /// The session moved from another shard, which keeps a forwarding tombstone until the
+    /// routes to the new owner are in place (`tombstone`).
+    Moved {
+        session: Box<Session>,
+        tombstone: Option<(ShardId, SessionKey)>,
+    },
+    /// The session stays in this shard's slab under the same key (same-shard takeover).
+    InPlace(SessionKey),
 }
 
 /// Stable hash used to pick home shards; the same on every shard and every run (FNV-1a).

@@ -185,7 +185,7 @@ impl Engine {
                 continue;
             }
             if shard == self.shard {
-                self.deliver_local(now, &msg, normal, &shared);
+                self.deliver_local(now, &msg, normal, &shared, mask);
             } else {
                 self.outbox.push_back((
                     shard,
@@ -193,6 +193,7 @@ impl Engine {
                         msg: msg.clone(),
                         normal,
                         shared,
+                        fanout: mask,
                     },
                 ));
             }
@@ -226,6 +227,7 @@ impl Engine {
                     msg,
                     normal: false,
                     shared: vec![target],
+                    fanout: 0,
                 },
             ));
         }
@@ -238,6 +240,7 @@ impl Engine {
         msg: &Arc<Message>,
         normal: bool,
         shared: &[SharedTarget],
+        fanout: u64,
     ) {
         if normal {
             let mut matches = std::mem::take(&mut self.match_scratch);
@@ -261,6 +264,12 @@ impl Engine {
                     (Some(s), Some(o)) => &s.client_id == o,
                     _ => false,
                 };
+                // A tombstone forwards only what its session's new owner was not sent directly.
+                let sent_directly = self
+                    .sessions
+                    .get(key)
+                    .and_then(|s| s.forward_to)
+                    .is_some_and(|b| fanout & (1 << b) != 0);
                 while j < matches.len() && matches[j].0 == key {
                     let (_, opts, id) = matches[j];
                     j += 1;
@@ -277,6 +286,9 @@ impl Engine {
                 }
                 i = j;
                 let Some(sub_qos) = qos else { continue };
+                if sent_directly {
+                    continue;
+                }
                 let d = Delivery {
                     msg: msg.clone(),
                     // v5 [MQTT-3.8.4-8]: the lower of the published and the granted QoS.
@@ -310,7 +322,7 @@ impl Engine {
                 let n = g.members.len();
                 let usable = |m: &crate::engine::LocalSub| Some(m.session) != avoid;
                 let connected = |m: &crate::engine::LocalSub| {
-                    sessions.get(m.session).is_some_and(|s| s.conn.is_some())
+                    !m.draining && sessions.get(m.session).is_some_and(|s| s.conn.is_some())
                 };
                 let mut pick = None;
                 for pass in 0..2 {
@@ -356,6 +368,13 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
+        if let Some(to) = s.forward_to {
+            let client_id = s.client_id.clone();
+            let tombstone = (self.shard, key);
+            self.stats.forwarded_after_takeover += 1;
+            self.send_mail(to, Mail::Forward { client_id, tombstone, delivery: d });
+            return;
+        }
         let online = s.conn.filter(|c| self.conns.contains_key(c));
         match online {
             Some(conn) => {
@@ -524,18 +543,14 @@ impl Engine {
         if msg.payload.len() <= self.cfg.inline_payload_max {
             self.scratch.extend_from_slice(&msg.payload);
             let chunk = self.scratch.split().freeze();
-            c.out.push(chunk);
+            c.push_out(chunk, conn, &mut self.dirty);
         } else {
             let chunk = self.scratch.split().freeze();
-            c.out.push(chunk);
-            c.out.push(msg.payload.clone());
+            c.push_out(chunk, conn, &mut self.dirty);
+            c.push_out(msg.payload.clone(), conn, &mut self.dirty);
         }
         self.stats.messages_sent[d.qos as usize] += 1;
         self.stats.bytes_sent_queued += total as u64;
-        if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(conn);
-        }
         true
     }
 

@@ -8,7 +8,7 @@ use tachyon_codec::{PacketId, ProtocolVersion, QoS, SubscriptionOptions, Utf8Str
 
 use crate::mail::SharedTarget;
 use crate::message::Message;
-use crate::ConnId;
+use crate::{ConnId, SessionKey, ShardId};
 
 /// One subscription of a session, keyed by the filter exactly as subscribed.
 #[derive(Debug, Clone)]
@@ -83,6 +83,11 @@ pub struct Session {
     pub pending_will: Option<PendingWill>,
     /// Bumped on every attach and detach; timers carry it so stale ones do nothing.
     pub epoch: u64,
+    /// Set on a tombstone: the session moved to this shard; deliveries that still reach its
+    /// subscriptions here are forwarded there.
+    pub forward_to: Option<ShardId>,
+    /// The tombstone this session came from, whose forwards it accepts.
+    pub forwarded_from: Option<(ShardId, SessionKey)>,
 }
 
 impl Session {
@@ -103,6 +108,8 @@ impl Session {
             qos2_incoming: HashSet::new(),
             pending_will: None,
             epoch: 0,
+            forward_to: None,
+            forwarded_from: None,
         }
     }
 

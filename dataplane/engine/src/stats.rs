@@ -26,6 +26,11 @@ pub struct Stats {
     pub dropped_qos0_offline: u64,
     /// Shared-subscription deliveries that found no member on the chosen shard.
     pub dropped_shared_no_member: u64,
+    /// Deliveries a tombstone forwarded to its session's new owner after a takeover.
+    pub forwarded_after_takeover: u64,
+    /// Deliveries forwarded by a tombstone that found no matching session (the session
+    /// moved on again meanwhile).
+    pub dropped_forward_no_session: u64,
     pub wills_published: u64,
     pub sessions_expired: u64,
     pub takeovers: u64,

@@ -47,6 +47,8 @@ impl Engine {
         let sub_id = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.filters.len());
         let mut retained_for: Vec<(Utf8Str, SubscriptionOptions)> = Vec::new();
+        // SUBACK waits until every shard routes the new filters here (see barrier.rs).
+        let barrier = self.begin_barrier();
         for (filter, opts) in &sub.filters {
             let levels = filter.as_bytes().iter().filter(|&&b| b == b'/').count() + 1;
             if !validate_filter(filter.as_bytes()) || levels > self.cfg.topic_levels_max {
@@ -61,10 +63,12 @@ impl Engine {
             let (plain, group) = parts(filter);
             if group.is_some() && opts.no_local {
                 // v5 [MQTT-3.8.3-4]
+                self.end_barrier(barrier, None, Vec::new());
                 self.violation(now, conn, Violation::NoLocalOnSharedSubscription, None);
                 return;
             }
             let Some(s) = self.sessions.get_mut(skey) else {
+                self.end_barrier(barrier, None, Vec::new());
                 return;
             };
             // v5 [MQTT-3.8.4-3], v3.1.1 [MQTT-3.8.4-3]: an identical filter replaces the
@@ -79,10 +83,9 @@ impl Engine {
                     },
                 )
                 .is_some();
-            if existed {
-                self.local_remove(skey, &plain, group.as_ref());
+            if !existed || !self.local_update(skey, &plain, group.as_ref(), *opts, sub_id) {
+                self.local_add(skey, &plain, group.as_ref(), *opts, sub_id);
             }
-            self.local_add(skey, &plain, group.as_ref(), *opts, sub_id);
             // v5 [MQTT-3.8.4-7]: granted QoS; we grant what was asked (QoS 2 supported).
             reasons.push(ReasonCode(opts.qos as u8));
             // Retain Handling (v5 3.8.3.1); shared subscriptions get no retained messages
@@ -93,6 +96,7 @@ impl Engine {
                 retained_for.push((plain, *opts));
             }
         }
+        self.end_barrier(barrier, Some(conn), Vec::new());
         // v5 [MQTT-3.8.4-1], [MQTT-3.8.4-2]: SUBACK with the same Packet Identifier; one code
         // per filter, in order (v5 [MQTT-3.9.3-1]).
         self.send_packet(
@@ -201,11 +205,13 @@ impl Engine {
             session: skey,
             options,
             id,
+            draining: false,
         };
         match group {
             None => {
                 ls.normal.push(sub);
-                if ls.normal.len() == 1 {
+                // Announce when this shard gains its first (non-draining) subscriber.
+                if live_count(&ls.normal) == 1 {
                     self.announce(plain, None, 1);
                 }
             }
@@ -223,41 +229,132 @@ impl Engine {
         }
     }
 
-    fn local_remove(&mut self, skey: SessionKey, plain: &Utf8Str, group: Option<&Utf8Str>) {
+    /// Changes the options of an existing entry in place (a re-subscription), so that the
+    /// routes see no gap. Returns false if there was no entry.
+    fn local_update(
+        &mut self,
+        skey: SessionKey,
+        plain: &Utf8Str,
+        group: Option<&Utf8Str>,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> bool {
+        let Some(ls) = self.local.get_mut(plain.as_bytes()) else {
+            return false;
+        };
+        let list = match group {
+            None => Some(&mut ls.normal),
+            Some(g) => ls.shared.iter_mut().find(|x| &x.name == g).map(|x| &mut x.members),
+        };
+        match list.and_then(|l| l.iter_mut().find(|x| x.session == skey && !x.draining)) {
+            Some(entry) => {
+                entry.options = options;
+                entry.id = id;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes `skey`'s entries of one filter. `announce_changes` is false when dropping a
+    /// drained tombstone, whose withdrawal was announced already.
+    fn local_remove_with(
+        &mut self,
+        skey: SessionKey,
+        plain: &Utf8Str,
+        group: Option<&Utf8Str>,
+        announce_changes: bool,
+    ) {
         let mut announce = false;
         self.local.remove_if(plain.as_bytes(), |ls| {
             match group {
                 None => {
-                    let before = ls.normal.len();
+                    let before = live_count(&ls.normal);
                     ls.normal.retain(|s| s.session != skey);
-                    announce = before > 0 && ls.normal.is_empty();
+                    announce = before > 0 && live_count(&ls.normal) == 0;
                 }
                 Some(g) => {
                     if let Some(x) = ls.shared.iter_mut().find(|x| &x.name == g) {
-                        let before = x.members.len();
+                        let before = live_count(&x.members);
                         x.members.retain(|s| s.session != skey);
-                        announce = x.members.len() < before;
+                        announce = live_count(&x.members) < before;
                     }
                     ls.shared.retain(|x| !x.members.is_empty());
                 }
             }
             ls.normal.is_empty() && ls.shared.is_empty()
         });
-        if announce {
+        if announce && announce_changes {
             self.announce(plain, group, -1);
         }
     }
 
-    /// Tells every shard (this one directly) that our subscribers of `filter` changed.
+    fn local_remove(&mut self, skey: SessionKey, plain: &Utf8Str, group: Option<&Utf8Str>) {
+        self.local_remove_with(skey, plain, group, true);
+    }
+
+    /// A tombstone stops counting as a subscriber: its routes are withdrawn (under the
+    /// current barrier) while its entries keep forwarding whatever still arrives.
+    pub(crate) fn drain_subscriptions(&mut self, skey: SessionKey) {
+        let Some(s) = self.sessions.get(skey) else {
+            return;
+        };
+        let filters: Vec<Utf8Str> = s.subscriptions.keys().cloned().collect();
+        for filter in filters {
+            let (plain, group) = parts(&filter);
+            let mut announce = false;
+            if let Some(ls) = self.local.get_mut(plain.as_bytes()) {
+                let list = match &group {
+                    None => Some(&mut ls.normal),
+                    Some(g) => ls.shared.iter_mut().find(|x| &x.name == g).map(|x| &mut x.members),
+                };
+                if let Some(list) = list {
+                    let before = live_count(list);
+                    for sub in list.iter_mut().filter(|x| x.session == skey) {
+                        sub.draining = true;
+                    }
+                    let after = live_count(list);
+                    announce = match group {
+                        None => before > 0 && after == 0,
+                        Some(_) => after < before,
+                    };
+                }
+            }
+            if announce {
+                self.announce(&plain, group.as_ref(), -1);
+            }
+        }
+    }
+
+    /// Removes a drained tombstone and its entries (already withdrawn from the routes).
+    pub(crate) fn drop_tombstone(&mut self, skey: SessionKey) {
+        let Some(s) = self.sessions.get(skey) else {
+            return;
+        };
+        let filters: Vec<Utf8Str> = s.subscriptions.keys().cloned().collect();
+        for filter in filters {
+            let (plain, group) = parts(&filter);
+            self.local_remove_with(skey, &plain, group.as_ref(), false);
+        }
+        self.sessions.remove(skey);
+    }
+
+    /// Tells every shard (this one directly) that our subscribers of `filter` changed. Inside
+    /// an open barrier each shard acknowledges.
     fn announce(&mut self, filter: &Utf8Str, group: Option<&Utf8Str>, delta: i32) {
         let shard = self.shard;
         self.apply_route(filter, group, shard, delta);
+        if self.shard_count == 1 {
+            return;
+        }
+        let ack = self.barrier_expect_acks();
         let (f, g) = (filter.clone(), group.cloned());
         self.broadcast(|| Mail::Route {
             filter: f.clone(),
             group: g.clone(),
             shard,
             delta,
+            ack,
         });
     }
 
@@ -308,4 +405,9 @@ impl Engine {
             self.routes.remove_if(filter.as_bytes(), |_| true);
         }
     }
+}
+
+/// Subscribers that count for routing (tombstones being drained do not).
+fn live_count(list: &[LocalSub]) -> usize {
+    list.iter().filter(|s| !s.draining).count()
 }

@@ -68,10 +68,22 @@ impl Cluster {
     }
 
     pub fn send_bytes(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.send_bytes_holding(conn, bytes, usize::MAX);
+    }
+
+    /// Sends bytes, then pumps everything except mail from shard `held`.
+    pub fn send_bytes_holding(&mut self, conn: ConnId, bytes: &[u8], held: usize) {
         let shard = self.clients[&conn].shard;
         let mut rx = BytesMut::from(bytes);
         self.engines[shard].handle_bytes(self.now, conn, &mut rx);
-        self.pump();
+        self.pump_except(held);
+    }
+
+    pub fn send_holding(&mut self, conn: ConnId, p: &Packet, held: usize) {
+        let version = self.clients[&conn].version;
+        let mut b = BytesMut::new();
+        encode(p, version, &mut b).unwrap();
+        self.send_bytes_holding(conn, &b, held);
     }
 
     pub fn send(&mut self, conn: ConnId, p: &Packet) {
@@ -83,10 +95,16 @@ impl Cluster {
 
     /// Moves mail, output and closes until nothing moves.
     pub fn pump(&mut self) {
+        self.pump_except(usize::MAX);
+    }
+
+    /// Like `pump`, but mail *from* shard `held` stays in its outbox (its ring is slow).
+    pub fn pump_except(&mut self, held: usize) {
         loop {
             let mut moved = false;
             for i in 0..self.engines.len() {
-                while let Some((to, m)) = self.engines[i].poll_mail() {
+                while i != held {
+                    let Some((to, m)) = self.engines[i].poll_mail() else { break };
                     moved = true;
                     self.engines[to].handle_mail(self.now, m);
                 }

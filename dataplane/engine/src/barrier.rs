@@ -1,0 +1,105 @@
+//! Barriers: "every shard has applied these route changes".
+//!
+//! A SUBACK or CONNACK promises that messages published afterwards reach the subscription,
+//! wherever their publisher is connected. When an operation announces route changes to the
+//! other shards, it opens a barrier: each `Mail::Route` asks for a `RouteAck`, and the
+//! connection's output is held (in order) until every ack is back. Barriers also order the
+//! hand-over of a session between shards:
+//!
+//! ```text
+//!   new owner B: adopt session, announce routes (barrier) ── all acks ──▶ release CONNACK,
+//!                                                                        Unforward ──▶ A
+//!   old owner A: tombstone forwards stragglers to B; on Unforward withdraw routes (barrier)
+//!                ── all acks ──▶ drop the tombstone (nothing can be routed to it any more)
+//! ```
+
+use crate::engine::Engine;
+use crate::mail::Mail;
+use crate::{ConnId, SessionKey, ShardId};
+
+#[derive(Debug)]
+pub(crate) enum AfterBarrier {
+    /// Release the held output of a connection.
+    Release(ConnId),
+    /// Tell the old owner that its tombstone may withdraw its routes.
+    Unforward(ShardId, SessionKey),
+    /// Remove a drained tombstone.
+    DropTombstone(SessionKey),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Barrier {
+    remaining: u32,
+    then: Vec<AfterBarrier>,
+}
+
+impl Engine {
+    /// Starts collecting route announcements into a new barrier.
+    pub(crate) fn begin_barrier(&mut self) -> u64 {
+        let id = self.next_barrier;
+        self.next_barrier += 1;
+        self.barriers.insert(id, Barrier::default());
+        self.barrier_ctx = Some(id);
+        id
+    }
+
+    /// Called by `announce` for each route change broadcast while a barrier is open.
+    pub(crate) fn barrier_expect_acks(&mut self) -> Option<(ShardId, u64)> {
+        let id = self.barrier_ctx?;
+        let b = self.barriers.get_mut(&id)?;
+        b.remaining += (self.shard_count - 1) as u32;
+        Some((self.shard, id))
+    }
+
+    /// Stops collecting. If acks are outstanding, `hold` (if any) has its output held and
+    /// `then` runs when they are in; otherwise `then` runs now.
+    pub(crate) fn end_barrier(&mut self, id: u64, hold: Option<ConnId>, then: Vec<AfterBarrier>) {
+        self.barrier_ctx = None;
+        let pending = self.barriers.get(&id).is_some_and(|b| b.remaining > 0);
+        if !pending {
+            self.barriers.remove(&id);
+            for a in then {
+                self.after_barrier(a);
+            }
+            return;
+        }
+        let b = self.barriers.get_mut(&id).expect("checked above");
+        b.then.extend(then);
+        if let Some(conn) = hold {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.holds += 1;
+                b.then.push(AfterBarrier::Release(conn));
+            }
+        }
+    }
+
+    pub(crate) fn on_route_ack(&mut self, id: u64) {
+        let Some(b) = self.barriers.get_mut(&id) else { return };
+        b.remaining = b.remaining.saturating_sub(1);
+        if b.remaining > 0 {
+            return;
+        }
+        let b = self.barriers.remove(&id).expect("present");
+        for a in b.then {
+            self.after_barrier(a);
+        }
+    }
+
+    fn after_barrier(&mut self, a: AfterBarrier) {
+        match a {
+            AfterBarrier::Release(conn) => {
+                let Some(c) = self.conns.get_mut(&conn) else { return };
+                c.holds = c.holds.saturating_sub(1);
+                if c.holds == 0 {
+                    for b in std::mem::take(&mut c.held) {
+                        c.push_out(b, conn, &mut self.dirty);
+                    }
+                }
+            }
+            AfterBarrier::Unforward(shard, tombstone) => {
+                self.send_mail(shard, Mail::Unforward { tombstone });
+            }
+            AfterBarrier::DropTombstone(key) => self.drop_tombstone(key),
+        }
+    }
+}
