@@ -74,7 +74,9 @@ impl Engine {
     }
 
     pub(crate) fn on_route_ack(&mut self, id: u64) {
-        let Some(b) = self.barriers.get_mut(&id) else { return };
+        let Some(b) = self.barriers.get_mut(&id) else {
+            return;
+        };
         b.remaining = b.remaining.saturating_sub(1);
         if b.remaining > 0 {
             return;
@@ -88,7 +90,9 @@ impl Engine {
     fn after_barrier(&mut self, a: AfterBarrier) {
         match a {
             AfterBarrier::Release(conn) => {
-                let Some(c) = self.conns.get_mut(&conn) else { return };
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
                 c.holds = c.holds.saturating_sub(1);
                 if c.holds == 0 {
                     for b in std::mem::take(&mut c.held) {

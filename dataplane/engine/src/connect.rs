@@ -8,7 +8,7 @@ use tachyon_codec::{
 use crate::barrier::AfterBarrier;
 use crate::engine::{ConnState, Engine, Timer};
 use crate::mail::{home_shard, Handover, Mail};
-use crate::session::Session;
+use crate::session::{OutState, Session};
 use crate::violation::Violation;
 use crate::ConnId;
 
@@ -47,10 +47,14 @@ impl Engine {
     fn handle_connected(&mut self, now: u64, conn: ConnId, packet: Packet) {
         match packet {
             Packet::Publish(p) => self.on_publish(now, conn, p),
-            Packet::PubAck(r) => self.on_puback(now, conn, r.packet_id),
+            Packet::PubAck(r) => {
+                self.on_flow_complete(now, conn, r.packet_id, OutState::AwaitPubAck)
+            }
             Packet::PubRec(r) => self.on_pubrec(now, conn, r.packet_id, r.reason),
             Packet::PubRel(r) => self.on_pubrel(conn, r.packet_id),
-            Packet::PubComp(r) => self.on_pubcomp(now, conn, r.packet_id),
+            Packet::PubComp(r) => {
+                self.on_flow_complete(now, conn, r.packet_id, OutState::AwaitPubComp)
+            }
             Packet::Subscribe(s) => self.on_subscribe(now, conn, s),
             Packet::Unsubscribe(u) => self.on_unsubscribe(conn, u),
             // v5 [MQTT-3.12.4-1]: the Server MUST send PINGRESP in response to PINGREQ.
@@ -226,7 +230,10 @@ impl Engine {
                 present = true;
                 k
             }
-            Handover::Moved { mut session, tombstone } if !connect.clean_start => {
+            Handover::Moved {
+                mut session,
+                tombstone,
+            } if !connect.clean_start => {
                 present = true;
                 session.forwarded_from = tombstone;
                 then.extend(tombstone.map(|(shard, key)| AfterBarrier::Unforward(shard, key)));
@@ -256,7 +263,10 @@ impl Engine {
                     .insert(Session::new(client_id.clone(), version, conn))
             }
         };
-        let session = self.sessions.get_mut(skey).expect("inserted or resolved above");
+        let session = self
+            .sessions
+            .get_mut(skey)
+            .expect("inserted or resolved above");
         if present {
             // v5 [MQTT-3.1.3-9]: a resumed session cancels the pending Will.
             session.pending_will = None;

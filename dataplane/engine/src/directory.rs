@@ -145,10 +145,7 @@ impl Engine {
         tomb.subscriptions = s.subscriptions.clone();
         tomb.forward_to = Some(to_shard);
         tomb.epoch = s.epoch + 1;
-        let session = self
-            .sessions
-            .replace(skey, tomb)
-            .expect("resolved above");
+        let session = self.sessions.replace(skey, tomb).expect("resolved above");
         if self.session_by_client.get(&session.client_id) == Some(&skey) {
             self.session_by_client.remove(&session.client_id);
         }
@@ -197,7 +194,10 @@ impl Engine {
         // The connection went away while claiming. The directory names us as owner now, so
         // keep the session as an offline one (it may still have queued messages).
         match handover {
-            Handover::Moved { mut session, tombstone } => {
+            Handover::Moved {
+                mut session,
+                tombstone,
+            } => {
                 session.claim = conn;
                 session.conn = None;
                 session.epoch += 1;
@@ -242,11 +242,11 @@ impl Engine {
         tombstone: (ShardId, SessionKey),
         delivery: Delivery,
     ) {
-        let key = self
-            .session_by_client
-            .get(&client_id)
-            .copied()
-            .filter(|k| self.sessions.get(*k).is_some_and(|s| s.forwarded_from == Some(tombstone)));
+        let key = self.session_by_client.get(&client_id).copied().filter(|k| {
+            self.sessions
+                .get(*k)
+                .is_some_and(|s| s.forwarded_from == Some(tombstone))
+        });
         match key {
             Some(k) => self.deliver(now, k, delivery),
             None => self.stats.dropped_forward_no_session += 1,
@@ -255,7 +255,11 @@ impl Engine {
 
     /// At the old owner: the new owner's routes are in place; withdraw the tombstone's.
     pub(crate) fn on_unforward(&mut self, tombstone: SessionKey) {
-        if !self.sessions.get(tombstone).is_some_and(|s| s.forward_to.is_some()) {
+        if !self
+            .sessions
+            .get(tombstone)
+            .is_some_and(|s| s.forward_to.is_some())
+        {
             return;
         }
         let barrier = self.begin_barrier();

@@ -372,7 +372,14 @@ impl Engine {
             let client_id = s.client_id.clone();
             let tombstone = (self.shard, key);
             self.stats.forwarded_after_takeover += 1;
-            self.send_mail(to, Mail::Forward { client_id, tombstone, delivery: d });
+            self.send_mail(
+                to,
+                Mail::Forward {
+                    client_id,
+                    tombstone,
+                    delivery: d,
+                },
+            );
             return;
         }
         let online = s.conn.filter(|c| self.conns.contains_key(c));
@@ -558,7 +565,15 @@ impl Engine {
         self.conns.get(&conn).and_then(|c| c.session)
     }
 
-    pub(crate) fn on_puback(&mut self, now: u64, conn: ConnId, pid: PacketId) {
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) ends an outbound flow that is in `expected`
+    /// state, and frees a place in the inflight window.
+    pub(crate) fn on_flow_complete(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        pid: PacketId,
+        expected: OutState,
+    ) {
         let Some(key) = self.conn_session(conn) else {
             return;
         };
@@ -567,7 +582,7 @@ impl Engine {
         };
         if s.inflight
             .get(&pid.get())
-            .is_some_and(|i| i.state == OutState::AwaitPubAck)
+            .is_some_and(|i| i.state == expected)
         {
             s.inflight.remove(&pid.get());
             self.fill_window(now, key);
@@ -626,22 +641,6 @@ impl Engine {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
         self.send_packet(conn, &Packet::PubComp(PubResp::new(pid, reason)));
-    }
-
-    pub(crate) fn on_pubcomp(&mut self, now: u64, conn: ConnId, pid: PacketId) {
-        let Some(key) = self.conn_session(conn) else {
-            return;
-        };
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
-        if s.inflight
-            .get(&pid.get())
-            .is_some_and(|i| i.state == OutState::AwaitPubComp)
-        {
-            s.inflight.remove(&pid.get());
-            self.fill_window(now, key);
-        }
     }
 
     /// Updates this shard's replica of the retained store. An empty payload clears the topic

@@ -244,7 +244,11 @@ impl Engine {
         };
         let list = match group {
             None => Some(&mut ls.normal),
-            Some(g) => ls.shared.iter_mut().find(|x| &x.name == g).map(|x| &mut x.members),
+            Some(g) => ls
+                .shared
+                .iter_mut()
+                .find(|x| &x.name == g)
+                .map(|x| &mut x.members),
         };
         match list.and_then(|l| l.iter_mut().find(|x| x.session == skey && !x.draining)) {
             Some(entry) => {
@@ -306,7 +310,11 @@ impl Engine {
             if let Some(ls) = self.local.get_mut(plain.as_bytes()) {
                 let list = match &group {
                     None => Some(&mut ls.normal),
-                    Some(g) => ls.shared.iter_mut().find(|x| &x.name == g).map(|x| &mut x.members),
+                    Some(g) => ls
+                        .shared
+                        .iter_mut()
+                        .find(|x| &x.name == g)
+                        .map(|x| &mut x.members),
                 };
                 if let Some(list) = list {
                     let before = live_count(list);

@@ -187,11 +187,20 @@ fn suback_waits_until_every_shard_routes_the_filter() {
     let sub = Packet::Subscribe(Subscribe {
         packet_id: pid(1),
         properties: Properties::default(),
-        filters: vec![(s_("fresh/topic"), SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() })],
+        filters: vec![(
+            s_("fresh/topic"),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+        )],
     });
     // Shard 1 is slow: its ack has not come back yet.
     c.send_holding(s, &sub, 1);
-    assert!(c.recv(s).is_empty(), "SUBACK held until shard 1 acknowledged the route");
+    assert!(
+        c.recv(s).is_empty(),
+        "SUBACK held until shard 1 acknowledged the route"
+    );
     c.pump();
     assert!(matches!(&c.recv(s)[..], [Packet::SubAck(_)]));
     c.publish(p, "fresh/topic", b"m", QoS::AtLeastOnce, false, 1);
@@ -213,23 +222,49 @@ fn takeover_forwards_stragglers_exactly_once() {
     let newc = c.open(1, V5);
 
     // 1. Shard 2 routes message 1 to shard 0 (the only owner it knows); its ring is slow.
-    c.send_holding(p, &Packet::Publish(publish("t", b"one", QoS::AtLeastOnce, false, 1)), 2);
+    c.send_holding(
+        p,
+        &Packet::Publish(publish("t", b"one", QoS::AtLeastOnce, false, 1)),
+        2,
+    );
     // 2. The client reconnects on shard 1; shard 0 hands the session over and keeps a
     //    tombstone; shard 2 learns the new route but its ack waits in its slow ring.
     c.send_holding(newc, &Packet::Connect(Box::new(cn)), 2);
     assert!(c.is_closed(old));
-    assert!(c.recv(newc).is_empty(), "CONNACK held until shard 2 routes to shard 1");
+    assert!(
+        c.recv(newc).is_empty(),
+        "CONNACK held until shard 2 routes to shard 1"
+    );
     // 3. Shard 2 now routes message 2 to both shard 0 (tombstone) and shard 1.
-    c.send_holding(p, &Packet::Publish(publish("t", b"two", QoS::AtLeastOnce, false, 2)), 2);
+    c.send_holding(
+        p,
+        &Packet::Publish(publish("t", b"two", QoS::AtLeastOnce, false, 2)),
+        2,
+    );
     // 4. Everything flows.
     c.pump();
     let got = c.recv(newc);
-    assert!(matches!(got.first(), Some(Packet::ConnAck(a)) if a.session_present), "{got:?}");
+    assert!(
+        matches!(got.first(), Some(Packet::ConnAck(a)) if a.session_present),
+        "{got:?}"
+    );
     c.unread(newc, got.into_iter().skip(1).collect());
-    let mut payloads: Vec<Vec<u8>> = c.publishes(newc, true).iter().map(|m| m.payload.to_vec()).collect();
+    let mut payloads: Vec<Vec<u8>> = c
+        .publishes(newc, true)
+        .iter()
+        .map(|m| m.payload.to_vec())
+        .collect();
     payloads.sort();
-    assert_eq!(payloads, vec![b"one".to_vec(), b"two".to_vec()], "each message once");
-    assert_eq!(c.engines[0].stats().forwarded_after_takeover, 1, "only message one needed it");
+    assert_eq!(
+        payloads,
+        vec![b"one".to_vec(), b"two".to_vec()],
+        "each message once"
+    );
+    assert_eq!(
+        c.engines[0].stats().forwarded_after_takeover,
+        1,
+        "only message one needed it"
+    );
     // The tombstone is gone once every shard withdrew its route.
     assert_eq!(c.engines[0].session_count(), 0);
     c.publish(p, "t", b"three", QoS::AtLeastOnce, false, 3);

@@ -104,7 +104,9 @@ impl Cluster {
             let mut moved = false;
             for i in 0..self.engines.len() {
                 while i != held {
-                    let Some((to, m)) = self.engines[i].poll_mail() else { break };
+                    let Some((to, m)) = self.engines[i].poll_mail() else {
+                        break;
+                    };
                     moved = true;
                     self.engines[to].handle_mail(self.now, m);
                 }
