@@ -1,4 +1,4 @@
-"""Broker fixture and shared helpers for the Tachyon interoperability suite.
+"""Broker fixture and client factories for the Tachyon interoperability suite.
 
 Each test gets its own broker process on a free loopback port (isolation:
 no retained message, session or subscription leaks between tests).
@@ -11,6 +11,7 @@ Environment:
                       configuration are then skipped, and reactions the spec
                       leaves optional (a DISCONNECT before closing) are not
                       required.
+  TACHYON_STRICT=1    keep those strict expectations with TACHYON_BROKER_CMD.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ from pahoclient import PahoClient  # noqa: E402
 
 CONFIG = HERE / "broker.toml"
 BROKER_CMD = os.environ.get("TACHYON_BROKER_CMD", "").strip()
-TACHYON_BIN = os.environ.get("TACHYON_BIN") or str(REPO / "target" / "release" / "tachyon")
+TACHYON_BIN = os.path.abspath(os.environ.get("TACHYON_BIN") or str(REPO / "target" / "release" / "tachyon"))
 IS_TACHYON = not BROKER_CMD
+# TACHYON_STRICT=1 applies Tachyon's stricter expectations to an external
+# broker too (to see where it differs).
+FORCE_STRICT = os.environ.get("TACHYON_STRICT", "") not in ("", "0")
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -100,7 +104,7 @@ class Broker:
     def strict(self) -> bool:
         """Require the optional-in-the-spec reactions Tachyon promises (e.g.
         a DISCONNECT with a reason code before closing)."""
-        return self.is_tachyon
+        return self.is_tachyon or FORCE_STRICT
 
     def log(self) -> str:
         try:

@@ -46,20 +46,48 @@ class Witness:
         self.sub.close()
 
 
-def assert_disconnect_then_close(
-    broker, client: RawClient, rc: int, timeout: float = 5.0, ok_without: bool | None = None
-) -> list:
-    """The broker sends DISCONNECT with reason code `rc` and closes.
+def _codes(rc) -> tuple:
+    return tuple(rc) if isinstance(rc, (tuple, list, set, frozenset)) else (rc,)
 
-    The spec (v5 4.13) lets a server just close; Tachyon promises the
+
+def _fmt(rcs) -> str:
+    return " or ".join(f"{r:#04x}" for r in rcs)
+
+
+def assert_disconnect_then_close(
+    broker, client: RawClient, rc, timeout: float = 5.0, ok_without: bool | None = None
+) -> list:
+    """The broker sends DISCONNECT with reason code `rc` (or one of the
+    codes in a tuple `rc`) and closes the connection.
+
+    The spec (v5 4.13.1) lets a server just close; Tachyon promises the
     DISCONNECT, so it is required when testing Tachyon (or when
     ok_without=False)."""
+    rcs = _codes(rc)
     pkts = client.read_until_closed(timeout)
     allow_missing = (not broker.strict) if ok_without is None else ok_without
     if allow_missing and not pkts:
         return pkts
-    assert [p.type for p in pkts] == [mqttraw.DISCONNECT], f"expected DISCONNECT {rc:#04x} then close, got {pkts!r}"
-    assert pkts[0].reason_code == rc, f"DISCONNECT reason {pkts[0].reason_code:#04x}, expected {rc:#04x}"
+    assert [p.type for p in pkts] == [mqttraw.DISCONNECT], f"expected DISCONNECT {_fmt(rcs)} then close, got {pkts!r}"
+    assert pkts[0].reason_code in rcs, f"DISCONNECT reason {pkts[0].reason_code:#04x}, expected {_fmt(rcs)}"
+    return pkts
+
+
+def assert_connect_rejected(broker, client: RawClient, version: int, rc, timeout: float = 5.0) -> list:
+    """Reaction to an invalid CONNECT. v5: CONNACK with reason code `rc`
+    then close ([MQTT-3.1.4-1] makes the CONNACK optional; Tachyon sends it,
+    so it is required in strict mode). v3.1.1: close without CONNACK (there
+    is no return code for a malformed CONNECT)."""
+    rcs = _codes(rc)
+    pkts = client.read_until_closed(timeout)
+    if version != mqttraw.V5:
+        assert pkts == [], f"expected the connection to be closed without a reply, got {pkts!r}"
+        return pkts
+    if not broker.strict and not pkts:
+        return pkts
+    assert [p.type for p in pkts] == [mqttraw.CONNACK], f"expected CONNACK {_fmt(rcs)} then close, got {pkts!r}"
+    assert pkts[0].reason_code in rcs, f"CONNACK reason {pkts[0].reason_code:#04x}, expected {_fmt(rcs)}"
+    assert not pkts[0].session_present, "Session Present must be 0 with a failure code: v5 [MQTT-3.2.2-6], v3.1.1 [MQTT-3.2.2-4]"
     return pkts
 
 
@@ -69,13 +97,9 @@ def assert_closed_silently(client: RawClient, timeout: float = 5.0) -> None:
     assert pkts == [], f"expected the connection to be closed without a reply, got {pkts!r}"
 
 
-def assert_reaction(broker, client: RawClient, version: int, rc: int, timeout: float = 5.0):
+def assert_reaction(broker, client: RawClient, version: int, rc, timeout: float = 5.0):
     """v5: DISCONNECT rc then close; v3.1.1: close without any packet."""
     if version == mqttraw.V5:
         return assert_disconnect_then_close(broker, client, rc, timeout)
     assert_closed_silently(client, timeout)
     return []
-
-
-def unique(prefix: str = "") -> str:
-    return prefix + uuid.uuid4().hex[:10]

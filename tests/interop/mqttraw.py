@@ -577,14 +577,16 @@ class RawClient:
     # -- raw I/O -------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
+        self.sock.settimeout(self.timeout)
         self.sock.sendall(data)
 
     def try_send(self, data: bytes) -> bool:
-        """Send, tolerating a connection the broker already closed."""
+        """Send, tolerating a connection the broker closed (or stopped
+        reading) meanwhile. Safe to call from a helper thread."""
         try:
             self.sock.sendall(data)
             return True
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+        except OSError:
             return False
 
     def _fill(self, deadline: float) -> None:
@@ -755,6 +757,15 @@ class RawClient:
             self.send(pubcomp(pkt.pid))
             self._backlog.extendleft(reversed(deferred))
         return pkt
+
+    def poll_publish(self, timeout: float) -> Packet | None:
+        """Like recv_publish, but returns None if nothing arrives in time."""
+        try:
+            pkt = self.recv_packet(timeout)
+        except TimeoutError:
+            return None
+        self._backlog.appendleft(pkt)
+        return self.recv_publish()
 
     def ping(self) -> None:
         self.send(pingreq())

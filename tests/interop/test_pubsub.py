@@ -79,8 +79,8 @@ def test_wildcards(clients, proto):
     """'+' matches exactly one level (including an empty one), '#' matches
     any number of levels including the parent, exact filters match only
     themselves. One subscriber per filter, every topic published once at
-    QoS 1; each subscriber gets exactly its matching set. v5/v3.1.1
-    [MQTT-4.7.1-1] [MQTT-4.7.1-2] (4.7.1.2 / 4.7.1.3 examples),
+    QoS 1; each subscriber gets exactly its matching set. v5
+    [MQTT-4.7.1-1] [MQTT-4.7.1-2]; v3.1.1 [MQTT-4.7.1-2] [MQTT-4.7.1-3] (4.7.1.2 / 4.7.1.3 examples),
     [MQTT-3.3.2-3] (v5), [MQTT-4.7.3-4] (v5)."""
     p = PROTOCOLS[proto]
     subs = {}

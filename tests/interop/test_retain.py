@@ -83,9 +83,9 @@ def _resubscribe_and_probe(sub, pub, flt, rh):
 @pytest.mark.parametrize("rh", [0, 1, 2])
 def test_retain_handling(clients, rh):
     """v5 Retain Handling on a first subscribe and on a re-subscribe to the
-    same filter: 0 sends retained messages both times ([MQTT-3.3.1-9]
+    same filter: 0 sends retained messages both times (v5 [MQTT-3.3.1-9]
     [MQTT-3.8.4-3] [MQTT-3.8.4-4]); 1 only when the subscription did not
-    exist ([MQTT-3.3.1-10]); 2 never ([MQTT-3.3.1-11])."""
+    exist (v5 [MQTT-3.3.1-10]); 2 never (v5 [MQTT-3.3.1-11])."""
     pub = clients("pub", protocol=V5)
     pub.publish("rh/t", b"kept", qos=1, retain=True)
     sub = clients("sub", protocol=V5)

@@ -73,7 +73,7 @@ def test_clean_start_discards_session(clients, proto):
 def test_v5_session_expiry_zero_ends_session(clients):
     """v5: clean start 0 with Session Expiry Interval 0 (absent): the
     session ends with the connection, so a reconnect finds no session
-    (Session Present 0, subscription gone). 3.1.2.11.2, [MQTT-3.2.2-3]."""
+    (Session Present 0, subscription gone). 3.1.2.11.2, v5 [MQTT-3.2.2-3]."""
     s = clients("ephemeral", protocol=V5, clean=False)
     assert s.subscribe("se/t", qos=1) == [1]
     s.disconnect()
@@ -146,6 +146,26 @@ def test_session_takeover(broker, raw, clients, proto):
 
 
 @PROTO
+def test_session_takeover_paho(broker, clients, proto):
+    """Session takeover seen by paho clients: the first client's
+    on_disconnect fires (v5: with reason code 0x8E, Session taken over) and
+    the second client can publish and receive. v3.1.1 [MQTT-3.1.4-2];
+    v5 [MQTT-3.1.4-3]."""
+    p = PROTOCOLS[proto]
+    first = clients("twin", protocol=p)
+    second = clients("twin", protocol=p)
+    rc, _ = first.wait_disconnected()
+    if p == V5 and broker.strict:
+        assert rc.value == mqttraw.RC_SESSION_TAKEN_OVER, rc
+    assert second.subscribe("twin/t", qos=1) == [1]
+    second.publish("twin/t", b"mine now", qos=1)
+    assert second.get().payload == b"mine now"
+    # paho 2.x keeps its state "connected" after a server DISCONNECT (it only changes it when
+    # the socket is lost without one), so check the socket instead.
+    assert first.c.socket() is None
+
+
+@PROTO
 def test_session_takeover_keeps_persistent_session(broker, raw, clients, proto):
     """Taking over a persistent session (clean start 0) resumes it: Session
     Present 1 and the subscriptions made on the old connection deliver to
@@ -169,7 +189,7 @@ def test_session_takeover_keeps_persistent_session(broker, raw, clients, proto):
 def test_v311_empty_client_id_requires_clean_session(broker, raw, witness):
     """v3.1.1: a zero-byte client id with clean session 0 is rejected with
     CONNACK return code 2 (identifier rejected), then the connection is
-    closed [MQTT-3.1.3-8]."""
+    closed v3.1.1 [MQTT-3.1.3-8]."""
     c = raw(mqttraw.V311)
     c.send(mqttraw.connect(mqttraw.V311, "", clean=False))
     pkts = c.read_until_closed()
@@ -182,7 +202,7 @@ def test_v311_empty_client_id_requires_clean_session(broker, raw, witness):
 def test_v311_empty_client_id_clean_session(broker, raw):
     """v3.1.1: a zero-byte client id with clean session 1 is either
     accepted (the server assigns a unique id) or rejected with return code
-    2 [MQTT-3.1.3-6] [MQTT-3.1.3-9]. Two such clients may coexist."""
+    2 v3.1.1 [MQTT-3.1.3-6] [MQTT-3.1.3-9]. Two such clients may coexist."""
     a = raw(mqttraw.V311)
     ack = a.connect("", expect_rc=None)
     assert ack.reason_code in (mqttraw.V3_ACCEPTED, mqttraw.V3_IDENTIFIER_REJECTED)
@@ -195,8 +215,8 @@ def test_v311_empty_client_id_clean_session(broker, raw):
 
 def test_v5_empty_client_id_assigned(broker, raw):
     """v5: a zero-byte client id is accepted with an Assigned Client
-    Identifier in CONNACK [MQTT-3.1.3-6] [MQTT-3.1.3-7] [MQTT-3.2.2-16], or
-    rejected with 0x85 [MQTT-3.1.3-8]. Assigned ids are unique."""
+    Identifier in CONNACK v5 [MQTT-3.1.3-6] [MQTT-3.1.3-7] [MQTT-3.2.2-16], or
+    rejected with 0x85 v5 [MQTT-3.1.3-8]. Assigned ids are unique."""
     a = raw(mqttraw.V5)
     ack = a.connect("", expect_rc=None)
     if ack.reason_code == mqttraw.RC_CLIENT_ID_NOT_VALID:

@@ -104,7 +104,7 @@ def test_will_properties_forwarded(clients):
 def test_will_delay_elapses(clients):
     """v5 Will Delay Interval: after an abrupt close the will is published
     only once the delay has passed (session expiry longer than the delay).
-    [MQTT-3.1.2-8], 3.1.3.2.2."""
+    v5 [MQTT-3.1.2-8], 3.1.3.2.2."""
     watcher = clients("watcher", protocol=V5)
     assert watcher.subscribe("will/#", qos=1) == [1]
     w = clients(
@@ -144,7 +144,7 @@ def test_will_delay_suppressed_by_reconnect(clients):
 def test_will_sent_when_session_ends_before_delay(clients):
     """v5: the will is published when the will delay passes or the session
     ends, whichever is first (3.1.2.5): session expiry 1 s, will delay
-    30 s -> the will arrives after about 1 s. [MQTT-3.1.2-8]"""
+    30 s -> the will arrives after about 1 s. v5 [MQTT-3.1.2-8]"""
     watcher = clients("watcher", protocol=V5)
     assert watcher.subscribe("will/#", qos=1) == [1]
     will = {"topic": "will/session-end", "payload": b"session over", "qos": 1, "props": will_props(WillDelayInterval=30)}
