@@ -142,15 +142,19 @@ impl Engine {
         self.publish_message(now, Arc::new(msg));
     }
 
-    /// Shared-subscription messages inflight (not yet PUBREC'd) or queued for a session that
-    /// lost its connection go to another member of their group (v5 4.8.2).
+    /// Shared-subscription messages a member can no longer take go to another member of
+    /// their group: QoS 1 messages inflight (unacknowledged) and every queued (unsent) one.
     fn redispatch_shared(&mut self, now: u64, skey: SessionKey) {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
         let mut moved = Vec::new();
         s.inflight.retain(|_, inf| {
-            let keep = inf.delivery.shared.is_none() || inf.state == OutState::AwaitPubComp;
+            // QoS 1 may go to another member at once (v5 4.8.2, a MAY); a QoS 2 message
+            // already sent stays with this member: its delivery completes if the client
+            // comes back, and it goes to nobody else if the session ends
+            // (v5 [MQTT-4.8.2-4], [MQTT-4.8.2-5]).
+            let keep = inf.delivery.shared.is_none() || inf.state != OutState::AwaitPubAck;
             if !keep {
                 moved.push(inf.delivery.clone());
             }

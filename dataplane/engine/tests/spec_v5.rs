@@ -733,3 +733,28 @@ fn retained_message_expires() {
     assert!(c.publishes(s, true).is_empty());
     assert_eq!(c.engines[0].retained_count(), 0);
 }
+
+/// v5 [MQTT-4.8.2-4], [MQTT-4.8.2-5]: a QoS 2 message sent to a shared member stays with it
+/// when its connection breaks; it is completed on resume and never sent to another member.
+#[test]
+fn shared_qos2_inflight_stays_with_member() {
+    let mut c = Cluster::new(1);
+    let mut cn = connect(V5, "a", false);
+    cn.properties.session_expiry_interval = Some(60);
+    let (a, _) = c.connect_with(0, cn.clone());
+    let b = c.connect(0, V5, "b", true);
+    c.subscribe(a, "$share/g/t", QoS::ExactlyOnce);
+    c.subscribe(b, "$share/g/t", QoS::ExactlyOnce);
+    let p = c.connect(0, V5, "p", true);
+    // Round robin: the first message goes to the first member, "a".
+    c.publish(p, "t", b"q2", QoS::ExactlyOnce, false, 1);
+    let got = c.publishes(a, false);
+    assert_eq!(got.len(), 1, "a holds the message unacknowledged");
+    c.drop_conn(a);
+    assert!(c.publishes(b, true).is_empty(), "not redispatched to b");
+    let (a2, ack) = c.connect_with(0, cn);
+    assert!(ack.session_present);
+    let again = c.publishes(a2, true);
+    assert_eq!(again.len(), 1);
+    assert!(again[0].dup && again[0].packet_id == got[0].packet_id);
+}
