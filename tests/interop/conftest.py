@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import resource
 import shlex
 import signal
 import socket
@@ -168,7 +169,8 @@ def _mqtt_probe(port: int, deadline: float) -> None:
         c.close()
 
 
-def start_broker(workdir: pathlib.Path) -> Broker:
+def start_broker(workdir: pathlib.Path, nofile: int | None = None) -> Broker:
+    """Starts the broker; `nofile` caps its open-files limit (soft and hard)."""
     last_error = ""
     for attempt in range(3):
         port = free_port()
@@ -186,6 +188,9 @@ def start_broker(workdir: pathlib.Path) -> Broker:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+                if nofile
+                else None,
             )
         finally:
             logf.close()

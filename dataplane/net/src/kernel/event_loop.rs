@@ -71,6 +71,9 @@ struct Shard {
     /// Kept open so that EMFILE can be answered by accepting and closing (see `accept_all`).
     reserve_fd: Option<OwnedFd>,
     listening: bool,
+    /// Connections refused for lack of descriptors since the last log line.
+    refused: u64,
+    refused_logged_ms: Option<u64>,
 }
 
 pub(super) fn run_shard(ctx: ShardContext) {
@@ -119,6 +122,8 @@ pub(super) fn run_shard(ctx: ShardContext) {
         backlog: Vec::new(),
         reserve_fd,
         listening: true,
+        refused: 0,
+        refused_logged_ms: None,
     };
     shard.run();
 }
@@ -269,8 +274,15 @@ impl Shard {
                 Err(e @ (Errno::EMFILE | Errno::ENFILE)) => {
                     // Out of descriptors: refuse cleanly instead of spinning on a listener
                     // that stays readable. Free the reserve, accept, close, take it back.
-                    tracing::warn!(shard = self.ctx.shard, error = %e, connections = self.socks.len(),
-                        "out of file descriptors; refusing a new connection (raise `ulimit -n` or lower load)");
+                    // One log line per second at most, with the count refused meanwhile.
+                    self.refused += 1;
+                    if self.refused_logged_ms.is_none_or(|t| now >= t + 1000) {
+                        tracing::warn!(shard = self.ctx.shard, error = %e, connections = self.socks.len(),
+                            refused = self.refused,
+                            "out of file descriptors; refusing new connections (raise `ulimit -n` or lower load)");
+                        self.refused = 0;
+                        self.refused_logged_ms = Some(now);
+                    }
                     self.reserve_fd = None;
                     if let Ok(raw) = accept4(lraw, SockFlag::SOCK_CLOEXEC) {
                         // SAFETY: as above; dropped at once, which closes it.
