@@ -81,6 +81,7 @@ pub struct Limits {
     pub max_queued_bytes: usize,
     pub queue_qos0_messages: bool,
     pub max_output_bytes: usize,
+    pub max_output_bytes_before_close: usize,
     pub max_topic_levels: usize,
     pub connect_timeout_ms: u64,
 }
@@ -98,6 +99,7 @@ impl Default for Limits {
             max_queued_bytes: e.queued_bytes_max,
             queue_qos0_messages: e.queue_qos0,
             max_output_bytes: e.output_bytes_max,
+            max_output_bytes_before_close: e.output_close_bytes,
             max_topic_levels: e.topic_levels_max,
             connect_timeout_ms: e.connect_timeout_ms,
         }
@@ -328,6 +330,13 @@ impl Config {
                 "use 1 ..= 1024",
             ));
         }
+        if l.max_output_bytes_before_close < l.max_output_bytes + l.max_packet_size as usize {
+            return Err(invalid(
+                "limits.max_output_bytes_before_close",
+                l.max_output_bytes_before_close,
+                "use at least limits.max_output_bytes + limits.max_packet_size",
+            ));
+        }
         if l.max_queued_messages == 0 {
             return Err(invalid("limits.max_queued_messages", 0, "use at least 1"));
         }
@@ -376,6 +385,7 @@ impl Config {
             queued_bytes_max: l.max_queued_bytes,
             queue_qos0: l.queue_qos0_messages,
             output_bytes_max: l.max_output_bytes,
+            output_close_bytes: l.max_output_bytes_before_close,
             topic_levels_max: l.max_topic_levels,
             allow_anonymous: self.auth.allow_anonymous,
             boot_nonce,

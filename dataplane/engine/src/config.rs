@@ -34,6 +34,10 @@ pub struct EngineConfig {
     /// Bytes of encoded output allowed to wait on one connection. Beyond it QoS 0 messages to
     /// that connection are dropped and counted.
     pub output_bytes_max: usize,
+    /// policy: a connection whose unwritten output exceeds this (a client that sends but
+    /// does not read: acks, PINGRESPs, QoS 1/2 deliveries pile up) is closed as a slow
+    /// consumer, so one client cannot hold unbounded memory.
+    pub output_close_bytes: usize,
     /// Topic levels allowed in a Topic Name or Filter (EMQX `max_topic_levels`, 128).
     pub topic_levels_max: usize,
     /// Accept clients without a user name (the authentication hook; real authentication comes
@@ -65,6 +69,7 @@ impl Default for EngineConfig {
             queued_bytes_max: 64 * 1024 * 1024,
             queue_qos0: false,
             output_bytes_max: 4 * 1024 * 1024,
+            output_close_bytes: 64 * 1024 * 1024,
             topic_levels_max: 128,
             allow_anonymous: true,
             assigned_id_prefix: "tachyon-".to_string(),

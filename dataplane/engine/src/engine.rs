@@ -476,6 +476,18 @@ impl Engine {
         while let Some(id) = self.dirty.pop() {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.dirty = false;
+                if c.out.len_bytes() > self.cfg.output_close_bytes && c.state != ConnState::Closing
+                {
+                    self.stats.closed_slow_consumer += 1;
+                    tracing::warn!(shard = self.shard, client_id = c.client_label(), peer = %c.peer,
+                        queued_bytes = c.out.len_bytes(), limit = self.cfg.output_close_bytes,
+                        "slow consumer: output not read by the client; closing (limits.max_output_bytes_before_close)");
+                    // Nothing more can be written to it in time; drop what is queued.
+                    c.out.clear();
+                    let now = self.now_ms;
+                    self.begin_close(now, id, true);
+                    continue;
+                }
                 if !c.out.is_empty() {
                     return Some(id);
                 }

@@ -15,6 +15,8 @@ pub struct Stats {
     pub bytes_sent_queued: u64,
     /// QoS 0 messages dropped because the connection's output bound was reached.
     pub dropped_qos0_slow_consumer: u64,
+    /// Connections closed because their unread output passed `output_close_bytes`.
+    pub closed_slow_consumer: u64,
     /// Messages dropped because a session queue hit its message or byte limit.
     pub dropped_queue_full: u64,
     /// Messages dropped because their Message Expiry Interval passed before delivery.

@@ -758,3 +758,30 @@ fn shared_qos2_inflight_stays_with_member() {
     assert_eq!(again.len(), 1);
     assert!(again[0].dup && again[0].packet_id == got[0].packet_id);
 }
+
+/// policy: a client that sends but never reads is closed once its unread output passes
+/// `output_close_bytes`; other clients are unaffected.
+#[test]
+fn client_not_reading_closed_as_slow_consumer() {
+    let mut c = Cluster::with_config(
+        1,
+        EngineConfig {
+            output_close_bytes: 2000,
+            ..EngineConfig::default()
+        },
+    );
+    let by = c.connect(0, V5, "bystander", true);
+    let greedy = c.connect(0, V5, "greedy", true);
+    let mut b = bytes::BytesMut::new();
+    for _ in 0..1500 {
+        encode(&Packet::PingReq, V5, &mut b).unwrap();
+    }
+    // One read holding 1500 PINGREQs: 3000 bytes of PINGRESP pile up unread.
+    let now = c.now;
+    c.engines[0].handle_bytes(now, greedy, &mut b);
+    c.pump();
+    assert!(c.is_closed(greedy));
+    assert_eq!(c.engines[0].stats().closed_slow_consumer, 1);
+    c.send(by, &Packet::PingReq);
+    assert_eq!(c.recv(by), vec![Packet::PingResp]);
+}
