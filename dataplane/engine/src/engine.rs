@@ -380,7 +380,6 @@ impl Engine {
             if rx.is_empty() {
                 break;
             }
-            c.last_rx_ms = now;
             let version = c.version;
             let before = rx.len();
             // Before CONNECT, note the protocol level: a broken CONNECT gets a CONNACK only
@@ -400,6 +399,11 @@ impl Engine {
             match decode(rx, version, self.cfg.max_packet_size as usize) {
                 Ok(None) => break,
                 Ok(Some(packet)) => {
+                    // Keep alive counts Control Packets, not bytes (v5 [MQTT-3.1.2-22]):
+                    // a trickle of partial packet bytes does not keep a connection alive.
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.last_rx_ms = now;
+                    }
                     self.stats.bytes_received += (before - rx.len()) as u64;
                     self.handle_packet(now, conn, packet);
                 }
@@ -692,7 +696,15 @@ impl Engine {
                     self.send_connack_refusal(conn, reason);
                 }
             }
-            ConnState::Connected | ConnState::Claiming => {
+            // No CONNACK was sent yet: a v5 client gets the reason in CONNACK, never a
+            // DISCONNECT before CONNACK (v5 [MQTT-3.2.0-1]); the claim completes in the
+            // background and the session stays offline.
+            ConnState::Claiming => {
+                if c.version() == ProtocolVersion::V5 {
+                    self.send_connack_refusal(conn, reason);
+                }
+            }
+            ConnState::Connected => {
                 if c.version() == ProtocolVersion::V5 {
                     self.send_disconnect(conn, reason, Some(&v.to_string()));
                 }

@@ -196,7 +196,8 @@ impl Engine {
         }
         // v5 [MQTT-3.14.4-3], v3.1.1 [MQTT-3.14.4-3]: a normal DISCONNECT discards the Will;
         // reason 0x04 asks for it to be published.
-        let with_will = d.reason == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+        // (v5 3.1.2.5: only reason 0x00 deletes it; >= 0x80 reports an error.)
+        let with_will = d.reason != ReasonCode::SUCCESS;
         tracing::info!(shard = self.shard, client_id = c.client_label(), peer = %c.peer, reason = %d.reason, "client disconnected");
         self.begin_close(now, conn, with_will);
     }

@@ -103,12 +103,11 @@ impl Cluster {
         loop {
             let mut moved = false;
             for i in 0..self.engines.len() {
-                while i != held {
-                    let Some((to, m)) = self.engines[i].poll_mail() else {
-                        break;
-                    };
-                    moved = true;
-                    self.engines[to].handle_mail(self.now, m);
+                if i != held {
+                    while let Some((to, m)) = self.engines[i].poll_mail() {
+                        moved = true;
+                        self.engines[to].handle_mail(self.now, m);
+                    }
                 }
                 while let Some(c) = self.engines[i].poll_dirty() {
                     moved = true;
