@@ -92,7 +92,7 @@ impl Default for Limits {
         Limits {
             max_packet_size: e.max_packet_size,
             receive_maximum: e.receive_maximum,
-            max_inflight_messages: e.inflight_max_default,
+            max_inflight_messages: e.inflight_max,
             topic_alias_maximum: e.topic_alias_maximum,
             max_keep_alive: e.keep_alive_max_secs,
             max_queued_messages: e.queued_messages_max,
@@ -376,7 +376,7 @@ impl Config {
         Arc::new(EngineConfig {
             max_packet_size: l.max_packet_size,
             receive_maximum: l.receive_maximum,
-            inflight_max_default: l.max_inflight_messages,
+            inflight_max: l.max_inflight_messages,
             topic_alias_maximum: l.topic_alias_maximum,
             keep_alive_max_secs: l.max_keep_alive,
             session_expiry_max_secs: self.sessions.max_expiry_secs,

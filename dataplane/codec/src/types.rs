@@ -86,6 +86,12 @@ impl Utf8Str {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// A copy that owns its bytes. Decoded strings are slices of a receive buffer; anything
+    /// kept for long (client ids, filters, retained topics) should not pin that buffer.
+    pub fn detached(&self) -> Utf8Str {
+        Utf8Str(Bytes::copy_from_slice(&self.0))
+    }
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("Utf8Str is validated at construction")
     }
@@ -171,6 +177,30 @@ pub struct Properties {
 impl Properties {
     pub fn is_empty(&self) -> bool {
         *self == Properties::default()
+    }
+
+    /// A copy whose strings and binary data own their bytes (see [`Utf8Str::detached`]).
+    pub fn detached(&self) -> Properties {
+        let s = |v: &Option<Utf8Str>| v.as_ref().map(Utf8Str::detached);
+        let b = |v: &Option<Bytes>| v.as_ref().map(|x| Bytes::copy_from_slice(x));
+        Properties {
+            content_type: s(&self.content_type),
+            response_topic: s(&self.response_topic),
+            correlation_data: b(&self.correlation_data),
+            assigned_client_identifier: s(&self.assigned_client_identifier),
+            authentication_method: s(&self.authentication_method),
+            authentication_data: b(&self.authentication_data),
+            response_information: s(&self.response_information),
+            server_reference: s(&self.server_reference),
+            reason_string: s(&self.reason_string),
+            user_properties: self
+                .user_properties
+                .iter()
+                .map(|(k, v)| (k.detached(), v.detached()))
+                .collect(),
+            subscription_identifiers: self.subscription_identifiers.clone(),
+            ..*self
+        }
     }
 }
 

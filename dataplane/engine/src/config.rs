@@ -10,9 +10,10 @@ pub struct EngineConfig {
     /// Receive Maximum advertised to v5 clients: QoS 1/2 PUBLISHes a client may have
     /// unacknowledged towards us (v5 3.2.2.3.3).
     pub receive_maximum: u16,
-    /// Outbound inflight window when a client does not state a Receive Maximum (v3.1.1 clients).
+    /// Outbound inflight window: QoS 1/2 messages sent and not yet acknowledged, per client.
+    /// v5 clients get min(their Receive Maximum, this); v3.1.1 clients this.
     /// Mosquitto: `max_inflight_messages` (20).
-    pub inflight_max_default: u16,
+    pub inflight_max: u16,
     /// Topic Alias Maximum advertised to v5 clients (aliases they may use towards us).
     pub topic_alias_maximum: u16,
     /// Keep Alive ceiling; larger client values are replaced by Server Keep Alive (v5).
@@ -60,7 +61,7 @@ impl Default for EngineConfig {
         EngineConfig {
             max_packet_size: 1024 * 1024,
             receive_maximum: 1024,
-            inflight_max_default: 64,
+            inflight_max: 256,
             topic_alias_maximum: 16,
             keep_alive_max_secs: 0,
             session_expiry_max_secs: u32::MAX,

@@ -2,7 +2,7 @@
 //! connection state.
 
 use tachyon_codec::{
-    ConnAck, Connect, Packet, PacketId, Properties, ProtocolVersion, ReasonCode, Utf8Str,
+    ConnAck, Connect, Packet, PacketId, Properties, ProtocolVersion, ReasonCode, Utf8Str, Will,
 };
 
 use crate::barrier::AfterBarrier;
@@ -14,6 +14,8 @@ use crate::ConnId;
 
 /// Packets a client may send ahead of CONNACK before we stop buffering them.
 const PENDING_PACKETS_MAX: usize = 1024;
+/// Bytes of such packets (at least one packet of the maximum size fits).
+const PENDING_BYTES_MIN: usize = 4 * 1024 * 1024;
 
 impl Engine {
     pub(crate) fn handle_packet(&mut self, now: u64, conn: ConnId, packet: Packet) {
@@ -29,7 +31,10 @@ impl Engine {
             ConnState::Claiming => match packet {
                 Packet::Connect(_) => self.violation(now, conn, Violation::SecondConnect, None),
                 p => {
-                    if c.pending.len() >= PENDING_PACKETS_MAX {
+                    let size = tachyon_codec::encoded_len(&p, c.version());
+                    let bytes_max = PENDING_BYTES_MIN.max(self.cfg.max_packet_size as usize);
+                    c.pending_bytes += size;
+                    if c.pending.len() >= PENDING_PACKETS_MAX || c.pending_bytes > bytes_max {
                         let v = Violation::TooManyPacketsBeforeConnack {
                             max: PENDING_PACKETS_MAX,
                         };
@@ -101,7 +106,7 @@ impl Engine {
         };
         c.version = Some(version);
 
-        let mut client_id = connect.client_id.clone();
+        let mut client_id = connect.client_id.detached();
         let mut assigned = false;
         if client_id.is_empty() {
             if version == ProtocolVersion::V311 && !connect.clean_start {
@@ -154,6 +159,30 @@ impl Engine {
             return;
         }
 
+        if let Some(w) = &connect.will {
+            let levels = w.topic.as_bytes().iter().filter(|&&b| b == b'/').count() + 1;
+            if levels > self.cfg.topic_levels_max {
+                // The Will Topic becomes a Topic Name (and maybe a retained topic): it gets the
+                // same depth limit as PUBLISH. v5: CONNACK 0x90; v3.1.1 has no return code for
+                // it, so the connection closes (v3.1.1 [MQTT-3.2.2-6]).
+                if version == ProtocolVersion::V5 {
+                    self.refuse_connect(
+                        now,
+                        conn,
+                        ReasonCode::TOPIC_NAME_INVALID,
+                        "will topic has too many levels (limits.max_topic_levels)",
+                    );
+                } else {
+                    *self
+                        .stats
+                        .violations
+                        .entry("will_topic_too_deep")
+                        .or_insert(0) += 1;
+                    self.begin_close(now, conn, false);
+                }
+                return;
+            }
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -167,13 +196,25 @@ impl Engine {
         c.max_packet_out = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
         c.alias_out_max = connect.properties.topic_alias_maximum.unwrap_or(0);
         c.expiry_zero_at_connect = connect.properties.session_expiry_interval.unwrap_or(0) == 0;
-        c.will = connect.will.take();
+        // Detached: the Will may wait long, and must not pin the receive buffer.
+        c.will = connect.will.take().map(|w| Will {
+            topic: w.topic.detached(),
+            payload: bytes::Bytes::copy_from_slice(&w.payload),
+            properties: w.properties.detached(),
+            ..w
+        });
         c.state = ConnState::Claiming;
         if assigned {
             connect.client_id = Utf8Str::default();
         }
         c.connect = Some(connect);
 
+        // The claim must finish within the connect timeout too (a shard that never answers
+        // must not leave the client waiting without a CONNACK).
+        self.arm(
+            now + self.cfg.connect_timeout_ms,
+            Timer::ConnectTimeout(conn),
+        );
         // Find the session wherever it lives: ask the client id's home shard.
         let home = home_shard(client_id.as_bytes(), self.shard_count);
         self.send_mail(
@@ -276,9 +317,15 @@ impl Engine {
         session.expiry_secs = expiry;
         session.conn = Some(conn);
         session.epoch += 1;
+        // Our outbound window: the client's Receive Maximum, capped by our own limit (sending
+        // fewer is allowed); v3.1.1 has no Receive Maximum, so the limit alone.
         session.receive_maximum = match version {
-            ProtocolVersion::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
-            ProtocolVersion::V311 => self.cfg.inflight_max_default,
+            ProtocolVersion::V5 => connect
+                .properties
+                .receive_maximum
+                .unwrap_or(u16::MAX)
+                .min(self.cfg.inflight_max),
+            ProtocolVersion::V311 => self.cfg.inflight_max,
         };
         self.session_by_client.insert(client_id.clone(), skey);
         self.end_barrier(barrier, Some(conn), then);
@@ -338,7 +385,10 @@ impl Engine {
         self.fill_window(now, skey);
 
         let pending = match self.conns.get_mut(&conn) {
-            Some(c) => std::mem::take(&mut c.pending),
+            Some(c) => {
+                c.pending_bytes = 0;
+                std::mem::take(&mut c.pending)
+            }
             None => return,
         };
         for p in pending {

@@ -63,6 +63,7 @@ pub(crate) struct Conn {
     /// Packets that arrived after CONNECT while the session was being claimed; clients need
     /// not wait for CONNACK (v5 3.1.4), so they are processed once it is sent.
     pub pending: VecDeque<Packet>,
+    pub pending_bytes: usize,
     /// Barriers that hold this connection's output (see `barrier.rs`): CONNACK or SUBACK wait
     /// until every shard routes the new subscriptions here.
     pub holds: u32,
@@ -348,6 +349,7 @@ impl Engine {
             forward_to: None,
             expiry_zero_at_connect: false,
             pending: VecDeque::new(),
+            pending_bytes: 0,
             holds: 0,
             held: Vec::new(),
         };

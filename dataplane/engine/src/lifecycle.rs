@@ -204,15 +204,26 @@ impl Engine {
 
     pub(crate) fn fire(&mut self, now: u64, timer: Timer) {
         match timer {
-            Timer::ConnectTimeout(conn) => {
-                if self
-                    .conns
-                    .get(&conn)
-                    .is_some_and(|c| c.state == ConnState::AwaitConnect)
-                {
+            Timer::ConnectTimeout(conn) => match self.conns.get(&conn).map(|c| c.state) {
+                Some(ConnState::AwaitConnect) => {
                     self.violation(now, conn, Violation::ConnectTimeout, None);
                 }
-            }
+                Some(ConnState::Claiming) => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        tracing::warn!(shard = self.shard, client_id = c.client_label(), peer = %c.peer,
+                            "session claim did not complete within the connect timeout; refusing (server busy)");
+                    }
+                    if self
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|c| c.version() == ProtocolVersion::V5)
+                    {
+                        self.send_connack_refusal(conn, ReasonCode::SERVER_BUSY);
+                    }
+                    self.begin_close(now, conn, false);
+                }
+                _ => {}
+            },
             Timer::KeepAlive(conn) => {
                 let Some(c) = self.conns.get(&conn) else {
                     return;

@@ -38,14 +38,13 @@ impl Message {
     /// A copy whose topic and payload own their memory (not slices of a receive buffer).
     pub fn owned_copy(&self) -> Message {
         Message {
-            topic: Utf8Str::from_bytes(Bytes::copy_from_slice(self.topic.as_bytes()))
-                .expect("copy of a valid string"),
+            topic: self.topic.detached(),
             payload: Bytes::copy_from_slice(&self.payload),
             qos: self.qos,
             retain: self.retain,
-            properties: self.properties.clone(),
+            properties: self.properties.detached(),
             expires_at_ms: self.expires_at_ms,
-            origin: self.origin.clone(),
+            origin: self.origin.as_ref().map(Utf8Str::detached),
         }
     }
 

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tachyon_codec::{
     encode_publish_head, publish_head_len, Packet, PacketId, ProtocolVersion, PubResp, Publish,
     PublishHead, QoS, ReasonCode,
@@ -56,7 +55,7 @@ impl Engine {
                     }
                 } else {
                     // v5 3.3.2.3.4: a non-empty topic (re)sets the alias.
-                    *slot = Some(p.topic.clone());
+                    *slot = Some(p.topic.detached());
                 }
             } else if p.topic.is_empty() {
                 self.violation(now, conn, Violation::EmptyTopicWithoutAlias, None);
@@ -138,20 +137,19 @@ impl Engine {
             // Retained updates of one topic are ordered by its home shard, which then updates
             // every replica. The stored copy owns its bytes so that it does not pin the
             // publisher's receive buffer for as long as it is retained.
-            let stored = Arc::new(Message {
-                topic: tachyon_codec::Utf8Str::from_bytes(Bytes::copy_from_slice(
-                    msg.topic.as_bytes(),
-                ))
-                .expect("copy of a valid string"),
-                payload: Bytes::copy_from_slice(&msg.payload),
-                qos: msg.qos,
-                retain: true,
-                properties: msg.properties.clone(),
-                expires_at_ms: msg.expires_at_ms,
-                origin: msg.origin.clone(),
-            });
+            let stored = Arc::new(msg.owned_copy());
+            // This shard's replica changes at once, so a SUBSCRIBE that follows on this
+            // shard sees it; the home shard then orders it against other shards' updates
+            // and every replica (this one included) converges on its order.
+            self.apply_retain(stored.clone());
             let home = home_shard(msg.topic.as_bytes(), self.shard_count);
-            self.send_mail(home, Mail::RetainSet { msg: stored });
+            if home == self.shard {
+                self.broadcast(|| Mail::RetainApply {
+                    msg: stored.clone(),
+                });
+            } else {
+                self.send_mail(home, Mail::RetainSet { msg: stored });
+            }
         }
 
         let mut mask = 0u64;
@@ -264,6 +262,12 @@ impl Engine {
                     (Some(s), Some(o)) => &s.client_id == o,
                     _ => false,
                 };
+                // Options of a session created over v5 do not apply once it is resumed over
+                // v3.1.1: RETAIN is 0 on established subscriptions (v3.1.1 [MQTT-3.3.1-9]).
+                let v5 = self
+                    .sessions
+                    .get(key)
+                    .is_some_and(|s| s.version == ProtocolVersion::V5);
                 // A tombstone forwards only what its session's new owner was not sent directly.
                 let sent_directly = self
                     .sessions
@@ -274,12 +278,12 @@ impl Engine {
                     let (_, opts, id) = matches[j];
                     j += 1;
                     // v5 [MQTT-3.8.3-3]: No Local.
-                    if opts.no_local && origin_is_self {
+                    if v5 && opts.no_local && origin_is_self {
                         continue;
                     }
                     qos = Some(qos.map_or(opts.qos, |q| q.max(opts.qos)));
                     // v5 [MQTT-3.3.1-12], [MQTT-3.3.1-13]; v3.1.1 [MQTT-3.3.1-9].
-                    retain |= opts.retain_as_published && msg.retain;
+                    retain |= v5 && opts.retain_as_published && msg.retain;
                     if let Some(id) = id {
                         ids.push(id);
                     }
@@ -542,7 +546,7 @@ impl Engine {
                 head.topic_alias = Some(a);
             } else if c.alias_out.len() < c.alias_out_max as usize {
                 let a = c.alias_out.len() as u16 + 1;
-                c.alias_out.insert(msg.topic.bytes().clone(), a);
+                c.alias_out.insert(msg.topic.detached().bytes().clone(), a);
                 head.topic_alias = Some(a);
             }
         }

@@ -50,6 +50,7 @@ impl Engine {
         // SUBACK waits until every shard routes the new filters here (see barrier.rs).
         let barrier = self.begin_barrier();
         for (filter, opts) in &sub.filters {
+            let filter = &filter.detached();
             let levels = filter.as_bytes().iter().filter(|&&b| b == b'/').count() + 1;
             if !validate_filter(filter.as_bytes()) || levels > self.cfg.topic_levels_max {
                 // v5 3.9.3: Topic Filter invalid; v3.1.1 3.9.3: 0x80 Failure.

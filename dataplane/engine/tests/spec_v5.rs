@@ -785,3 +785,93 @@ fn client_not_reading_closed_as_slow_consumer() {
     c.send(by, &Packet::PingReq);
     assert_eq!(c.recv(by), vec![Packet::PingResp]);
 }
+
+/// A Will Topic deeper than `topic_levels_max` is refused like a PUBLISH topic (it may become
+/// a retained topic): CONNACK 0x90.
+#[test]
+fn connect_will_topic_too_deep_refused() {
+    let mut c = Cluster::new(1);
+    let mut cn = connect(V5, "deep", true);
+    cn.will = Some(will(&"/".repeat(200), b"x", None));
+    let (conn, ack) = c.connect_with(0, cn);
+    assert_eq!(ack.reason, ReasonCode::TOPIC_NAME_INVALID);
+    assert!(c.is_closed(conn));
+}
+
+/// v5 3.1.2.5: only DISCONNECT 0x00 deletes the Will; an error reason publishes it.
+#[test]
+fn disconnect_with_error_reason_publishes_will() {
+    let mut c = Cluster::new(1);
+    let w = c.connect(0, V5, "watch", true);
+    c.subscribe(w, "will/#", QoS::AtMostOnce);
+    let mut cn = connect(V5, "d", true);
+    cn.will = Some(will("will/d", b"err", None));
+    let (d, _) = c.connect_with(0, cn);
+    c.send(d, &disconnect_packet(ReasonCode::UNSPECIFIED_ERROR, None));
+    assert_eq!(c.publishes(w, true).len(), 1);
+}
+
+/// A retained PUBLISH followed by SUBSCRIBE in one read: the subscription sees the message
+/// (v5 [MQTT-3.3.1-9]); and an empty retained PUBLISH before SUBSCRIBE clears it.
+#[test]
+fn retained_then_subscribe_in_one_read_sees_it() {
+    let mut c = Cluster::new(3);
+    let a = c.connect(0, V5, "a", true);
+    let mut b = bytes::BytesMut::new();
+    encode(
+        &Packet::Publish(publish("r/x", b"kept", QoS::AtMostOnce, true, 0)),
+        V5,
+        &mut b,
+    )
+    .unwrap();
+    let sub = Subscribe {
+        packet_id: pid(1),
+        properties: Properties::default(),
+        filters: vec![(s_("r/#"), SubscriptionOptions::default())],
+    };
+    encode(&Packet::Subscribe(sub.clone()), V5, &mut b).unwrap();
+    c.send_bytes(a, &b);
+    let got = c.recv(a);
+    assert!(
+        matches!(&got[..], [Packet::SubAck(_), Packet::Publish(p)] if &p.payload[..] == b"kept"),
+        "{got:?}"
+    );
+    let mut b = bytes::BytesMut::new();
+    encode(
+        &Packet::Publish(publish("r/x", b"", QoS::AtMostOnce, true, 0)),
+        V5,
+        &mut b,
+    )
+    .unwrap();
+    encode(&Packet::Subscribe(sub), V5, &mut b).unwrap();
+    c.send_bytes(a, &b);
+    let got = c.recv(a);
+    assert!(
+        got.iter()
+            .all(|p| !matches!(p, Packet::Publish(m) if !m.payload.is_empty())),
+        "{got:?}"
+    );
+}
+
+/// A claim that never completes (a shard that does not answer) ends with CONNACK 0x89 at the
+/// connect timeout, not with a client waiting forever.
+#[test]
+fn claim_without_answer_times_out_with_server_busy() {
+    let n = 2;
+    let id = (0..)
+        .map(|i| format!("stuck{i}"))
+        .find(|x| tachyon_engine::home_shard(x.as_bytes(), n) == 1)
+        .unwrap();
+    let mut c = Cluster::new(n);
+    let conn = c.open(0, V5);
+    c.send_holding(conn, &Packet::Connect(Box::new(connect(V5, &id, true))), 1);
+    // Shard 1 (the home) never gets the claim processed: drop its mail.
+    while c.engines[0].poll_mail().is_some() {}
+    c.advance(10_001);
+    let got = c.recv(conn);
+    assert!(
+        matches!(&got[..], [Packet::ConnAck(a)] if a.reason == ReasonCode::SERVER_BUSY),
+        "{got:?}"
+    );
+    assert!(c.is_closed(conn));
+}

@@ -133,7 +133,14 @@ fn qos0_subscription_publish_has_no_packet_id_and_dup_0() {
 /// session uses; after the identifiers wrap past 65535 the ones still held are skipped.
 #[test]
 fn inflight_ids_unique_and_held_ids_skipped_after_wrap() {
-    let mut c = Cluster::new(1);
+    // Lift the server's own window cap so that batches of 1000 stay unacknowledged.
+    let mut c = Cluster::with_config(
+        1,
+        EngineConfig {
+            inflight_max: u16::MAX,
+            ..Default::default()
+        },
+    );
     let sub = c.connect(0, V5, "s", true);
     c.subscribe(sub, "t", QoS::ExactlyOnce);
     let p = c.connect(0, V5, "p", true);
