@@ -277,6 +277,7 @@ impl Engine {
             } if !connect.clean_start => {
                 present = true;
                 session.forwarded_from = tombstone;
+                session.adopted_seen = self.seen.clone();
                 then.extend(tombstone.map(|(shard, key)| AfterBarrier::Unforward(shard, key)));
                 let k = self.sessions.insert(*session);
                 self.register_subscriptions(k);
@@ -396,16 +397,40 @@ impl Engine {
         }
     }
 
+    /// Everything inflight from the earlier connection is resent in its original order, as far
+    /// as the client's new Receive Maximum allows (v5 [MQTT-3.3.4-9]); `fill_window` sends the
+    /// rest as acknowledgements come in.
     fn resend_inflight(&mut self, now: u64, skey: crate::engine::SessionKey, conn: ConnId) {
-        let Some(s) = self.sessions.get(skey) else {
+        let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
         let mut order: Vec<(u64, u16)> = s.inflight.iter().map(|(id, i)| (i.seq, *id)).collect();
         order.sort_unstable();
-        for (_, id) in order {
-            let Some(s) = self.sessions.get(skey) else {
+        s.resend = order.into_iter().map(|(_, id)| id).collect();
+        self.resend_pending(now, skey, conn);
+    }
+
+    /// Resends waiting inflight entries while the window has room.
+    pub(crate) fn resend_pending(
+        &mut self,
+        now: u64,
+        skey: crate::engine::SessionKey,
+        conn: ConnId,
+    ) {
+        loop {
+            let Some(s) = self.sessions.get_mut(skey) else {
                 return;
             };
+            if s.resend.is_empty() {
+                return;
+            }
+            // The entries still waiting are excluded from the window count: open means one
+            // more may go out.
+            let sent = s.inflight.len() - s.resend.len();
+            if sent >= s.receive_maximum as usize {
+                return;
+            }
+            let id = s.resend.pop_front().expect("checked non-empty");
             let Some(inf) = s.inflight.get(&id) else {
                 continue;
             };

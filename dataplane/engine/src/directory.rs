@@ -112,6 +112,12 @@ impl Engine {
                 return;
             }
         }
+        if let Some((id, forward)) = self.zombie_claims.get_mut(&owner) {
+            if *id == client_id {
+                *forward = Some((to_shard, to_conn));
+                return;
+            }
+        }
         self.send_mail(
             to_shard,
             Mail::Transfer {
@@ -191,8 +197,25 @@ impl Engine {
             self.complete_connect(now, conn, client_id, handover);
             return;
         }
-        // The connection went away while claiming. The directory names us as owner now, so
-        // keep the session as an offline one (it may still have queued messages).
+        // The connection went away while claiming. If a newer claim asked for the session
+        // meanwhile, it goes there.
+        if let Some((_, Some((to_shard, to_conn)))) = self.zombie_claims.remove(&conn) {
+            let handover = match handover {
+                Handover::InPlace(k) => self.give_away(k, to_shard),
+                h => h,
+            };
+            self.send_mail(
+                to_shard,
+                Mail::Transfer {
+                    client_id,
+                    conn: to_conn,
+                    handover,
+                },
+            );
+            return;
+        }
+        // Otherwise the directory names us as owner now: keep the session as an offline one
+        // (it may still have queued messages).
         match handover {
             Handover::Moved {
                 mut session,
@@ -202,6 +225,7 @@ impl Engine {
                 session.conn = None;
                 session.epoch += 1;
                 session.forwarded_from = tombstone;
+                session.adopted_seen = self.seen.clone();
                 let skey = self.sessions.insert(*session);
                 self.session_by_client.insert(client_id, skey);
                 let barrier = self.begin_barrier();
@@ -241,19 +265,39 @@ impl Engine {
         client_id: Utf8Str,
         tombstone: (ShardId, SessionKey),
         delivery: Delivery,
+        tag: Option<(ShardId, u64, u64)>,
     ) {
         let key = self.session_by_client.get(&client_id).copied().filter(|k| {
             self.sessions
                 .get(*k)
                 .is_some_and(|s| s.forwarded_from == Some(tombstone))
         });
-        match key {
-            Some(k) => self.deliver(now, k, delivery),
-            None => self.stats.dropped_forward_no_session += 1,
+        if let Some(k) = key {
+            if let Some((origin, seq, fanout)) = tag {
+                let s = self.sessions.get(k).expect("resolved above");
+                let after_adoption = s.adopted_seen.get(origin).is_some_and(|&a| seq > a);
+                if fanout & (1 << self.shard) != 0 && after_adoption {
+                    // The origin sent this message here too, and it was (or will be) processed
+                    // after the session arrived: the session got it directly.
+                    self.stats.forwards_already_delivered += 1;
+                    return;
+                }
+            }
+            self.deliver(now, k, delivery);
+            return;
         }
+        // The session moved on from here too: pass the forward along its path.
+        if let Some(&here) = self.tombstones.get(&tombstone) {
+            if let Some(to) = self.sessions.get(here).and_then(|s| s.forward_to) {
+                self.forward(to, here, delivery, tag);
+                return;
+            }
+        }
+        self.stats.dropped_forward_no_session += 1;
     }
 
-    /// At the old owner: the new owner's routes are in place; withdraw the tombstone's.
+    /// At the old owner: the new owner's routes are in place; withdraw the tombstone's, and
+    /// drop it once every shard has delivered what it had already sent here.
     pub(crate) fn on_unforward(&mut self, tombstone: SessionKey) {
         if !self
             .sessions
@@ -264,6 +308,9 @@ impl Engine {
         }
         let barrier = self.begin_barrier();
         self.drain_subscriptions(tombstone);
+        if let Some(ack) = self.barrier_expect_acks() {
+            self.broadcast(|| Mail::Sync { ack });
+        }
         self.end_barrier(barrier, None, vec![AfterBarrier::DropTombstone(tombstone)]);
     }
 

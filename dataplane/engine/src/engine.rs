@@ -204,18 +204,30 @@ impl RouteGroup {
     /// policy: shared subscriptions are served round robin over all members of the group,
     /// across shards: the n-th message goes to the shard holding member n mod members.
     pub fn pick(&self) -> Option<ShardId> {
-        let total: u64 = self.counts.iter().map(|&c| c as u64).sum();
+        self.pick_excluding(0, 0)
+    }
+
+    /// As `pick`, counting `minus` fewer members on `shard` (members known to be gone).
+    pub fn pick_excluding(&self, shard: ShardId, minus: u32) -> Option<ShardId> {
+        let count = |s: usize, c: u32| if s == shard { c.saturating_sub(minus) } else { c } as u64;
+        let total: u64 = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(s, &c)| count(s, c))
+            .sum();
         if total == 0 {
             return None;
         }
         let n = self.next.get();
         self.next.set(n.wrapping_add(1));
         let mut r = n % total;
-        for (shard, &c) in self.counts.iter().enumerate() {
-            if r < c as u64 {
-                return Some(shard);
+        for (s, &c) in self.counts.iter().enumerate() {
+            let c = count(s, c);
+            if r < c {
+                return Some(s);
             }
-            r -= c as u64;
+            r -= c;
         }
         None
     }
@@ -257,6 +269,16 @@ pub struct Engine {
     pub(crate) next_barrier: u64,
     /// The barrier that route announcements join while an operation runs.
     pub(crate) barrier_ctx: Option<u64>,
+    /// Sequence number of the last message this shard published (see `Mail::Publish`).
+    pub(crate) msg_seq: u64,
+    /// Per origin shard, the highest message sequence number processed here.
+    pub(crate) seen: Vec<u64>,
+    /// Claims whose connection closed before the session arrived, with where to pass it on
+    /// if a newer claim asked for it meanwhile.
+    pub(crate) zombie_claims: HashMap<ConnId, (Utf8Str, Option<(ShardId, ConnId)>)>,
+    /// Tombstones on this shard by the tombstone their session came from, so that forwards
+    /// from that older tombstone can be passed on (a session that moved twice).
+    pub(crate) tombstones: HashMap<(ShardId, SessionKey), SessionKey>,
     pub(crate) assigned_ids: u64,
     pub(crate) now_ms: u64,
     pub(crate) shutting_down: bool,
@@ -296,6 +318,10 @@ impl Engine {
             barriers: HashMap::new(),
             next_barrier: 1,
             barrier_ctx: None,
+            msg_seq: 0,
+            seen: vec![0; shard_count],
+            zombie_claims: HashMap::new(),
+            tombstones: HashMap::new(),
             assigned_ids: 0,
             now_ms: 0,
             shutting_down: false,
@@ -557,7 +583,10 @@ impl Engine {
                 normal,
                 shared,
                 fanout,
-            } => self.deliver_local(now, &msg, normal, &shared, fanout),
+                origin,
+                seq,
+            } => self.deliver_local(now, &msg, normal, &shared, (origin, seq, fanout)),
+            Mail::Sync { ack: (to, barrier) } => self.send_mail(to, Mail::RouteAck { barrier }),
             Mail::Route {
                 filter,
                 group,
@@ -575,7 +604,8 @@ impl Engine {
                 client_id,
                 tombstone,
                 delivery,
-            } => self.on_forward(now, client_id, tombstone, delivery),
+                tag,
+            } => self.on_forward(now, client_id, tombstone, delivery, tag),
             Mail::Unforward { tombstone } => self.on_unforward(tombstone),
             Mail::RetainSet { msg } => {
                 let m = msg.clone();

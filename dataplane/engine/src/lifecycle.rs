@@ -23,6 +23,13 @@ impl Engine {
             return;
         }
         let was = c.state;
+        if was == ConnState::Claiming {
+            // The claim is still in flight: remember it, so that the session it brings is
+            // passed on to a newer claim, or kept, but never lost.
+            if let Some(id) = c.client_id.clone() {
+                self.zombie_claims.insert(conn, (id, c.forward_to));
+            }
+        }
         c.state = ConnState::Closing;
         c.connect = None;
         c.pending.clear();
@@ -63,6 +70,10 @@ impl Engine {
 
     /// A session has no connection any more: end it now (expiry 0) or arm its timers.
     pub(crate) fn after_detach(&mut self, now: u64, skey: SessionKey, will: Option<Will>) {
+        if let Some(s) = self.sessions.get_mut(skey) {
+            // Rebuilt from `inflight` when the session is resumed.
+            s.resend.clear();
+        }
         self.redispatch_shared(now, skey);
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
@@ -171,9 +182,7 @@ impl Engine {
             }
         }
         for d in moved {
-            if let Some(target) = d.shared {
-                self.dispatch_shared_again(now, d.msg, target, skey);
-            }
+            self.dispatch_shared_again(now, d, skey);
         }
     }
 

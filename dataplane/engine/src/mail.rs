@@ -29,6 +29,8 @@ pub struct SharedTarget {
     /// The filter without the `$share/{group}/` prefix.
     pub filter: Utf8Str,
     pub group: Utf8Str,
+    /// Times this delivery was passed on because the chosen shard had no member left.
+    pub hops: u8,
 }
 
 #[derive(Debug)]
@@ -40,8 +42,17 @@ pub enum Mail {
         /// Deliver to one member of each of these groups.
         shared: Vec<SharedTarget>,
         /// Bit `s` set: the origin sent this message to shard `s` for its ordinary
-        /// subscriptions. A tombstone forwards only to a new owner that did not get it.
+        /// subscriptions.
         fanout: u64,
+        /// The origin shard and its sequence number for this message (0: not numbered).
+        /// With `fanout` they let a session's new owner tell whether it delivered a message
+        /// itself or needs the copy its old owner's tombstone forwards.
+        origin: ShardId,
+        seq: u64,
+    },
+    /// Reply with `RouteAck`: everything this shard sent to the asker before is delivered.
+    Sync {
+        ack: (ShardId, u64),
     },
     Route {
         filter: Utf8Str,
@@ -60,6 +71,9 @@ pub enum Mail {
         /// tombstone of the session it adopted.
         tombstone: (ShardId, SessionKey),
         delivery: Delivery,
+        /// (origin, seq, fanout) of the Publish the tombstone matched; `None` for a shared
+        /// subscription delivery, which went to one shard only.
+        tag: Option<(ShardId, u64, u64)>,
     },
     Unforward {
         tombstone: SessionKey,

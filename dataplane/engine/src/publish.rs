@@ -163,11 +163,15 @@ impl Engine {
                         SharedTarget {
                             filter: e.filter.clone(),
                             group: g.name.clone(),
+                            hops: 0,
                         },
                     ));
                 }
             }
         });
+        self.msg_seq += 1;
+        let seq = self.msg_seq;
+        let origin = self.shard;
         for shard in 0..self.shard_count {
             let normal = mask & (1 << shard) != 0;
             let shared: Vec<SharedTarget> = if picks.is_empty() {
@@ -183,7 +187,7 @@ impl Engine {
                 continue;
             }
             if shard == self.shard {
-                self.deliver_local(now, &msg, normal, &shared, mask);
+                self.deliver_local(now, &msg, normal, &shared, (origin, seq, mask));
             } else {
                 self.outbox.push_back((
                     shard,
@@ -192,42 +196,56 @@ impl Engine {
                         normal,
                         shared,
                         fanout: mask,
+                        origin,
+                        seq,
                     },
                 ));
             }
         }
+        if self.seen[origin] < seq {
+            self.seen[origin] = seq;
+        }
     }
 
-    /// Sends a shared-subscription message whose member left to another member of the group.
-    pub(crate) fn dispatch_shared_again(
+    /// Picks a shard for a shared-group delivery, counting `minus` fewer members on this shard.
+    fn pick_shared_shard(&self, target: &SharedTarget, minus: u32) -> Option<ShardId> {
+        let e = self.routes.get(target.filter.as_bytes())?;
+        let g = e.shared.iter().find(|g| g.name == target.group)?;
+        g.pick_excluding(self.shard, minus)
+    }
+
+    fn send_shared(
         &mut self,
         now: u64,
+        shard: ShardId,
         msg: Arc<Message>,
         target: SharedTarget,
-        leaving: SessionKey,
+        avoid: Option<SessionKey>,
     ) {
-        let mut shard = None;
-        if let Some(e) = self.routes.get(target.filter.as_bytes()) {
-            if let Some(g) = e.shared.iter().find(|g| g.name == target.group) {
-                shard = g.pick();
-            }
+        if shard == self.shard {
+            self.deliver_shared(now, &msg, &target, avoid);
+        } else {
+            let mail = Mail::Publish {
+                msg,
+                normal: false,
+                shared: vec![target],
+                fanout: 0,
+                origin: self.shard,
+                seq: 0,
+            };
+            self.outbox.push_back((shard, mail));
         }
-        let Some(shard) = shard else {
-            self.stats.dropped_shared_no_member += 1;
+    }
+
+    /// Sends a shared-subscription delivery whose member left to another member of the group;
+    /// if it was the only member, the delivery stays queued in its session.
+    pub(crate) fn dispatch_shared_again(&mut self, now: u64, d: Delivery, leaving: SessionKey) {
+        let Some(target) = d.shared.clone() else {
             return;
         };
-        if shard == self.shard {
-            self.deliver_shared(now, &msg, &target, Some(leaving));
-        } else {
-            self.outbox.push_back((
-                shard,
-                Mail::Publish {
-                    msg,
-                    normal: false,
-                    shared: vec![target],
-                    fanout: 0,
-                },
-            ));
+        match self.pick_shared_shard(&target, 1) {
+            Some(shard) => self.send_shared(now, shard, d.msg, target, Some(leaving)),
+            None => self.enqueue(leaving, d),
         }
     }
 
@@ -238,8 +256,12 @@ impl Engine {
         msg: &Arc<Message>,
         normal: bool,
         shared: &[SharedTarget],
-        fanout: u64,
+        tag: (ShardId, u64, u64),
     ) {
+        let (origin, seq, _) = tag;
+        if seq > 0 && self.seen[origin] < seq {
+            self.seen[origin] = seq;
+        }
         if normal {
             let mut matches = std::mem::take(&mut self.match_scratch);
             matches.clear();
@@ -268,12 +290,6 @@ impl Engine {
                     .sessions
                     .get(key)
                     .is_some_and(|s| s.version == ProtocolVersion::V5);
-                // A tombstone forwards only what its session's new owner was not sent directly.
-                let sent_directly = self
-                    .sessions
-                    .get(key)
-                    .and_then(|s| s.forward_to)
-                    .is_some_and(|b| fanout & (1 << b) != 0);
                 while j < matches.len() && matches[j].0 == key {
                     let (_, opts, id) = matches[j];
                     j += 1;
@@ -290,9 +306,6 @@ impl Engine {
                 }
                 i = j;
                 let Some(sub_qos) = qos else { continue };
-                if sent_directly {
-                    continue;
-                }
                 let d = Delivery {
                     msg: msg.clone(),
                     // v5 [MQTT-3.8.4-8]: the lower of the published and the granted QoS.
@@ -301,7 +314,13 @@ impl Engine {
                     sub_ids: ids,
                     shared: None,
                 };
-                self.deliver(now, key, d);
+                if let Some(to) = self.sessions.get(key).and_then(|s| s.forward_to) {
+                    // A tombstone: the session moved; its new owner decides from the tag
+                    // whether it delivered this message itself.
+                    self.forward(to, key, d, Some(tag));
+                } else {
+                    self.deliver(now, key, d);
+                }
             }
             self.match_scratch = matches;
         }
@@ -350,7 +369,21 @@ impl Engine {
             }
         }
         let Some((key, opts, id)) = chosen else {
-            self.stats.dropped_shared_no_member += 1;
+            // The member this shard was picked for left before the message arrived: pass it
+            // to a member elsewhere (a bounded number of times), else count it as dropped.
+            let elsewhere = (t.hops < 2)
+                .then(|| self.pick_shared_shard(t, u32::MAX))
+                .flatten();
+            match elsewhere {
+                Some(shard) if shard != self.shard => {
+                    let target = SharedTarget {
+                        hops: t.hops + 1,
+                        ..t.clone()
+                    };
+                    self.send_shared(now, shard, msg.clone(), target, None);
+                }
+                _ => self.stats.dropped_shared_no_member += 1,
+            }
             return;
         };
         let d = Delivery {
@@ -373,17 +406,7 @@ impl Engine {
             return;
         };
         if let Some(to) = s.forward_to {
-            let client_id = s.client_id.clone();
-            let tombstone = (self.shard, key);
-            self.stats.forwarded_after_takeover += 1;
-            self.send_mail(
-                to,
-                Mail::Forward {
-                    client_id,
-                    tombstone,
-                    delivery: d,
-                },
-            );
+            self.forward(to, key, d, None);
             return;
         }
         let online = s.conn.filter(|c| self.conns.contains_key(c));
@@ -414,6 +437,30 @@ impl Engine {
                 self.enqueue(key, d);
             }
         }
+    }
+
+    /// Sends a delivery that reached tombstone `key` to the session's new owner.
+    pub(crate) fn forward(
+        &mut self,
+        to: ShardId,
+        key: SessionKey,
+        d: Delivery,
+        tag: Option<(ShardId, u64, u64)>,
+    ) {
+        let Some(s) = self.sessions.get(key) else {
+            return;
+        };
+        let client_id = s.client_id.clone();
+        self.stats.forwarded_after_takeover += 1;
+        self.send_mail(
+            to,
+            Mail::Forward {
+                client_id,
+                tombstone: (self.shard, key),
+                delivery: d,
+                tag,
+            },
+        );
     }
 
     /// policy: a full queue drops the new message and counts it (Mosquitto does the same);
@@ -479,6 +526,14 @@ impl Engine {
 
     /// Moves queued messages into the inflight window while it has room.
     pub(crate) fn fill_window(&mut self, now: u64, key: SessionKey) {
+        if let Some(conn) = self
+            .sessions
+            .get(key)
+            .filter(|s| !s.resend.is_empty())
+            .and_then(|s| s.conn)
+        {
+            self.resend_pending(now, key, conn);
+        }
         loop {
             let Some(s) = self.sessions.get_mut(key) else {
                 return;
@@ -588,7 +643,7 @@ impl Engine {
             .get(&pid.get())
             .is_some_and(|i| i.state == expected)
         {
-            s.inflight.remove(&pid.get());
+            s.complete(pid.get());
             self.fill_window(now, key);
         }
     }
@@ -607,7 +662,7 @@ impl Engine {
             {
                 if reason.is_error() {
                     // v5 4.3.3: a PUBREC with an error ends the flow.
-                    s.inflight.remove(&pid.get());
+                    s.complete(pid.get());
                     self.fill_window(now, key);
                     return;
                 }

@@ -74,6 +74,9 @@ pub struct Session {
     pub next_packet_id: u16,
     /// Client's Receive Maximum: our outbound inflight window.
     pub receive_maximum: u16,
+    /// Inflight entries from an earlier connection not yet resent on this one, in their
+    /// original order: the client's new Receive Maximum may be smaller than what is inflight.
+    pub resend: VecDeque<u16>,
     /// Messages waiting for the inflight window or for the client to come back.
     pub queue: VecDeque<Delivery>,
     pub queue_bytes: usize,
@@ -88,6 +91,9 @@ pub struct Session {
     pub forward_to: Option<ShardId>,
     /// The tombstone this session came from, whose forwards it accepts.
     pub forwarded_from: Option<(ShardId, SessionKey)>,
+    /// Per origin shard, the last message sequence number this shard had processed when it
+    /// adopted the session: forwards of later messages it delivered itself.
+    pub adopted_seen: Vec<u64>,
 }
 
 impl Session {
@@ -103,6 +109,7 @@ impl Session {
             inflight_seq: 0,
             next_packet_id: 1,
             receive_maximum: u16::MAX,
+            resend: VecDeque::new(),
             queue: VecDeque::new(),
             queue_bytes: 0,
             qos2_incoming: HashSet::new(),
@@ -110,6 +117,7 @@ impl Session {
             epoch: 0,
             forward_to: None,
             forwarded_from: None,
+            adopted_seen: Vec::new(),
         }
     }
 
@@ -130,8 +138,20 @@ impl Session {
     }
 
     /// Room in the outbound inflight window.
+    /// Room in the outbound inflight window (entries waiting to be resent do not count:
+    /// they are not on this connection yet).
     pub fn window_open(&self) -> bool {
-        self.inflight.len() < self.receive_maximum as usize
+        self.inflight.len() - self.resend.len().min(self.inflight.len())
+            < self.receive_maximum as usize
+    }
+
+    /// Ends an outbound flow.
+    pub fn complete(&mut self, id: u16) -> Option<Inflight> {
+        let done = self.inflight.remove(&id);
+        if done.is_some() && !self.resend.is_empty() {
+            self.resend.retain(|&x| x != id);
+        }
+        done
     }
 }
 

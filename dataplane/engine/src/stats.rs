@@ -30,6 +30,8 @@ pub struct Stats {
     pub dropped_shared_no_member: u64,
     /// Deliveries a tombstone forwarded to its session's new owner after a takeover.
     pub forwarded_after_takeover: u64,
+    /// Forwards the new owner dropped because it had delivered the message itself.
+    pub forwards_already_delivered: u64,
     /// Deliveries forwarded by a tombstone that found no matching session (the session
     /// moved on again meanwhile).
     pub dropped_forward_no_session: u64,

@@ -345,7 +345,13 @@ impl Engine {
             let (plain, group) = parts(&filter);
             self.local_remove_with(skey, &plain, group.as_ref(), false);
         }
-        self.sessions.remove(skey);
+        if let Some(t) = self.sessions.remove(skey) {
+            if let Some(from) = t.forwarded_from {
+                if self.tombstones.get(&from) == Some(&skey) {
+                    self.tombstones.remove(&from);
+                }
+            }
+        }
     }
 
     /// Tells every shard (this one directly) that our subscribers of `filter` changed. Inside

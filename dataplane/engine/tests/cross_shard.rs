@@ -260,13 +260,109 @@ fn takeover_forwards_stragglers_exactly_once() {
         vec![b"one".to_vec(), b"two".to_vec()],
         "each message once"
     );
-    assert_eq!(
-        c.engines[0].stats().forwarded_after_takeover,
-        1,
-        "only message one needed it"
-    );
+    // The tombstone forwarded both; shard 1 knew it had delivered message two itself.
+    assert_eq!(c.engines[0].stats().forwarded_after_takeover, 2);
+    assert_eq!(c.engines[1].stats().forwards_already_delivered, 1);
     // The tombstone is gone once every shard withdrew its route.
     assert_eq!(c.engines[0].session_count(), 0);
     c.publish(p, "t", b"three", QoS::AtLeastOnce, false, 3);
     assert_eq!(c.publishes(newc, true).len(), 1);
+}
+
+/// The new owner may process a Publish before the session's Transfer arrives (different
+/// rings): the tombstone's forward is then delivered, because the message was processed before
+/// the adoption. Exactly once.
+#[test]
+fn takeover_publish_before_transfer_delivered_once() {
+    let n = 3;
+    let id = id_homed_at("early-", 1, n);
+    let mut c = Cluster::new(n);
+    let mut cn = connect(V5, &id, false);
+    cn.properties.session_expiry_interval = Some(300);
+    let (old, _) = c.connect_with(0, cn.clone());
+    c.subscribe(old, "t/#", QoS::AtLeastOnce);
+    let other = c.connect(1, V5, "other", true);
+    c.subscribe(other, "t/x", QoS::AtLeastOnce);
+    let p = c.connect(2, V5, "p", true);
+    let newc = c.open(1, V5);
+    // Shard 0 (old owner) is slow: its Transfer and forwards wait.
+    c.send_holding(newc, &Packet::Connect(Box::new(cn)), 0);
+    c.send_holding(
+        p,
+        &Packet::Publish(publish("t/x", b"early", QoS::AtLeastOnce, false, 1)),
+        0,
+    );
+    assert_eq!(
+        c.publishes(other, true).len(),
+        1,
+        "shard 1 processed the publish already"
+    );
+    c.pump();
+    let got = c.recv(newc);
+    assert!(
+        matches!(got.first(), Some(Packet::ConnAck(a)) if a.session_present),
+        "{got:?}"
+    );
+    c.unread(newc, got.into_iter().skip(1).collect());
+    let msgs = c.publishes(newc, true);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(&msgs[0].payload[..], b"early");
+}
+
+/// A connection that closes while its claim is in flight does not strand the session: a newer
+/// claim for the same id gets it (with Session Present).
+#[test]
+fn claim_closed_in_flight_passes_session_to_newer_claim() {
+    let n = 3;
+    let id = id_homed_at("flaky-", 1, n);
+    let mut c = Cluster::new(n);
+    let mut cn = connect(V311, &id, false);
+    cn.keep_alive_secs = 0;
+    let (first, _) = c.connect_with(2, cn.clone());
+    c.subscribe(first, "f", QoS::AtLeastOnce);
+    c.drop_conn(first);
+    // X claims on shard 0; the owner (shard 2) is slow to hand the session over.
+    let x = c.open(0, V311);
+    c.send_holding(x, &Packet::Connect(Box::new(cn.clone())), 2);
+    c.drop_conn_holding(x, 2);
+    // Y claims on shard 1 while X's claim is still in flight.
+    let y = c.open_holding(1, V311, 2);
+    c.send_holding(y, &Packet::Connect(Box::new(cn)), 2);
+    c.pump();
+    let got = c.recv(y);
+    assert!(
+        matches!(got.first(), Some(Packet::ConnAck(a)) if a.session_present),
+        "{got:?}"
+    );
+    let total: usize = c.engines.iter().map(|e| e.session_count()).sum();
+    assert_eq!(total, 1, "one session, not an orphan");
+    let p = c.connect(0, V311, "p", true);
+    c.publish(p, "f", b"still subscribed", QoS::AtLeastOnce, false, 1);
+    assert_eq!(c.publishes(y, true).len(), 1);
+}
+
+/// A shared member's unacknowledged QoS 1 messages go to the member on the other shard when
+/// its connection ends; none is dropped.
+#[test]
+fn shared_member_leaves_inflight_goes_to_other_shard() {
+    let mut c = Cluster::new(2);
+    let a = c.connect(0, V5, "a", true);
+    let b = c.connect(1, V5, "b", true);
+    c.subscribe(a, "$share/g/t", QoS::AtLeastOnce);
+    c.subscribe(b, "$share/g/t", QoS::AtLeastOnce);
+    let p = c.connect(0, V5, "p", true);
+    for i in 1..=10u16 {
+        c.publish(p, "t", &i.to_be_bytes(), QoS::AtLeastOnce, false, i);
+    }
+    let held = c.publishes(a, false);
+    let got_b = c.publishes(b, true).len();
+    assert_eq!(held.len() + got_b, 10);
+    c.drop_conn(a);
+    let moved = c.publishes(b, true).len();
+    assert_eq!(moved, held.len(), "every unacknowledged message reached b");
+    assert_eq!(
+        c.engines[0].stats().dropped_shared_no_member
+            + c.engines[1].stats().dropped_shared_no_member,
+        0
+    );
 }

@@ -875,3 +875,40 @@ fn claim_without_answer_times_out_with_server_busy() {
     );
     assert!(c.is_closed(conn));
 }
+
+/// v5 [MQTT-3.3.4-9], [MQTT-4.4.0-1]: on resume, unacknowledged messages are resent with their
+/// identifiers, but no more at once than the client's new Receive Maximum.
+#[test]
+fn resume_resends_within_new_receive_maximum() {
+    let mut c = Cluster::new(1);
+    let mut cn = connect_expiry("s", false, 300);
+    let (s, _) = c.connect_with(0, cn.clone());
+    c.subscribe(s, "t", QoS::AtLeastOnce);
+    let p = c.connect(0, V5, "p", true);
+    for i in 1..=5u16 {
+        c.publish(p, "t", &[i as u8], QoS::AtLeastOnce, false, i);
+    }
+    assert_eq!(c.publishes(s, false).len(), 5);
+    c.drop_conn(s);
+    cn.properties.receive_maximum = Some(2);
+    let (s, _) = c.connect_with(0, cn);
+    let first = c.publishes(s, false);
+    assert_eq!(first.len(), 2, "window of 2");
+    assert!(first.iter().all(|m| m.dup));
+    let mut all: Vec<u8> = first.iter().map(|m| m.payload[0]).collect();
+    for m in &first {
+        c.send(
+            s,
+            &Packet::PubAck(PubResp::new(m.packet_id.unwrap(), ReasonCode::SUCCESS)),
+        );
+    }
+    loop {
+        let more = c.publishes(s, true);
+        if more.is_empty() {
+            break;
+        }
+        assert!(more.len() <= 2);
+        all.extend(more.iter().map(|m| m.payload[0]));
+    }
+    assert_eq!(all, vec![1, 2, 3, 4, 5], "all, in order");
+}

@@ -50,6 +50,10 @@ impl Cluster {
 
     /// Opens a TCP connection on `shard` (no CONNECT yet).
     pub fn open(&mut self, shard: usize, version: ProtocolVersion) -> ConnId {
+        self.open_holding(shard, version, usize::MAX)
+    }
+
+    pub fn open_holding(&mut self, shard: usize, version: ProtocolVersion, held: usize) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         self.clients.insert(
@@ -63,7 +67,7 @@ impl Cluster {
         );
         let peer = format!("127.0.0.1:{}", 40000 + id.0).parse().unwrap();
         self.engines[shard].handle_open(self.now, id, peer);
-        self.pump();
+        self.pump_except(held);
         id
     }
 
@@ -162,10 +166,14 @@ impl Cluster {
 
     /// The client's TCP connection drops (no DISCONNECT).
     pub fn drop_conn(&mut self, conn: ConnId) {
+        self.drop_conn_holding(conn, usize::MAX);
+    }
+
+    pub fn drop_conn_holding(&mut self, conn: ConnId, held: usize) {
         let shard = self.clients[&conn].shard;
         self.clients.get_mut(&conn).unwrap().closed = true;
         self.engines[shard].handle_closed(self.now, conn);
-        self.pump();
+        self.pump_except(held);
     }
 
     pub fn advance(&mut self, ms: u64) {
