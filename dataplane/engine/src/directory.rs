@@ -299,10 +299,10 @@ impl Engine {
     /// At the old owner: the new owner's routes are in place; withdraw the tombstone's, and
     /// drop it once every shard has delivered what it had already sent here.
     pub(crate) fn on_unforward(&mut self, tombstone: SessionKey) {
-        if !self
+        if self
             .sessions
             .get(tombstone)
-            .is_some_and(|s| s.forward_to.is_some())
+            .is_none_or(|s| s.forward_to.is_none())
         {
             return;
         }

@@ -347,6 +347,11 @@ impl Engine {
         self.sessions.len()
     }
 
+    /// Timers in the heap (live and not yet discarded), for tests and metrics.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
     /// Retained messages in this shard's replica of the retained store.
     pub fn retained_count(&self) -> usize {
         self.retained.len()
@@ -472,6 +477,7 @@ impl Engine {
     /// Runs the timers due at `now`: keep alive, connect timeout, will delay, session expiry.
     pub fn handle_tick(&mut self, now: u64) {
         self.now_ms = now;
+        self.compact_timers();
         while let Some(Reverse((due, _))) = self.timers.peek() {
             if *due > now {
                 break;
@@ -547,6 +553,26 @@ impl Engine {
     /// When `handle_tick` next has work.
     pub fn poll_deadline(&self) -> Option<u64> {
         self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Timers are never cancelled; those of closed connections and old session epochs are
+    /// ignored when they fire. When they outnumber the live ones by far, drop them, so that a
+    /// reconnect loop with long keep alive or expiry cannot grow the heap without bound.
+    fn compact_timers(&mut self) {
+        let live_max = 2 * (self.conns.len() + self.sessions.len()) + 1024;
+        if self.timers.len() <= 2 * live_max {
+            return;
+        }
+        let timers = std::mem::take(&mut self.timers).into_vec();
+        self.timers = timers
+            .into_iter()
+            .filter(|Reverse((_, t))| match *t {
+                Timer::ConnectTimeout(c) | Timer::KeepAlive(c) => self.conns.contains_key(&c),
+                Timer::WillDelay(k, e) | Timer::SessionExpiry(k, e) => {
+                    self.sessions.get(k).is_some_and(|s| s.epoch == e)
+                }
+            })
+            .collect();
     }
 
     pub(crate) fn arm(&mut self, due: u64, timer: Timer) {

@@ -23,6 +23,13 @@ impl Engine {
             return;
         }
         let was = c.state;
+        if c.holds > 0 {
+            // Output held behind a barrier still goes out before the close.
+            c.holds = 0;
+            for b in std::mem::take(&mut c.held) {
+                c.out.push(b);
+            }
+        }
         if was == ConnState::Claiming {
             // The claim is still in flight: remember it, so that the session it brings is
             // passed on to a newer claim, or kept, but never lost.

@@ -912,3 +912,25 @@ fn resume_resends_within_new_receive_maximum() {
     }
     assert_eq!(all, vec![1, 2, 3, 4, 5], "all, in order");
 }
+
+/// Timers of connections that are gone do not accumulate: a reconnect loop with a long keep
+/// alive leaves the timer heap bounded.
+#[test]
+fn reconnect_loop_does_not_grow_timers_without_bound() {
+    let mut c = Cluster::new(1);
+    for i in 0..5000 {
+        let mut cn = connect(V5, &format!("loop{}", i % 3), true);
+        cn.keep_alive_secs = 65535;
+        let (conn, _) = c.connect_with(0, cn);
+        c.drop_conn(conn);
+        if i % 500 == 0 {
+            c.advance(1);
+        }
+    }
+    c.advance(1);
+    assert!(
+        c.engines[0].timer_count() < 3000,
+        "{}",
+        c.engines[0].timer_count()
+    );
+}

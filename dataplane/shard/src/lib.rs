@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 use tachyon_engine::{Engine, Mail, ShardId};
 
 /// Wakes a shard that is blocked waiting for I/O (an eventfd write in the kernel driver).
@@ -30,7 +31,8 @@ pub trait Waker: Send + Sync {
 pub struct Mesh {
     shard_count: usize,
     rings: Vec<ArrayQueue<Mail>>,
-    parked: Vec<AtomicBool>,
+    /// One cache line per flag: each shard writes its own on every loop iteration.
+    parked: Vec<CachePadded<AtomicBool>>,
     wakers: Vec<Arc<dyn Waker>>,
 }
 
@@ -43,7 +45,9 @@ impl Mesh {
             rings: (0..n * n)
                 .map(|_| ArrayQueue::new(ring_capacity.max(1)))
                 .collect(),
-            parked: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            parked: (0..n)
+                .map(|_| CachePadded::new(AtomicBool::new(false)))
+                .collect(),
             wakers,
         })
     }
@@ -73,7 +77,11 @@ impl Mesh {
 
     /// Wakes `shard` if it is parked.
     pub fn wake(&self, shard: ShardId) {
-        if self.parked[shard].swap(false, Ordering::SeqCst) {
+        // A plain load first: a busy shard is not parked, and a load does not take the
+        // cache line exclusively as a swap would.
+        if self.parked[shard].load(Ordering::SeqCst)
+            && self.parked[shard].swap(false, Ordering::SeqCst)
+        {
             self.wakers[shard].wake();
         }
     }
@@ -92,6 +100,8 @@ pub struct Port {
     mesh: Arc<Mesh>,
     /// Mail that did not fit into a full ring, per destination, in order.
     overflow: Vec<VecDeque<Mail>>,
+    /// The ring `drain` starts with; it rotates so that a busy ring cannot starve the others.
+    next_from: usize,
 }
 
 impl Port {
@@ -101,6 +111,7 @@ impl Port {
             shard,
             mesh,
             overflow: (0..n).map(|_| VecDeque::new()).collect(),
+            next_from: 0,
         }
     }
 
@@ -150,7 +161,10 @@ impl Port {
     /// Feeds up to `budget` incoming messages to the engine. Returns how many it took.
     pub fn drain(&mut self, engine: &mut Engine, now: u64, budget: usize) -> usize {
         let mut taken = 0;
-        for from in 0..self.mesh.shard_count {
+        let n = self.mesh.shard_count;
+        let start = self.next_from;
+        self.next_from = (start + 1) % n;
+        for from in (0..n).map(|i| (start + i) % n) {
             let ring = self.mesh.ring(from, self.shard);
             while taken < budget {
                 let Some(m) = ring.pop() else { break };

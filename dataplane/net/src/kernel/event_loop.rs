@@ -33,6 +33,11 @@ const READ_CHUNK_MIN: usize = 16 * 1024;
 const IOV_MAX_BATCH: usize = 64;
 /// Longest sleep when no timer is due, so a missed wakeup costs at most this much.
 const IDLE_TIMEOUT_MS: u64 = 1000;
+/// How long a closing connection may take to write its last output (a final DISCONNECT).
+const CLOSE_FLUSH_MS: u64 = 2000;
+/// After the half-close, how long unread input is drained so that closing does not send a
+/// reset (which would discard the final packets still in flight to the peer).
+const CLOSE_LINGER_MS: u64 = 1000;
 
 pub(super) struct ShardContext {
     pub shard: usize,
@@ -49,12 +54,29 @@ pub(super) struct ShardContext {
     pub shutdown_drain_ms: u64,
 }
 
+/// Where a socket is in its life. Closing is graceful: the engine's last output (DISCONNECT,
+/// CONNACK refusal) is written, then the write side is shut, then input is drained until the
+/// peer closes, so that no reset overtakes the final packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// The engine closed the connection; writing what it queued.
+    Flushing {
+        deadline_ms: u64,
+    },
+    /// Output written and write side shut; the engine has forgotten the connection.
+    Lingering {
+        deadline_ms: u64,
+    },
+}
+
 struct Socket {
     stream: TcpStream,
     /// A partial packet waiting for its remaining bytes; empty (no allocation) otherwise.
     rx: BytesMut,
     /// Output could not be written completely; wait for EPOLLOUT.
     blocked: bool,
+    phase: Phase,
 }
 
 struct Shard {
@@ -71,12 +93,33 @@ struct Shard {
     /// Kept open so that EMFILE can be answered by accepting and closing (see `accept_all`).
     reserve_fd: Option<OwnedFd>,
     listening: bool,
+    /// Sockets in a closing phase, checked for their deadlines.
+    closing: Vec<ConnId>,
+    /// Listeners are out of the epoll set until then (descriptor exhaustion).
+    listen_paused_until: Option<u64>,
     /// Connections refused for lack of descriptors since the last log line.
     refused: u64,
     refused_logged_ms: Option<u64>,
 }
 
+/// Stops the whole broker if a shard thread unwinds: a broker with a dead shard would leave
+/// claims, barriers and rings towards it waiting forever.
+struct PanicGuard(Arc<Shutdown>, usize);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(
+                shard = self.1,
+                "shard panicked (a bug); stopping the broker"
+            );
+            self.0.trigger();
+        }
+    }
+}
+
 pub(super) fn run_shard(ctx: ShardContext) {
+    let _guard = PanicGuard(ctx.shutdown.clone(), ctx.shard);
     if let Some(core) = ctx.core {
         pin_to_core(ctx.shard, core);
     }
@@ -122,6 +165,8 @@ pub(super) fn run_shard(ctx: ShardContext) {
         backlog: Vec::new(),
         reserve_fd,
         listening: true,
+        closing: Vec::new(),
+        listen_paused_until: None,
         refused: 0,
         refused_logged_ms: None,
     };
@@ -161,6 +206,9 @@ impl Shard {
                 Some(t) => t.saturating_sub(now).min(IDLE_TIMEOUT_MS),
                 None => IDLE_TIMEOUT_MS,
             };
+            if !self.closing.is_empty() || self.listen_paused_until.is_some() {
+                timeout_ms = timeout_ms.min(50);
+            }
             if busy || self.ctx.idle == IdleStrategy::Spin || drain_deadline.is_some() {
                 timeout_ms = if drain_deadline.is_some() {
                     timeout_ms.min(10)
@@ -225,6 +273,10 @@ impl Shard {
                 drain_deadline = Some(now + self.ctx.shutdown_drain_ms);
             }
             self.flush_all(now);
+            self.expire_closing(now);
+            if self.listening {
+                self.resume_listening(now);
+            }
             self.port.flush(&mut self.engine);
             if let Some(deadline) = drain_deadline {
                 if self.socks.is_empty() || now >= deadline {
@@ -235,7 +287,7 @@ impl Shard {
         let now = self.now();
         let ids: Vec<ConnId> = self.socks.keys().copied().collect();
         for id in ids {
-            self.close(now, id);
+            self.drop_socket(now, id);
         }
         tracing::info!(shard = self.ctx.shard, "shard stopped");
     }
@@ -244,6 +296,28 @@ impl Shard {
         let mut buf = [0u8; 8];
         // Non-blocking eventfd: one read resets the counter; EAGAIN means already drained.
         let _ = nix::unistd::read(self.ctx.wake_fd.as_raw_fd(), &mut buf);
+    }
+
+    fn pause_listening(&mut self, now: u64) {
+        for (_, fd) in &self.ctx.listeners {
+            let _ = self.epoll.delete(fd.as_fd());
+        }
+        self.listen_paused_until = Some(now + 100);
+    }
+
+    fn resume_listening(&mut self, now: u64) {
+        match self.listen_paused_until {
+            Some(t) if now >= t => {}
+            _ => return,
+        }
+        self.listen_paused_until = None;
+        if self.reserve_fd.is_none() {
+            self.reserve_fd = open_reserve();
+        }
+        for (i, (_, fd)) in self.ctx.listeners.iter().enumerate() {
+            let ev = EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER_BASE + i as u64);
+            let _ = self.epoll.add(fd.as_fd(), ev);
+        }
     }
 
     fn stop_listening(&mut self) {
@@ -289,6 +363,11 @@ impl Shard {
                         drop(unsafe { OwnedFd::from_raw_fd(raw) });
                     }
                     self.reserve_fd = open_reserve();
+                    if self.reserve_fd.is_none() {
+                        // Another shard took the freed descriptor: stop watching the listeners
+                        // for a moment rather than spin on a listener that stays readable.
+                        self.pause_listening(now);
+                    }
                     return;
                 }
                 Err(e) => {
@@ -327,12 +406,17 @@ impl Shard {
                 stream,
                 rx: BytesMut::new(),
                 blocked: false,
+                phase: Phase::Open,
             },
         );
         self.engine.handle_open(now, id, peer);
     }
 
     fn read(&mut self, now: u64, id: ConnId) {
+        if self.socks.get(&id).is_some_and(|s| s.phase != Phase::Open) {
+            self.discard_input(now, id);
+            return;
+        }
         let mut budget = READ_BUDGET_BYTES;
         loop {
             let Some(sock) = self.socks.get_mut(&id) else {
@@ -387,12 +471,20 @@ impl Shard {
         }
     }
 
-    /// The peer went away: tell the engine, release the socket.
+    /// The peer went away (EOF or an error): tell the engine, release the socket.
     fn lost(&mut self, now: u64, id: ConnId) {
-        self.engine.handle_closed(now, id);
+        self.drop_socket(now, id);
+    }
+
+    /// Releases the socket at once and tells the engine (idempotent on the engine side).
+    fn drop_socket(&mut self, now: u64, id: ConnId) {
         if let Some(sock) = self.socks.remove(&id) {
             let _ = self.epoll.delete(sock.stream.as_fd());
+            if matches!(sock.phase, Phase::Lingering { .. }) {
+                return;
+            }
         }
+        self.engine.handle_closed(now, id);
     }
 
     fn flush_all(&mut self, now: u64) {
@@ -400,17 +492,27 @@ impl Shard {
             self.flush(now, id);
         }
         while let Some(id) = self.engine.poll_close() {
-            self.flush(now, id);
-            self.close(now, id);
+            match self.socks.get_mut(&id) {
+                Some(sock) if sock.phase == Phase::Open => {
+                    sock.phase = Phase::Flushing {
+                        deadline_ms: now + CLOSE_FLUSH_MS,
+                    };
+                    self.closing.push(id);
+                    self.flush(now, id);
+                }
+                Some(_) => {}
+                None => self.engine.handle_closed(now, id),
+            }
         }
     }
 
-    /// Writes as much queued output of `id` as the socket takes.
+    /// Writes as much queued output of `id` as the socket takes; a closing socket whose output
+    /// is all written moves on to the half-close.
     fn flush(&mut self, now: u64, id: ConnId) {
         let Some(sock) = self.socks.get_mut(&id) else {
             return;
         };
-        if sock.blocked {
+        if sock.blocked || matches!(sock.phase, Phase::Lingering { .. }) {
             return;
         }
         let Some(out) = self.engine.out_queue(id) else {
@@ -437,18 +539,69 @@ impl Shard {
                 }
             }
         }
+        let drained = out.is_empty();
         if failed {
-            self.lost(now, id);
+            self.drop_socket(now, id);
+        } else if drained && matches!(sock.phase, Phase::Flushing { .. }) {
+            self.half_close(now, id);
         }
     }
 
-    fn close(&mut self, now: u64, id: ConnId) {
-        if let Some(sock) = self.socks.remove(&id) {
-            let _ = self.epoll.delete(sock.stream.as_fd());
-            // Half-close first so that a final DISCONNECT is not overtaken by a reset.
-            let _ = sock.stream.shutdown(std::net::Shutdown::Write);
-        }
+    /// All output is written: shut the write side (the peer sees a clean FIN after the last
+    /// packet), forget the connection in the engine, and drain input until the peer closes.
+    fn half_close(&mut self, now: u64, id: ConnId) {
+        let Some(sock) = self.socks.get_mut(&id) else {
+            return;
+        };
+        let _ = sock.stream.shutdown(std::net::Shutdown::Write);
+        sock.phase = Phase::Lingering {
+            deadline_ms: now + CLOSE_LINGER_MS,
+        };
         self.engine.handle_closed(now, id);
+        self.discard_input(now, id);
+    }
+
+    /// Reads and drops input of a closing socket; EOF ends it.
+    fn discard_input(&mut self, now: u64, id: ConnId) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let Some(sock) = self.socks.get(&id) else {
+                return;
+            };
+            match nix::unistd::read(sock.stream.as_raw_fd(), &mut buf) {
+                Ok(0) => {
+                    self.drop_socket(now, id);
+                    return;
+                }
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return,
+                Err(_) => {
+                    self.drop_socket(now, id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Closing sockets past their deadline are dropped (a peer that neither reads nor closes).
+    fn expire_closing(&mut self, now: u64) {
+        if self.closing.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.closing);
+        for id in ids {
+            let expired = match self.socks.get(&id).map(|s| s.phase) {
+                Some(Phase::Flushing { deadline_ms }) | Some(Phase::Lingering { deadline_ms }) => {
+                    now >= deadline_ms
+                }
+                _ => continue,
+            };
+            if expired {
+                self.drop_socket(now, id);
+            } else {
+                self.closing.push(id);
+            }
+        }
     }
 }
 
