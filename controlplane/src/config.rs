@@ -84,6 +84,10 @@ pub struct Limits {
     pub max_output_bytes_before_close: usize,
     pub max_topic_levels: usize,
     pub connect_timeout_ms: u64,
+    /// Sessions the broker holds (connected or offline); enforced per shard as
+    /// max_sessions / shards.
+    pub max_sessions: usize,
+    pub max_retained: usize,
 }
 
 impl Default for Limits {
@@ -102,6 +106,8 @@ impl Default for Limits {
             max_output_bytes_before_close: e.output_close_bytes,
             max_topic_levels: e.topic_levels_max,
             connect_timeout_ms: e.connect_timeout_ms,
+            max_sessions: e.sessions_max_per_shard,
+            max_retained: e.retained_max,
         }
     }
 }
@@ -390,6 +396,8 @@ impl Config {
             allow_anonymous: self.auth.allow_anonymous,
             boot_nonce,
             connect_timeout_ms: l.connect_timeout_ms,
+            sessions_max_per_shard: l.max_sessions.div_ceil(self.shard_count()).max(1),
+            retained_max: l.max_retained,
             ..EngineConfig::default()
         })
     }

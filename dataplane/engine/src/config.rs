@@ -39,6 +39,12 @@ pub struct EngineConfig {
     /// does not read: acks, PINGRESPs, QoS 1/2 deliveries pile up) is closed as a slow
     /// consumer, so one client cannot hold unbounded memory.
     pub output_close_bytes: usize,
+    /// policy: sessions (connected or not) one shard holds; `limits.max_sessions` divided by
+    /// the shard count. New sessions beyond it are refused.
+    pub sessions_max_per_shard: usize,
+    /// policy: retained messages the broker keeps; a retained PUBLISH to a new topic beyond
+    /// it is forwarded but not retained, and counted.
+    pub retained_max: usize,
     /// Topic levels allowed in a Topic Name or Filter (EMQX `max_topic_levels`, 128).
     pub topic_levels_max: usize,
     /// Accept clients without a user name (the authentication hook; real authentication comes
@@ -72,6 +78,8 @@ impl Default for EngineConfig {
             output_bytes_max: 4 * 1024 * 1024,
             output_close_bytes: 64 * 1024 * 1024,
             topic_levels_max: 128,
+            sessions_max_per_shard: 1_000_000,
+            retained_max: 1_000_000,
             allow_anonymous: true,
             assigned_id_prefix: "tachyon-".to_string(),
             boot_nonce: 0,

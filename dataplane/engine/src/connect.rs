@@ -259,6 +259,34 @@ impl Engine {
             requested
         };
 
+        if matches!(handover, Handover::None)
+            && self.sessions.len() >= self.cfg.sessions_max_per_shard
+        {
+            // policy: limits.max_sessions — a new session beyond the limit is refused
+            // (v5 0x97 Quota exceeded; v3.1.1 return code 3, Server unavailable).
+            let reason = match version {
+                ProtocolVersion::V5 => ReasonCode::QUOTA_EXCEEDED,
+                ProtocolVersion::V311 => ReasonCode::SERVER_UNAVAILABLE,
+            };
+            self.refuse_connect(
+                now,
+                conn,
+                reason,
+                "session limit reached (limits.max_sessions)",
+            );
+            // The claim has completed: nothing more will arrive for it.
+            self.zombie_claims.remove(&conn);
+            let home = home_shard(client_id.as_bytes(), self.shard_count);
+            self.send_mail(
+                home,
+                Mail::Release {
+                    client_id,
+                    shard: self.shard,
+                    claim: conn,
+                },
+            );
+            return;
+        }
         // Route changes for the session's subscriptions form a barrier: CONNACK (and all
         // output after it) waits until every shard routes them here, and only then may the
         // old owner's tombstone withdraw (see barrier.rs).

@@ -82,6 +82,17 @@ impl Engine {
             s.resend.clear();
         }
         self.redispatch_shared(now, skey);
+        // Inflight messages now wait for the client to come back, maybe long: give them their
+        // own bytes so that they do not pin receive buffers (queued ones already have).
+        if let Some(s) = self.sessions.get_mut(skey) {
+            let mut inflight = std::mem::take(&mut s.inflight);
+            for inf in inflight.values_mut() {
+                inf.delivery.msg = self.compacted(inf.delivery.msg.clone());
+            }
+            if let Some(s) = self.sessions.get_mut(skey) {
+                s.inflight = inflight;
+            }
+        }
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };

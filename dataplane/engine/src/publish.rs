@@ -488,7 +488,7 @@ impl Engine {
         s.queue.push_back(d);
     }
 
-    fn compacted(&mut self, msg: Arc<Message>) -> Arc<Message> {
+    pub(crate) fn compacted(&mut self, msg: Arc<Message>) -> Arc<Message> {
         if let Some((orig, compact)) = &self.compact_cache {
             if Arc::ptr_eq(orig, &msg) || Arc::ptr_eq(compact, &msg) {
                 return compact.clone();
@@ -707,6 +707,11 @@ impl Engine {
     pub(crate) fn apply_retain(&mut self, msg: Arc<Message>) {
         if msg.payload.is_empty() {
             self.retained.remove_if(msg.topic.as_bytes(), |_| true);
+        } else if self.retained.len() >= self.cfg.retained_max
+            && self.retained.get(msg.topic.as_bytes()).is_none()
+        {
+            self.stats.retained_refused += 1;
+            tracing::debug!(shard = self.shard, topic = %msg.topic, "retained store full (limits.max_retained); not retained");
         } else {
             let topic = msg.topic.clone();
             let slot = self

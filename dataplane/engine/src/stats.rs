@@ -36,6 +36,8 @@ pub struct Stats {
     /// moved on again meanwhile).
     pub dropped_forward_no_session: u64,
     pub wills_published: u64,
+    /// Retained PUBLISHes to new topics not stored because the store was full.
+    pub retained_refused: u64,
     pub sessions_expired: u64,
     pub takeovers: u64,
     /// Protocol violations by kind (see `Violation::kind`).

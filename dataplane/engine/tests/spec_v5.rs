@@ -934,3 +934,49 @@ fn reconnect_loop_does_not_grow_timers_without_bound() {
         c.engines[0].timer_count()
     );
 }
+
+/// policy `limits.max_sessions`: a new session beyond the limit gets CONNACK 0x97; resuming
+/// an existing one still works.
+#[test]
+fn session_limit_refuses_new_sessions_only() {
+    let mut c = Cluster::with_config(
+        1,
+        EngineConfig {
+            sessions_max_per_shard: 2,
+            ..EngineConfig::default()
+        },
+    );
+    let (a, _) = c.connect_with(0, connect_expiry("a", false, 100));
+    let _b = c.connect(0, V5, "b", true);
+    let (x, ack) = c.connect_with(0, connect(V5, "c", true));
+    assert_eq!(ack.reason, ReasonCode::QUOTA_EXCEEDED);
+    assert!(c.is_closed(x));
+    c.drop_conn(a);
+    let (_a2, ack) = c.connect_with(0, connect_expiry("a", false, 100));
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    assert!(ack.session_present);
+}
+
+/// policy `limits.max_retained`: beyond it, retained PUBLISHes to new topics are forwarded but
+/// not stored; existing topics can still be replaced and cleared.
+#[test]
+fn retained_limit_keeps_store_bounded() {
+    let mut c = Cluster::with_config(
+        2,
+        EngineConfig {
+            retained_max: 2,
+            ..EngineConfig::default()
+        },
+    );
+    let p = c.connect(0, V5, "p", true);
+    let s = c.connect(1, V5, "s", true);
+    c.subscribe(s, "r/#", QoS::AtMostOnce);
+    for t in ["r/1", "r/2", "r/3"] {
+        c.publish(p, t, b"v", QoS::AtMostOnce, true, 0);
+    }
+    assert_eq!(c.publishes(s, true).len(), 3, "all forwarded");
+    assert_eq!(c.engines[0].retained_count(), 2);
+    assert_eq!(c.engines[1].retained_count(), 2);
+    c.publish(p, "r/1", b"", QoS::AtMostOnce, true, 0);
+    assert_eq!(c.engines[1].retained_count(), 1);
+}
