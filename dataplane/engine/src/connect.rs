@@ -396,11 +396,15 @@ impl Engine {
         if keep_alive_ms > 0 {
             self.arm(now + keep_alive_ms * 3 / 2, Timer::KeepAlive(conn));
         }
-        let peer = self.conns.get(&conn).map(|c| c.peer);
+        let peer = self
+            .conns
+            .get(&conn)
+            .map(|c| c.peer.to_string())
+            .unwrap_or_default();
         tracing::info!(
             shard = self.shard,
             client_id = %client_id,
-            peer = ?peer,
+            peer = %peer,
             version = ?version,
             clean_start = connect.clean_start,
             session_present = present,
