@@ -43,6 +43,19 @@ impl Engine {
         id
     }
 
+    /// Starts a barrier that holds `conn`'s output from now on (not only from `end_barrier`):
+    /// an acknowledgement queued before the barrier completes waits for it.
+    pub(crate) fn begin_barrier_holding(&mut self, conn: ConnId) -> u64 {
+        let id = self.begin_barrier();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.holds += 1;
+            if let Some(b) = self.barriers.get_mut(&id) {
+                b.then.push(AfterBarrier::Release(conn));
+            }
+        }
+        id
+    }
+
     /// Called by `announce` for each route change broadcast while a barrier is open.
     pub(crate) fn barrier_expect_acks(&mut self) -> Option<(ShardId, u64)> {
         let id = self.barrier_ctx?;

@@ -596,6 +596,14 @@ impl Engine {
         }
     }
 
+    fn ack_retain(&mut self, ack: Option<(ShardId, u64)>) {
+        if let Some((to, barrier)) = ack {
+            if to != self.shard {
+                self.send_mail(to, Mail::RouteAck { barrier });
+            }
+        }
+    }
+
     pub(crate) fn drain_self_mail(&mut self, now: u64) {
         while let Some(m) = self.self_mail.pop_front() {
             self.process_mail(now, m);
@@ -633,12 +641,19 @@ impl Engine {
                 tag,
             } => self.on_forward(now, client_id, tombstone, delivery, tag),
             Mail::Unforward { tombstone } => self.on_unforward(tombstone),
-            Mail::RetainSet { msg } => {
+            Mail::RetainSet { msg, ack } => {
                 let m = msg.clone();
-                self.broadcast(|| Mail::RetainApply { msg: m.clone() });
+                self.broadcast(|| Mail::RetainApply {
+                    msg: m.clone(),
+                    ack,
+                });
                 self.apply_retain(msg);
+                self.ack_retain(ack);
             }
-            Mail::RetainApply { msg } => self.apply_retain(msg),
+            Mail::RetainApply { msg, ack } => {
+                self.apply_retain(msg);
+                self.ack_retain(ack);
+            }
             Mail::Claim {
                 client_id,
                 shard,

@@ -80,9 +80,12 @@ pub enum Mail {
     },
     RetainSet {
         msg: Arc<Message>,
+        /// The origin's barrier: every shard but the origin acknowledges once it applied.
+        ack: Option<(ShardId, u64)>,
     },
     RetainApply {
         msg: Arc<Message>,
+        ack: Option<(ShardId, u64)>,
     },
     Claim {
         client_id: Utf8Str,

@@ -75,6 +75,9 @@ impl Engine {
         let client_id = c.client_id.clone();
         self.stats.messages_received[p.qos as usize] += 1;
 
+        // A retained PUBLISH is acknowledged (and the connection's later output sent) only
+        // once every shard's replica of the retained store has it.
+        let barrier = (p.retain && self.shard_count > 1).then(|| self.begin_barrier_holding(conn));
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {}
             (QoS::AtLeastOnce, Some(pid)) => {
@@ -96,6 +99,9 @@ impl Engine {
                         conn,
                         &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)),
                     );
+                    if let Some(b) = barrier {
+                        self.end_barrier(b, None, Vec::new());
+                    }
                     return;
                 }
                 if s.qos2_incoming.len() >= self.cfg.receive_maximum as usize {
@@ -104,6 +110,9 @@ impl Engine {
                         max: self.cfg.receive_maximum,
                     };
                     self.violation(now, conn, v, None);
+                    if let Some(b) = barrier {
+                        self.end_barrier(b, None, Vec::new());
+                    }
                     return;
                 }
                 s.qos2_incoming.insert(pid.get());
@@ -128,6 +137,9 @@ impl Engine {
             origin: client_id,
         };
         self.publish_message(now, Arc::new(msg));
+        if let Some(b) = barrier {
+            self.end_barrier(b, None, Vec::new());
+        }
     }
 
     /// Routes a message from a client or a Will: retained store, then every shard with
@@ -142,13 +154,21 @@ impl Engine {
             // shard sees it; the home shard then orders it against other shards' updates
             // and every replica (this one included) converges on its order.
             self.apply_retain(stored.clone());
+            // Inside a barrier (a client's retained PUBLISH), its acknowledgement waits until
+            // every replica has the update, so a SUBSCRIBE anywhere afterwards sees it.
+            let ack = if self.shard_count > 1 {
+                self.barrier_expect_acks()
+            } else {
+                None
+            };
             let home = home_shard(msg.topic.as_bytes(), self.shard_count);
             if home == self.shard {
                 self.broadcast(|| Mail::RetainApply {
                     msg: stored.clone(),
+                    ack,
                 });
             } else {
-                self.send_mail(home, Mail::RetainSet { msg: stored });
+                self.send_mail(home, Mail::RetainSet { msg: stored, ack });
             }
         }
 

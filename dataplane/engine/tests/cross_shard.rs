@@ -366,3 +366,28 @@ fn shared_member_leaves_inflight_goes_to_other_shard() {
         0
     );
 }
+
+/// v5 [MQTT-3.3.1-5]: once a retained PUBLISH is acknowledged, a subscription made on any
+/// shard gets it: the PUBACK waits until every replica of the retained store has it.
+#[test]
+fn retained_puback_waits_for_every_replica() {
+    let mut c = Cluster::new(3);
+    let p = c.connect(0, V5, "p", true);
+    c.send_holding(
+        p,
+        &Packet::Publish(publish("r/t", b"kept", QoS::AtLeastOnce, true, 1)),
+        2,
+    );
+    assert!(
+        c.recv(p).is_empty(),
+        "PUBACK held until shard 2 has the retained message"
+    );
+    c.pump();
+    assert_eq!(
+        c.recv(p),
+        vec![Packet::PubAck(PubResp::new(pid(1), ReasonCode::SUCCESS))]
+    );
+    for shard in 0..3 {
+        assert_eq!(c.engines[shard].retained_count(), 1);
+    }
+}
