@@ -523,7 +523,12 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        let pid = s.allocate_packet_id();
+        let Some(pid) = s.allocate_packet_id() else {
+            // Every identifier is in use: wait in the queue for one to be freed.
+            s.queue_bytes += d.msg.size();
+            s.queue.push_front(d);
+            return;
+        };
         let state = if d.qos == QoS::AtLeastOnce {
             OutState::AwaitPubAck
         } else {

@@ -121,18 +121,17 @@ impl Session {
         }
     }
 
-    /// A free Packet Identifier for a new outbound QoS 1/2 PUBLISH. The caller guarantees the
-    /// inflight window (at most 65535) is not full, so one exists.
-    pub fn allocate_packet_id(&mut self) -> PacketId {
-        assert!(
-            self.inflight.len() < u16::MAX as usize,
-            "inflight window bounds packet ids"
-        );
+    /// A free Packet Identifier for a new outbound QoS 1/2 PUBLISH (v5 [MQTT-2.2.1-4]);
+    /// `None` when all 65535 are in use (the caller keeps the message queued).
+    pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
+        if self.inflight.len() >= u16::MAX as usize {
+            return None;
+        }
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             if !self.inflight.contains_key(&id) {
-                return PacketId::new(id).expect("packet ids start at 1 and skip 0");
+                return PacketId::new(id);
             }
         }
     }
@@ -163,7 +162,7 @@ mod tests {
     fn packet_ids_skip_zero_and_in_use() {
         let mut s = Session::new(Utf8Str::from_static("c"), ProtocolVersion::V5, ConnId(1));
         s.next_packet_id = u16::MAX;
-        assert_eq!(s.allocate_packet_id().get(), u16::MAX);
-        assert_eq!(s.allocate_packet_id().get(), 1);
+        assert_eq!(s.allocate_packet_id().unwrap().get(), u16::MAX);
+        assert_eq!(s.allocate_packet_id().unwrap().get(), 1);
     }
 }
