@@ -242,6 +242,12 @@ pub(crate) struct RouteEntry {
     pub shared: Vec<RouteGroup>,
 }
 
+/// Size of the shard's encode buffer. Outbound packets are split off it as chunks; when less
+/// than `SCRATCH_LOW` is left, a fresh buffer is taken (the old one is freed when its last
+/// chunk is written), so output costs one allocation per this many bytes, not per packet.
+const SCRATCH_CAPACITY: usize = 256 * 1024;
+const SCRATCH_LOW: usize = 8 * 1024;
+
 /// One broker shard. See the crate docs for the handle/poll contract.
 pub struct Engine {
     pub(crate) shard: ShardId,
@@ -262,6 +268,8 @@ pub struct Engine {
     pub(crate) self_mail: VecDeque<Mail>,
     pub(crate) scratch: BytesMut,
     /// Reused by `deliver_local` so that matching does not allocate per message.
+    /// A message `Arc` nobody else holds, reused for the next PUBLISH (see `message_arc`).
+    pub(crate) spare_message: Option<Arc<Message>>,
     /// The last message copied for a queue, and its copy (see `enqueue`).
     pub(crate) compact_cache: Option<(Arc<Message>, Arc<Message>)>,
     pub(crate) match_scratch: Vec<(SessionKey, SubscriptionOptions, Option<u32>)>,
@@ -312,9 +320,10 @@ impl Engine {
             closing: VecDeque::new(),
             outbox: VecDeque::new(),
             self_mail: VecDeque::new(),
-            scratch: BytesMut::with_capacity(64 * 1024),
+            scratch: BytesMut::with_capacity(SCRATCH_CAPACITY),
             match_scratch: Vec::new(),
             compact_cache: None,
+            spare_message: None,
             barriers: HashMap::new(),
             next_barrier: 1,
             barrier_ctx: None,
@@ -680,6 +689,7 @@ impl Engine {
 
     /// Encodes `packet` for `conn` and queues it.
     pub(crate) fn send_packet(&mut self, conn: ConnId, packet: &Packet) {
+        self.scratch_ready();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -705,6 +715,13 @@ impl Engine {
                 // not a crash of the shard.
                 tracing::error!(shard = self.shard, client_id = c.client_label(), peer = %c.peer, error = %e, "could not encode packet");
             }
+        }
+    }
+
+    /// Makes room in the encode buffer (see `SCRATCH_CAPACITY`).
+    pub(crate) fn scratch_ready(&mut self) {
+        if self.scratch.capacity() - self.scratch.len() < SCRATCH_LOW {
+            self.scratch = BytesMut::with_capacity(SCRATCH_CAPACITY);
         }
     }
 

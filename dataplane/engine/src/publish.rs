@@ -136,9 +136,30 @@ impl Engine {
             expires_at_ms: expiry.map(|s| now + s as u64 * 1000),
             origin: client_id,
         };
-        self.publish_message(now, Arc::new(msg));
+        let msg = self.message_arc(msg);
+        self.publish_message(now, msg.clone());
+        self.recycle_message(msg);
         if let Some(b) = barrier {
             self.end_barrier(b, None, Vec::new());
+        }
+    }
+
+    /// Wraps a message in an `Arc`, reusing the last one if nobody else holds it: a message
+    /// delivered on this shard only (the common QoS 0 case) then costs no allocation.
+    fn message_arc(&mut self, msg: Message) -> Arc<Message> {
+        if let Some(mut spare) = self.spare_message.take() {
+            if let Some(slot) = Arc::get_mut(&mut spare) {
+                *slot = msg;
+                return spare;
+            }
+        }
+        Arc::new(msg)
+    }
+
+    /// Keeps `msg` for reuse if it went nowhere else (no queue, no inflight, no other shard).
+    fn recycle_message(&mut self, msg: Arc<Message>) {
+        if Arc::strong_count(&msg) == 1 {
+            self.spare_message = Some(msg);
         }
     }
 
@@ -592,6 +613,7 @@ impl Engine {
         pid: Option<PacketId>,
         dup: bool,
     ) -> bool {
+        self.scratch_ready();
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
