@@ -75,7 +75,7 @@ impl Default for EngineConfig {
             queued_messages_max: 1000,
             queued_bytes_max: 64 * 1024 * 1024,
             queue_qos0: false,
-            output_bytes_max: 4 * 1024 * 1024,
+            output_bytes_max: 16 * 1024 * 1024,
             output_close_bytes: 64 * 1024 * 1024,
             topic_levels_max: 128,
             sessions_max_per_shard: 1_000_000,
