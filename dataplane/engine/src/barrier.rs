@@ -25,6 +25,8 @@ pub(crate) enum AfterBarrier {
     Unforward(ShardId, SessionKey),
     /// Remove a drained tombstone.
     DropTombstone(SessionKey),
+    /// Count as one acknowledgement of another barrier (which waits for this one).
+    Ack(u64),
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +58,24 @@ impl Engine {
         id
     }
 
+    /// The current barrier also waits for barrier `earlier` (still open), whose announcement
+    /// it relies on: a second subscriber of a filter must not get its SUBACK before the
+    /// first subscriber's route reached every shard.
+    pub(crate) fn barrier_depend_on(&mut self, earlier: u64) {
+        let Some(current) = self.barrier_ctx else {
+            return;
+        };
+        if current == earlier || !self.barriers.contains_key(&earlier) {
+            return;
+        }
+        if let Some(b) = self.barriers.get_mut(&current) {
+            b.remaining += 1;
+        }
+        if let Some(b) = self.barriers.get_mut(&earlier) {
+            b.then.push(AfterBarrier::Ack(current));
+        }
+    }
+
     /// Called by `announce` for each route change broadcast while a barrier is open.
     pub(crate) fn barrier_expect_acks(&mut self) -> Option<(ShardId, u64)> {
         let id = self.barrier_ctx?;
@@ -70,8 +90,13 @@ impl Engine {
         self.barrier_ctx = None;
         let pending = self.barriers.get(&id).is_some_and(|b| b.remaining > 0);
         if !pending {
-            self.barriers.remove(&id);
-            for a in then {
+            // Actions registered while the barrier was open (a held connection) run too.
+            let own = self
+                .barriers
+                .remove(&id)
+                .map(|b| b.then)
+                .unwrap_or_default();
+            for a in own.into_iter().chain(then) {
                 self.after_barrier(a);
             }
             return;
@@ -108,6 +133,7 @@ impl Engine {
                 };
                 c.holds = c.holds.saturating_sub(1);
                 if c.holds == 0 {
+                    c.held_bytes = 0;
                     for b in std::mem::take(&mut c.held) {
                         c.push_out(b, conn, &mut self.dirty);
                     }
@@ -117,6 +143,7 @@ impl Engine {
                 self.send_mail(shard, Mail::Unforward { tombstone });
             }
             AfterBarrier::DropTombstone(key) => self.drop_tombstone(key),
+            AfterBarrier::Ack(other) => self.on_route_ack(other),
         }
     }
 }

@@ -210,11 +210,12 @@ impl Engine {
         c.connect = Some(connect);
 
         // The claim must finish within the connect timeout too (a shard that never answers
-        // must not leave the client waiting without a CONNACK).
-        self.arm(
-            now + self.cfg.connect_timeout_ms,
-            Timer::ConnectTimeout(conn),
-        );
+        // must not leave the client waiting without a CONNACK), counted from CONNECT.
+        let deadline = now + self.cfg.connect_timeout_ms;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.connect_deadline_ms = deadline;
+        }
+        self.arm(deadline, Timer::ConnectTimeout(conn));
         // Find the session wherever it lives: ask the client id's home shard.
         let home = home_shard(client_id.as_bytes(), self.shard_count);
         self.send_mail(
@@ -308,18 +309,28 @@ impl Engine {
                 session.adopted_seen = self.seen.clone();
                 then.extend(tombstone.map(|(shard, key)| AfterBarrier::Unforward(shard, key)));
                 let k = self.sessions.insert(*session);
+                if let Some(t) = tombstone {
+                    // Its upstream tombstone's forwards, and its TombstoneGone, come here.
+                    self.tombstones.insert(t, k);
+                }
                 self.register_subscriptions(k);
                 k
             }
             old => {
                 // v5 [MQTT-3.1.2-4], v3.1.1 [MQTT-3.1.2-6]: Clean Start discards the session.
+                // Its shared-subscription messages go to other members first (v5 4.8.2).
                 let discarded = match old {
-                    Handover::InPlace(k) => self.take_session(k),
+                    Handover::InPlace(k) => {
+                        self.redispatch_shared(now, k);
+                        self.take_session(k)
+                    }
                     Handover::Moved { session, tombstone } => {
                         then.extend(
                             tombstone.map(|(shard, key)| AfterBarrier::Unforward(shard, key)),
                         );
-                        Some(*session)
+                        let k = self.sessions.insert(*session);
+                        self.redispatch_shared(now, k);
+                        self.sessions.remove(k)
                     }
                     Handover::None => None,
                 };
@@ -476,7 +487,13 @@ impl Engine {
                 }
                 _ => {
                     let d = inf.delivery.clone();
-                    self.write_publish(now, conn, &d, Some(pid), true);
+                    if !self.write_publish(now, conn, &d, Some(pid), true) {
+                        // Too large for the client's new Maximum Packet Size: dropped as if
+                        // delivered (v5 [MQTT-3.1.2-25]), so it does not hold the window.
+                        if let Some(s) = self.sessions.get_mut(skey) {
+                            s.complete(id);
+                        }
+                    }
                 }
             }
         }

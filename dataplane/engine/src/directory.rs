@@ -151,6 +151,14 @@ impl Engine {
         tomb.subscriptions = s.subscriptions.clone();
         tomb.forward_to = Some(to_shard);
         tomb.epoch = s.epoch + 1;
+        // A session that itself came from a tombstone (it moves again before that one is
+        // gone): this tombstone relays the older one's forwards and outlives it.
+        tomb.forwarded_from = s.forwarded_from;
+        tomb.adopted_seen = s.adopted_seen.clone();
+        tomb.upstream_alive = s.forwarded_from.is_some();
+        if let Some(from) = s.forwarded_from {
+            self.tombstones.insert(from, skey);
+        }
         let session = self.sessions.replace(skey, tomb).expect("resolved above");
         if self.session_by_client.get(&session.client_id) == Some(&skey) {
             self.session_by_client.remove(&session.client_id);
@@ -158,6 +166,23 @@ impl Engine {
         Handover::Moved {
             session: Box::new(session),
             tombstone: Some((self.shard, skey)),
+        }
+    }
+
+    /// Passes a session that arrived for a claim that lost to a newer one. A tombstone that
+    /// forwards to this shard gets a relay here, so its forwards follow the session.
+    fn pass_on(&mut self, handover: Handover, to_shard: ShardId) -> Handover {
+        match handover {
+            Handover::InPlace(k) => self.give_away(k, to_shard),
+            Handover::Moved { session, tombstone } => {
+                if let Some(t) = tombstone {
+                    if to_shard != self.shard {
+                        self.relays.insert(t, to_shard);
+                    }
+                }
+                Handover::Moved { session, tombstone }
+            }
+            Handover::None => Handover::None,
         }
     }
 
@@ -180,10 +205,7 @@ impl Engine {
                 // before CONNACK, so this one is only closed).
                 self.stats.takeovers += 1;
                 self.close_detached(conn);
-                let handover = match handover {
-                    Handover::InPlace(k) => self.give_away(k, to_shard),
-                    h => h,
-                };
+                let handover = self.pass_on(handover, to_shard);
                 self.send_mail(
                     to_shard,
                     Mail::Transfer {
@@ -200,10 +222,7 @@ impl Engine {
         // The connection went away while claiming. If a newer claim asked for the session
         // meanwhile, it goes there.
         if let Some((_, Some((to_shard, to_conn)))) = self.zombie_claims.remove(&conn) {
-            let handover = match handover {
-                Handover::InPlace(k) => self.give_away(k, to_shard),
-                h => h,
-            };
+            let handover = self.pass_on(handover, to_shard);
             self.send_mail(
                 to_shard,
                 Mail::Transfer {
@@ -227,6 +246,9 @@ impl Engine {
                 session.forwarded_from = tombstone;
                 session.adopted_seen = self.seen.clone();
                 let skey = self.sessions.insert(*session);
+                if let Some(t) = tombstone {
+                    self.tombstones.insert(t, skey);
+                }
                 self.session_by_client.insert(client_id, skey);
                 let barrier = self.begin_barrier();
                 self.register_subscriptions(skey);
@@ -288,10 +310,34 @@ impl Engine {
         }
         // The session moved on from here too: pass the forward along its path.
         if let Some(&here) = self.tombstones.get(&tombstone) {
-            if let Some(to) = self.sessions.get(here).and_then(|s| s.forward_to) {
-                self.forward(to, here, delivery, tag);
-                return;
+            if let Some(t) = self.sessions.get(here) {
+                if let (Some(to), Some((origin, seq, fanout))) = (t.forward_to, tag) {
+                    let after = t.adopted_seen.get(origin).is_some_and(|&a| seq > a);
+                    if fanout & (1 << self.shard) != 0 && after {
+                        // Delivered here directly while the session was here.
+                        self.stats.forwards_already_delivered += 1;
+                        return;
+                    }
+                    self.forward(to, here, delivery, tag);
+                    return;
+                }
+                if let Some(to) = t.forward_to {
+                    self.forward(to, here, delivery, tag);
+                    return;
+                }
             }
+        }
+        if let Some(&to) = self.relays.get(&tombstone) {
+            self.send_mail(
+                to,
+                Mail::Forward {
+                    client_id,
+                    tombstone,
+                    delivery,
+                    tag,
+                },
+            );
+            return;
         }
         self.stats.dropped_forward_no_session += 1;
     }
@@ -312,6 +358,31 @@ impl Engine {
             self.broadcast(|| Mail::Sync { ack });
         }
         self.end_barrier(barrier, None, vec![AfterBarrier::DropTombstone(tombstone)]);
+    }
+
+    /// An upstream tombstone is gone: nothing more will be forwarded from it.
+    pub(crate) fn on_tombstone_gone(&mut self, upstream: (ShardId, SessionKey)) {
+        if let Some(to) = self.relays.remove(&upstream) {
+            self.send_mail(
+                to,
+                Mail::TombstoneGone {
+                    tombstone: upstream,
+                },
+            );
+        }
+        if let Some(here) = self.tombstones.remove(&upstream) {
+            if let Some(t) = self.sessions.get_mut(here) {
+                if t.forward_to.is_none() {
+                    // A live session: no more forwards will come for it.
+                    t.forwarded_from = None;
+                } else {
+                    t.upstream_alive = false;
+                    if t.drained {
+                        self.drop_tombstone(here);
+                    }
+                }
+            }
+        }
     }
 
     /// Removes a session from this shard (unsubscribing it from the tries) and returns it.

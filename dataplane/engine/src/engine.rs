@@ -68,12 +68,16 @@ pub(crate) struct Conn {
     /// until every shard routes the new subscriptions here.
     pub holds: u32,
     pub held: Vec<Bytes>,
+    pub held_bytes: usize,
+    /// When CONNECT (and then the session claim) must have completed.
+    pub connect_deadline_ms: u64,
 }
 
 impl Conn {
     /// Queues encoded output, behind held output while a barrier is open.
     pub fn push_out(&mut self, b: Bytes, id: ConnId, dirty: &mut Vec<ConnId>) {
         if self.holds > 0 {
+            self.held_bytes += b.len();
             self.held.push(b);
             return;
         }
@@ -88,6 +92,15 @@ impl Conn {
 impl Conn {
     pub fn version(&self) -> ProtocolVersion {
         self.version.unwrap_or(ProtocolVersion::V5)
+    }
+
+    /// Moves output held behind barriers into the output queue (closing, or all barriers done).
+    pub fn release_held(&mut self) {
+        self.holds = 0;
+        self.held_bytes = 0;
+        for b in std::mem::take(&mut self.held) {
+            self.out.push(b);
+        }
     }
 
     /// Client id for logs ("-" before CONNECT).
@@ -189,6 +202,8 @@ pub(crate) struct LocalGroup {
 pub(crate) struct LocalSubs {
     pub normal: Vec<LocalSub>,
     pub shared: Vec<LocalGroup>,
+    /// The barrier carrying this filter's "+1" announcement while it may still be open.
+    pub announcing: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -284,9 +299,13 @@ pub struct Engine {
     /// Claims whose connection closed before the session arrived, with where to pass it on
     /// if a newer claim asked for it meanwhile.
     pub(crate) zombie_claims: HashMap<ConnId, (Utf8Str, Option<(ShardId, ConnId)>)>,
-    /// Tombstones on this shard by the tombstone their session came from, so that forwards
-    /// from that older tombstone can be passed on (a session that moved twice).
+    /// Sessions (live, or tombstones) on this shard by the tombstone they came from: forwards
+    /// from that older tombstone are passed on (a session that moved twice), and its
+    /// `TombstoneGone` finds them.
     pub(crate) tombstones: HashMap<(ShardId, SessionKey), SessionKey>,
+    /// Forwards of a tombstone whose session passed through here without stopping (a claim
+    /// that lost to a newer one) go on to this shard.
+    pub(crate) relays: HashMap<(ShardId, SessionKey), ShardId>,
     pub(crate) assigned_ids: u64,
     pub(crate) now_ms: u64,
     pub(crate) shutting_down: bool,
@@ -331,6 +350,7 @@ impl Engine {
             seen: vec![0; shard_count],
             zombie_claims: HashMap::new(),
             tombstones: HashMap::new(),
+            relays: HashMap::new(),
             assigned_ids: 0,
             now_ms: 0,
             shutting_down: false,
@@ -392,6 +412,8 @@ impl Engine {
             pending_bytes: 0,
             holds: 0,
             held: Vec::new(),
+            held_bytes: 0,
+            connect_deadline_ms: now + self.cfg.connect_timeout_ms,
         };
         if self.shutting_down {
             self.conns.insert(conn, c);
@@ -529,10 +551,15 @@ impl Engine {
                     tracing::warn!(shard = self.shard, client_id = c.client_label(), peer = %c.peer,
                         queued_bytes = c.out.len_bytes(), limit = self.cfg.output_close_bytes,
                         "slow consumer: output not read by the client; closing (limits.max_output_bytes_before_close)");
-                    // Nothing more can be written to it in time; drop what is queued.
+                    // Nothing more can be written to it in time; drop what is queued (a packet
+                    // cut short is followed only by the FIN).
                     c.out.clear();
+                    c.held.clear();
+                    c.holds = 0;
+                    c.held_bytes = 0;
                     let now = self.now_ms;
                     self.begin_close(now, id, true);
+                    self.drain_self_mail(now);
                     continue;
                 }
                 if !c.out.is_empty() {
@@ -650,6 +677,7 @@ impl Engine {
                 tag,
             } => self.on_forward(now, client_id, tombstone, delivery, tag),
             Mail::Unforward { tombstone } => self.on_unforward(tombstone),
+            Mail::TombstoneGone { tombstone } => self.on_tombstone_gone(tombstone),
             Mail::RetainSet { msg, ack } => {
                 let m = msg.clone();
                 self.broadcast(|| Mail::RetainApply {

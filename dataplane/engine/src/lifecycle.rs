@@ -23,13 +23,8 @@ impl Engine {
             return;
         }
         let was = c.state;
-        if c.holds > 0 {
-            // Output held behind a barrier still goes out before the close.
-            c.holds = 0;
-            for b in std::mem::take(&mut c.held) {
-                c.out.push(b);
-            }
-        }
+        // Output held behind a barrier still goes out before the close.
+        c.release_held();
         if was == ConnState::Claiming {
             // The claim is still in flight: remember it, so that the session it brings is
             // passed on to a newer claim, or kept, but never lost.
@@ -53,6 +48,7 @@ impl Engine {
         };
         c.session = None;
         c.will = None;
+        c.release_held();
         if c.state != ConnState::Closing {
             c.state = ConnState::Closing;
             c.pending.clear();
@@ -133,6 +129,8 @@ impl Engine {
 
     /// Removes the session, publishes its Will if one is due, and tells the directory.
     pub(crate) fn end_session(&mut self, now: u64, skey: SessionKey, will: Option<Will>) {
+        // Shared-subscription messages still queued go to other members (v5 4.8.2).
+        self.redispatch_shared(now, skey);
         let Some(mut s) = self.take_session(skey) else {
             return;
         };
@@ -173,7 +171,7 @@ impl Engine {
 
     /// Shared-subscription messages a member can no longer take go to another member of
     /// their group: QoS 1 messages inflight (unacknowledged) and every queued (unsent) one.
-    fn redispatch_shared(&mut self, now: u64, skey: SessionKey) {
+    pub(crate) fn redispatch_shared(&mut self, now: u64, skey: SessionKey) {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
@@ -235,7 +233,12 @@ impl Engine {
                 Some(ConnState::AwaitConnect) => {
                     self.violation(now, conn, Violation::ConnectTimeout, None);
                 }
-                Some(ConnState::Claiming) => {
+                Some(ConnState::Claiming)
+                    if self
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|c| now >= c.connect_deadline_ms) =>
+                {
                     if let Some(c) = self.conns.get(&conn) {
                         tracing::warn!(shard = self.shard, client_id = c.client_label(), peer = %c.peer,
                             "session claim did not complete within the connect timeout; refusing (server busy)");

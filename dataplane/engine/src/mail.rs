@@ -78,6 +78,10 @@ pub enum Mail {
     Unforward {
         tombstone: SessionKey,
     },
+    /// A tombstone that forwarded to the receiver is gone (no more `Forward` from it).
+    TombstoneGone {
+        tombstone: (ShardId, SessionKey),
+    },
     RetainSet {
         msg: Arc<Message>,
         /// The origin's barrier: every shard but the origin acknowledges once it applied.

@@ -454,10 +454,9 @@ impl Engine {
         match online {
             Some(conn) => {
                 if d.qos == QoS::AtMostOnce {
-                    let full = self
-                        .conns
-                        .get(&conn)
-                        .is_some_and(|c| c.out.len_bytes() > self.cfg.output_bytes_max);
+                    let full = self.conns.get(&conn).is_some_and(|c| {
+                        c.out.len_bytes() + c.held_bytes > self.cfg.output_bytes_max
+                    });
                     if full {
                         // Slow consumer: QoS 0 is dropped and counted, never buffered without bound.
                         self.stats.dropped_qos0_slow_consumer += 1;
@@ -715,6 +714,10 @@ impl Engine {
                 }
                 // v5 [MQTT-4.3.3-4]: answer PUBREC with PUBREL; the message is now delivered.
                 inf.state = OutState::AwaitPubComp;
+                if !s.resend.is_empty() {
+                    // Acknowledged before we resent it: it is on this connection now.
+                    s.resend.retain(|&x| x != pid.get());
+                }
                 self.send_packet(
                     conn,
                     &Packet::PubRel(PubResp::new(pid, ReasonCode::SUCCESS)),

@@ -94,6 +94,10 @@ pub struct Session {
     /// Per origin shard, the last message sequence number this shard had processed when it
     /// adopted the session: forwards of later messages it delivered itself.
     pub adopted_seen: Vec<u64>,
+    /// On a tombstone that relays an older one: that one may still forward (see `drained`).
+    pub upstream_alive: bool,
+    /// On a tombstone: its own routes are withdrawn; it goes once `upstream_alive` is false.
+    pub drained: bool,
 }
 
 impl Session {
@@ -118,6 +122,8 @@ impl Session {
             forward_to: None,
             forwarded_from: None,
             adopted_seen: Vec::new(),
+            upstream_alive: false,
+            drained: false,
         }
     }
 

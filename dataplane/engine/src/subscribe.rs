@@ -211,9 +211,13 @@ impl Engine {
         match group {
             None => {
                 ls.normal.push(sub);
-                // Announce when this shard gains its first (non-draining) subscriber.
+                // Announce when this shard gains its first (non-draining) subscriber; a later
+                // one waits for that announcement if it is still in flight.
                 if live_count(&ls.normal) == 1 {
+                    ls.announcing = self.barrier_ctx;
                     self.announce(plain, None, 1);
+                } else if let Some(earlier) = ls.announcing {
+                    self.barrier_depend_on(earlier);
                 }
             }
             Some(g) => {
@@ -335,11 +339,17 @@ impl Engine {
         }
     }
 
-    /// Removes a drained tombstone and its entries (already withdrawn from the routes).
+    /// Removes a drained tombstone and its entries (already withdrawn from the routes), once
+    /// the tombstone it relays for (if any) is gone too.
     pub(crate) fn drop_tombstone(&mut self, skey: SessionKey) {
-        let Some(s) = self.sessions.get(skey) else {
+        let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
+        if s.upstream_alive {
+            s.drained = true;
+            return;
+        }
+        let downstream = s.forward_to;
         let filters: Vec<Utf8Str> = s.subscriptions.keys().cloned().collect();
         for filter in filters {
             let (plain, group) = parts(&filter);
@@ -351,6 +361,11 @@ impl Engine {
                     self.tombstones.remove(&from);
                 }
             }
+        }
+        // Sent after this tombstone's last Forward on the same ring.
+        if let Some(to) = downstream {
+            let me = (self.shard, skey);
+            self.send_mail(to, Mail::TombstoneGone { tombstone: me });
         }
     }
 

@@ -391,3 +391,116 @@ fn retained_puback_waits_for_every_replica() {
         assert_eq!(c.engines[shard].retained_count(), 1);
     }
 }
+
+/// A retained QoS 2 PUBLISH retransmitted (DUP) before PUBREL is answered with PUBREC and the
+/// connection keeps working (the retained barrier of a duplicate must not hold it forever).
+#[test]
+fn retained_qos2_duplicate_does_not_stall_connection() {
+    let mut c = Cluster::new(2);
+    let p = c.connect(0, V5, "p", true);
+    c.publish(p, "r/q2", b"v", QoS::ExactlyOnce, true, 7);
+    assert_eq!(
+        c.recv(p),
+        vec![Packet::PubRec(PubResp::new(pid(7), ReasonCode::SUCCESS))]
+    );
+    let mut again = publish("r/q2", b"v", QoS::ExactlyOnce, true, 7);
+    again.dup = true;
+    c.send(p, &Packet::Publish(again));
+    assert_eq!(
+        c.recv(p),
+        vec![Packet::PubRec(PubResp::new(pid(7), ReasonCode::SUCCESS))]
+    );
+    c.send(p, &Packet::PingReq);
+    assert_eq!(
+        c.recv(p),
+        vec![Packet::PingResp],
+        "output not stuck behind a barrier"
+    );
+}
+
+/// A second subscriber of a filter does not get its SUBACK before the first subscriber's route
+/// announcement reached every shard.
+#[test]
+fn second_subscriber_waits_for_first_announcement() {
+    let mut c = Cluster::new(2);
+    let s1 = c.connect(0, V5, "s1", true);
+    let s2 = c.connect(0, V5, "s2", true);
+    let p = c.connect(1, V5, "p", true);
+    let sub = |id: u16| {
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(id),
+            properties: Properties::default(),
+            filters: vec![(
+                s_("same/t"),
+                SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..Default::default()
+                },
+            )],
+        })
+    };
+    c.send_holding(s1, &sub(1), 1);
+    c.send_holding(s2, &sub(2), 1);
+    assert!(
+        c.recv(s1).is_empty() && c.recv(s2).is_empty(),
+        "both SUBACKs wait for shard 1"
+    );
+    c.pump();
+    assert!(matches!(&c.recv(s2)[..], [Packet::SubAck(_)]));
+    c.publish(p, "same/t", b"m", QoS::AtLeastOnce, false, 1);
+    assert_eq!(c.publishes(s2, true).len(), 1);
+}
+
+/// A session that moves twice (shard 0 -> 1 -> 2) while a message is still on its way to the
+/// first owner: shard 0's tombstone forwards it to shard 1, whose tombstone relays it to
+/// shard 2. Delivered exactly once, and every tombstone is gone in the end.
+#[test]
+fn session_moving_twice_forwards_follow() {
+    let n = 4;
+    let id = id_homed_at("twice-", 0, n);
+    let mut c = Cluster::new(n);
+    let mut cn = connect(V5, &id, false);
+    cn.properties.session_expiry_interval = Some(300);
+    let (first, _) = c.connect_with(0, cn.clone());
+    c.subscribe(first, "m/#", QoS::AtLeastOnce);
+    let p = c.connect(3, V5, "p", true);
+    let second = c.open(1, V5);
+    let third = c.open(2, V5);
+    // Shard 3 (the publisher's) is slow: the message to shard 0 and its route acks wait.
+    c.send_holding(
+        p,
+        &Packet::Publish(publish("m/1", b"straggler", QoS::AtLeastOnce, false, 1)),
+        3,
+    );
+    c.send_holding(second, &Packet::Connect(Box::new(cn.clone())), 3);
+    assert!(
+        c.recv(second).is_empty(),
+        "CONNACK held: shard 3 has not acknowledged"
+    );
+    c.send_holding(third, &Packet::Connect(Box::new(cn)), 3);
+    assert!(c.is_closed(second));
+    c.pump();
+    let got = c.recv(third);
+    assert!(
+        matches!(got.first(), Some(Packet::ConnAck(a)) if a.session_present),
+        "{got:?}"
+    );
+    c.unread(third, got.into_iter().skip(1).collect());
+    let msgs = c.publishes(third, true);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(&msgs[0].payload[..], b"straggler");
+    assert_eq!(
+        c.engines
+            .iter()
+            .map(|e| e.stats().dropped_forward_no_session)
+            .sum::<u64>(),
+        0
+    );
+    c.publish(p, "m/2", b"after", QoS::AtLeastOnce, false, 2);
+    assert_eq!(c.publishes(third, true).len(), 1);
+    let total: usize = c.engines.iter().map(|e| e.session_count()).sum();
+    assert_eq!(
+        total, 2,
+        "the moved session and the publisher's; no tombstone left"
+    );
+}

@@ -52,6 +52,9 @@ pub(super) struct ShardContext {
     pub socket_rcvbuf: usize,
     pub socket_sndbuf: usize,
     pub shutdown_drain_ms: u64,
+    /// The broker's time origin, shared by all shards: absolute times (message expiry, will
+    /// delay) travel between shards and must mean the same on each.
+    pub epoch: Instant,
 }
 
 /// Where a socket is in its life. Closing is graceful: the engine's last output (DISCONNECT,
@@ -153,6 +156,7 @@ pub(super) fn run_shard(ctx: ShardContext) {
     let engine = Engine::new(ctx.shard, ctx.shard_count, ctx.engine_cfg.clone());
     let port = Port::new(ctx.shard, ctx.mesh.clone());
     let reserve_fd = open_reserve();
+    let epoch = ctx.epoch;
     let mut shard = Shard {
         ctx,
         epoll,
@@ -161,7 +165,7 @@ pub(super) fn run_shard(ctx: ShardContext) {
         socks: HashMap::new(),
         ingress: BytesMut::with_capacity(INGRESS_CAPACITY),
         next_conn: 1,
-        start: Instant::now(),
+        start: epoch,
         backlog: Vec::new(),
         reserve_fd,
         listening: true,

@@ -204,6 +204,7 @@ pub fn run(
         tracing::info!(listener = %addr, shards = n, "listening (SO_REUSEPORT, one listener per shard)");
     }
 
+    let epoch = std::time::Instant::now();
     let mut handles = Vec::with_capacity(n);
     for (shard, (listeners, efd)) in per_shard_listeners.into_iter().zip(eventfds).enumerate() {
         let core = if cfg.cores.is_empty() {
@@ -224,6 +225,7 @@ pub fn run(
             socket_rcvbuf: cfg.socket_rcvbuf,
             socket_sndbuf: cfg.socket_sndbuf,
             shutdown_drain_ms: cfg.shutdown_drain_ms,
+            epoch,
         };
         let h = std::thread::Builder::new()
             .name(format!("tachyon-shard-{shard}"))
