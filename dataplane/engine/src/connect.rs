@@ -370,7 +370,11 @@ impl Engine {
         self.session_by_client.insert(client_id.clone(), skey);
         self.end_barrier(barrier, Some(conn), then);
 
-        let c = self.conns.get_mut(&conn).expect("checked above");
+        let Some(c) = self.conns.get_mut(&conn) else {
+            // Nothing above closes a claiming connection; if that ever changes, the session
+            // simply stays offline.
+            return;
+        };
         c.state = ConnState::Connected;
         c.session = Some(skey);
         let keep_alive_ms = c.keep_alive_ms;
