@@ -128,6 +128,11 @@ impl Port {
         self.overflow.iter().any(|q| !q.is_empty())
     }
 
+    /// Messages waiting for room in the rings, over all destinations.
+    pub fn overflow_len(&self) -> usize {
+        self.overflow.iter().map(|q| q.len()).sum()
+    }
+
     /// Moves the engine's outgoing mail into the rings and wakes each destination once.
     pub fn flush(&mut self, engine: &mut Engine) {
         let mut touched = 0u64;

@@ -28,6 +28,10 @@ const TOKEN_LISTENER_BASE: u64 = u64::MAX - 1024;
 const READ_BUDGET_BYTES: usize = 1 << 20;
 /// Mail taken from the rings per loop iteration.
 const MAIL_BUDGET: usize = 4096;
+/// Backpressure: while this much mail waits for room in full rings (another shard is
+/// behind), this shard stops reading its sockets, so a fast publisher cannot make it buffer
+/// without bound; TCP flow control then slows the publisher.
+const OVERFLOW_MAX: usize = 65_536;
 const INGRESS_CAPACITY: usize = 256 * 1024;
 const READ_CHUNK_MIN: usize = 16 * 1024;
 const IOV_MAX_BATCH: usize = 64;
@@ -260,13 +264,22 @@ impl Shard {
                             | EpollFlags::EPOLLHUP
                             | EpollFlags::EPOLLERR,
                     ) {
-                        self.read(now, id);
+                        if self.port.overflow_len() > OVERFLOW_MAX {
+                            // Edge-triggered: remember it, read once the rings have room.
+                            self.backlog.push(id);
+                        } else {
+                            self.read(now, id);
+                        }
                     }
                 }
             }
-            let backlog = std::mem::take(&mut self.backlog);
-            for id in backlog {
-                self.read(now, id);
+            if self.port.overflow_len() <= OVERFLOW_MAX {
+                let mut backlog = std::mem::take(&mut self.backlog);
+                backlog.sort_unstable();
+                backlog.dedup();
+                for id in backlog {
+                    self.read(now, id);
+                }
             }
             self.port.drain(&mut self.engine, now, MAIL_BUDGET);
             self.engine.handle_tick(now);
