@@ -306,6 +306,9 @@ pub struct Engine {
     /// Forwards of a tombstone whose session passed through here without stopping (a claim
     /// that lost to a newer one) go on to this shard.
     pub(crate) relays: HashMap<(ShardId, SessionKey), ShardId>,
+    /// Queue-full drops since the last warning, and when that was (rate-limited log).
+    pub(crate) queue_drops_unlogged: u64,
+    pub(crate) queue_drops_logged_ms: Option<u64>,
     pub(crate) assigned_ids: u64,
     pub(crate) now_ms: u64,
     pub(crate) shutting_down: bool,
@@ -351,6 +354,8 @@ impl Engine {
             zombie_claims: HashMap::new(),
             tombstones: HashMap::new(),
             relays: HashMap::new(),
+            queue_drops_unlogged: 0,
+            queue_drops_logged_ms: None,
             assigned_ids: 0,
             now_ms: 0,
             shutting_down: false,

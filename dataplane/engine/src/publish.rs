@@ -514,7 +514,19 @@ impl Engine {
             || s.queue_bytes + size > self.cfg.queued_bytes_max
         {
             self.stats.dropped_queue_full += 1;
-            tracing::debug!(shard = self.shard, client_id = %s.client_id, "session queue full; message dropped");
+            // One warning per second per shard at most, with the count since the last one:
+            // dropped QoS 1/2 messages are something an operator must see.
+            self.queue_drops_unlogged += 1;
+            if self
+                .queue_drops_logged_ms
+                .is_none_or(|t| self.now_ms >= t + 1000)
+            {
+                tracing::warn!(shard = self.shard, client_id = %s.client_id,
+                    dropped = self.queue_drops_unlogged, queued = s.queue.len(), queued_bytes = s.queue_bytes,
+                    "session queue full: messages dropped (the client reads too slowly or is offline; raise limits.max_queued_messages / max_queued_bytes)");
+                self.queue_drops_unlogged = 0;
+                self.queue_drops_logged_ms = Some(self.now_ms);
+            }
             return;
         }
         // Queued messages may wait long: give them their own bytes so that they do not pin
