@@ -1,0 +1,56 @@
+//! # tachyon-bench — load generator and ceilings for MQTT brokers
+//!
+//! Drives any broker on host:port and reports JSON with exact delivery counts and HDR latency
+//! histograms (see bench/README.md for each subcommand and field):
+//!
+//! ```text
+//!   throughput  closed loop: fan-in | fan-out | pairs, QoS 0/1/2, inflight window
+//!   latency     open loop at a fixed rate, latency from the scheduled send time
+//!   relay       a bare MQTT-shaped TCP relay: the machine's forwarding ceiling
+//!   pingpong    loopback TCP ping-pong: the machine's latency floor
+//! ```
+//!
+//! It links `tachyon-codec` for the wire format and nothing else of the broker.
+
+mod client;
+mod load;
+mod payload;
+mod pingpong;
+mod relay;
+mod report;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "tachyon-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Closed-loop throughput with exact loss, duplicate, reorder and misroute counts.
+    Throughput(run::ThroughputArgs),
+    /// Open-loop latency at a fixed offered rate (no coordinated omission).
+    Latency(run::LatencyArgs),
+    /// A bare TCP relay speaking just enough MQTT to forward PUBLISH frames: the ceiling.
+    Relay(relay::RelayArgs),
+    /// Loopback TCP ping-pong of N-byte messages: the latency floor.
+    Pingpong(pingpong::PingPongArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Throughput(a) => run::throughput(a),
+        Command::Latency(a) => run::latency(a),
+        Command::Relay(a) => relay::serve(a),
+        Command::Pingpong(a) => pingpong::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("tachyon-bench: {e}");
+        std::process::exit(1);
+    }
+}
