@@ -169,10 +169,16 @@ impl Engine {
         }
     }
 
-    /// Passes a session that arrived for a claim that lost to a newer one. A tombstone that
-    /// forwards to this shard gets a relay here, so its forwards follow the session.
-    fn pass_on(&mut self, handover: Handover, to_shard: ShardId) -> Handover {
-        match handover {
+    /// Passes a session that arrived for a claim that lost to a newer one on to that claim.
+    /// A tombstone that forwards to this shard gets a relay here, so its forwards follow.
+    fn pass_on(
+        &mut self,
+        client_id: Utf8Str,
+        handover: Handover,
+        to_shard: ShardId,
+        to_conn: ConnId,
+    ) {
+        let handover = match handover {
             Handover::InPlace(k) => self.give_away(k, to_shard),
             Handover::Moved { session, tombstone } => {
                 if let Some(t) = tombstone {
@@ -183,7 +189,13 @@ impl Engine {
                 Handover::Moved { session, tombstone }
             }
             Handover::None => Handover::None,
-        }
+        };
+        let mail = Mail::Transfer {
+            client_id,
+            conn: to_conn,
+            handover,
+        };
+        self.send_mail(to_shard, mail);
     }
 
     /// At the claiming shard: the session (or none) arrived.
@@ -205,15 +217,7 @@ impl Engine {
                 // before CONNACK, so this one is only closed).
                 self.stats.takeovers += 1;
                 self.close_detached(conn);
-                let handover = self.pass_on(handover, to_shard);
-                self.send_mail(
-                    to_shard,
-                    Mail::Transfer {
-                        client_id,
-                        conn: to_conn,
-                        handover,
-                    },
-                );
+                self.pass_on(client_id, handover, to_shard, to_conn);
                 return;
             }
             self.complete_connect(now, conn, client_id, handover);
@@ -222,15 +226,7 @@ impl Engine {
         // The connection went away while claiming. If a newer claim asked for the session
         // meanwhile, it goes there.
         if let Some((_, Some((to_shard, to_conn)))) = self.zombie_claims.remove(&conn) {
-            let handover = self.pass_on(handover, to_shard);
-            self.send_mail(
-                to_shard,
-                Mail::Transfer {
-                    client_id,
-                    conn: to_conn,
-                    handover,
-                },
-            );
+            self.pass_on(client_id, handover, to_shard, to_conn);
             return;
         }
         // Otherwise the directory names us as owner now: keep the session as an offline one
