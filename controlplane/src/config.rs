@@ -79,6 +79,11 @@ pub struct Limits {
     pub max_keep_alive: u16,
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
+    /// A connected subscriber over its queue limits throttles publishers and may queue up to
+    /// this many times the limits meanwhile (backpressure instead of loss).
+    pub queue_backpressure_factor: usize,
+    /// After this long behind, such a subscriber gets the drop policy instead.
+    pub congestion_timeout_ms: u64,
     pub queue_qos0_messages: bool,
     pub max_output_bytes: usize,
     pub max_output_bytes_before_close: usize,
@@ -101,6 +106,8 @@ impl Default for Limits {
             max_keep_alive: e.keep_alive_max_secs,
             max_queued_messages: e.queued_messages_max,
             max_queued_bytes: e.queued_bytes_max,
+            queue_backpressure_factor: e.queue_hard_factor,
+            congestion_timeout_ms: e.congestion_timeout_ms,
             queue_qos0_messages: e.queue_qos0,
             max_output_bytes: e.output_bytes_max,
             max_output_bytes_before_close: e.output_close_bytes,
@@ -343,6 +350,13 @@ impl Config {
                 "use at least limits.max_output_bytes + limits.max_packet_size",
             ));
         }
+        if l.queue_backpressure_factor == 0 || l.queue_backpressure_factor > 1024 {
+            return Err(invalid(
+                "limits.queue_backpressure_factor",
+                l.queue_backpressure_factor,
+                "use 1 ..= 1024 (1 turns backpressure off)",
+            ));
+        }
         if l.max_queued_messages == 0 {
             return Err(invalid("limits.max_queued_messages", 0, "use at least 1"));
         }
@@ -389,6 +403,8 @@ impl Config {
             session_expiry_v311_secs: self.sessions.v311_expiry_secs,
             queued_messages_max: l.max_queued_messages,
             queued_bytes_max: l.max_queued_bytes,
+            queue_hard_factor: l.queue_backpressure_factor,
+            congestion_timeout_ms: l.congestion_timeout_ms,
             queue_qos0: l.queue_qos0_messages,
             output_bytes_max: l.max_output_bytes,
             output_close_bytes: l.max_output_bytes_before_close,

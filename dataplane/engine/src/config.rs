@@ -29,6 +29,13 @@ pub struct EngineConfig {
     pub queued_messages_max: usize,
     /// Bytes of payload held per session in that queue. Mosquitto: `max_queued_bytes`.
     pub queued_bytes_max: usize,
+    /// policy: a connected session whose queue passes `queued_messages_max` (or
+    /// `queued_bytes_max`) slows the publishers down instead of losing messages: the shards
+    /// stop reading connections that publish until it drains. Up to this many times the
+    /// limits are queued meanwhile; a session congested for longer than
+    /// `congestion_timeout_ms` (a client that stopped reading) falls back to dropping.
+    pub queue_hard_factor: usize,
+    pub congestion_timeout_ms: u64,
     /// policy: also queue QoS 0 messages for offline persistent sessions
     /// (Mosquitto `queue_qos0_messages`, default false).
     pub queue_qos0: bool,
@@ -74,6 +81,8 @@ impl Default for EngineConfig {
             session_expiry_v311_secs: u32::MAX,
             queued_messages_max: 1000,
             queued_bytes_max: 64 * 1024 * 1024,
+            queue_hard_factor: 8,
+            congestion_timeout_ms: 2_000,
             queue_qos0: false,
             output_bytes_max: 16 * 1024 * 1024,
             output_close_bytes: 64 * 1024 * 1024,

@@ -159,7 +159,8 @@ impl Engine {
         if let Some(from) = s.forwarded_from {
             self.tombstones.insert(from, skey);
         }
-        let session = self.sessions.replace(skey, tomb).expect("resolved above");
+        let mut session = self.sessions.replace(skey, tomb).expect("resolved above");
+        self.clear_congestion(&mut session);
         if self.session_by_client.get(&session.client_id) == Some(&skey) {
             self.session_by_client.remove(&session.client_id);
         }
@@ -384,7 +385,8 @@ impl Engine {
     /// Removes a session from this shard (unsubscribing it from the tries) and returns it.
     pub(crate) fn take_session(&mut self, skey: SessionKey) -> Option<Session> {
         self.unregister_subscriptions(skey);
-        let s = self.sessions.remove(skey)?;
+        let mut s = self.sessions.remove(skey)?;
+        self.clear_congestion(&mut s);
         if self.session_by_client.get(&s.client_id) == Some(&skey) {
             self.session_by_client.remove(&s.client_id);
         }

@@ -69,6 +69,8 @@ pub(crate) struct Conn {
     pub holds: u32,
     pub held: Vec<Bytes>,
     pub held_bytes: usize,
+    /// When this connection last sent a PUBLISH (backpressure throttles publishers).
+    pub last_publish_ms: Option<u64>,
     /// When CONNECT (and then the session claim) must have completed.
     pub connect_deadline_ms: u64,
 }
@@ -168,6 +170,14 @@ impl SessionSlab {
     }
     pub fn len(&self) -> usize {
         self.len
+    }
+    pub fn keys(&self) -> impl Iterator<Item = SessionKey> + '_ {
+        self.entries.iter().enumerate().filter_map(|(i, (gen, s))| {
+            s.as_ref().map(|_| SessionKey {
+                idx: i as u32,
+                gen: *gen,
+            })
+        })
     }
 }
 
@@ -306,6 +316,9 @@ pub struct Engine {
     /// Forwards of a tombstone whose session passed through here without stopping (a claim
     /// that lost to a newer one) go on to this shard.
     pub(crate) relays: HashMap<(ShardId, SessionKey), ShardId>,
+    /// Connected sessions over their queue limit (see `EngineConfig::queue_hard_factor`).
+    pub(crate) congested: usize,
+    pub(crate) congestion_checked_ms: u64,
     /// Queue-full drops since the last warning, and when that was (rate-limited log).
     pub(crate) queue_drops_unlogged: u64,
     pub(crate) queue_drops_logged_ms: Option<u64>,
@@ -354,6 +367,8 @@ impl Engine {
             zombie_claims: HashMap::new(),
             tombstones: HashMap::new(),
             relays: HashMap::new(),
+            congested: 0,
+            congestion_checked_ms: 0,
             queue_drops_unlogged: 0,
             queue_drops_logged_ms: None,
             assigned_ids: 0,
@@ -379,6 +394,27 @@ impl Engine {
     /// Sessions (connected or not) held by this shard.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Backpressure: some connected subscriber is behind. The driver should then not read
+    /// connections for which [`Engine::throttled`] is true, nor mail from other shards, until
+    /// this is false again (it bounds itself: see `congestion_timeout_ms`).
+    pub fn congested(&self) -> bool {
+        self.congested > 0
+    }
+
+    /// While [`Engine::congested`]: whether input from `conn` should wait (it published
+    /// recently and is not itself a congested subscriber, whose acknowledgements must flow).
+    pub fn throttled(&self, conn: ConnId) -> bool {
+        let Some(c) = self.conns.get(&conn) else {
+            return false;
+        };
+        let publisher = c.last_publish_ms.is_some_and(|t| self.now_ms < t + 1000);
+        let congested_self = c
+            .session
+            .and_then(|k| self.sessions.get(k))
+            .is_some_and(|s| s.congested_since_ms.is_some());
+        publisher && !congested_self
     }
 
     /// Timers in the heap (live and not yet discarded), for tests and metrics.
@@ -418,6 +454,7 @@ impl Engine {
             holds: 0,
             held: Vec::new(),
             held_bytes: 0,
+            last_publish_ms: None,
             connect_deadline_ms: now + self.cfg.connect_timeout_ms,
         };
         if self.shutting_down {
@@ -514,6 +551,7 @@ impl Engine {
     pub fn handle_tick(&mut self, now: u64) {
         self.now_ms = now;
         self.compact_timers();
+        self.check_congestion(now);
         while let Some(Reverse((due, _))) = self.timers.peek() {
             if *due > now {
                 break;

@@ -41,6 +41,67 @@ impl Engine {
         }
     }
 
+    /// Recomputes whether session `key` slows publishers down, after its queue or its
+    /// connection changed (see `EngineConfig::queue_hard_factor`).
+    pub(crate) fn update_congestion(&mut self, key: SessionKey) {
+        let now = self.now_ms;
+        let (soft_msgs, soft_bytes) = (self.cfg.queued_messages_max, self.cfg.queued_bytes_max);
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let over = s.queue.len() >= soft_msgs || s.queue_bytes >= soft_bytes;
+        if !over {
+            s.slow = false;
+        }
+        let should = over && s.conn.is_some() && s.forward_to.is_none() && !s.slow;
+        match (s.congested_since_ms.is_some(), should) {
+            (false, true) => {
+                s.congested_since_ms = Some(now);
+                self.congested += 1;
+            }
+            (true, false) => {
+                s.congested_since_ms = None;
+                self.congested = self.congested.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+
+    /// Forgets the congestion of a session leaving this shard's slab.
+    pub(crate) fn clear_congestion(&mut self, s: &mut crate::session::Session) {
+        if s.congested_since_ms.take().is_some() {
+            self.congested = self.congested.saturating_sub(1);
+        }
+    }
+
+    /// A session congested for longer than `congestion_timeout_ms` stops slowing everyone
+    /// down (its client stopped reading): it gets the drop policy.
+    pub(crate) fn check_congestion(&mut self, now: u64) {
+        if self.congested == 0 || now < self.congestion_checked_ms + 100 {
+            return;
+        }
+        self.congestion_checked_ms = now;
+        let timeout = self.cfg.congestion_timeout_ms;
+        let stuck: Vec<SessionKey> = self
+            .sessions
+            .keys()
+            .filter(|k| {
+                self.sessions
+                    .get(*k)
+                    .and_then(|s| s.congested_since_ms)
+                    .is_some_and(|t| now >= t + timeout)
+            })
+            .collect();
+        for k in stuck {
+            if let Some(s) = self.sessions.get_mut(k) {
+                s.slow = true;
+                tracing::warn!(shard = self.shard, client_id = %s.client_id, queued = s.queue.len(),
+                    "subscriber has not kept up for limits.congestion_timeout_ms; no longer slowing publishers, its excess messages are dropped");
+            }
+            self.update_congestion(k);
+        }
+    }
+
     /// Closes `conn` without touching any session (the session was moved away).
     pub(crate) fn close_detached(&mut self, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -78,6 +139,8 @@ impl Engine {
             s.resend.clear();
         }
         self.redispatch_shared(now, skey);
+        // Offline now: it no longer slows publishers down.
+        self.update_congestion(skey);
         // Inflight messages now wait for the client to come back, maybe long: give them their
         // own bytes so that they do not pin receive buffers (queued ones already have).
         if let Some(s) = self.sessions.get_mut(skey) {

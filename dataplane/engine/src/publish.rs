@@ -72,6 +72,7 @@ impl Engine {
             return;
         }
         let Some(skey) = c.session else { return };
+        c.last_publish_ms = Some(now);
         let client_id = c.client_id.clone();
         self.stats.messages_received[p.qos as usize] += 1;
 
@@ -510,8 +511,15 @@ impl Engine {
             return;
         };
         let size = d.msg.size();
-        if s.queue.len() >= self.cfg.queued_messages_max
-            || s.queue_bytes + size > self.cfg.queued_bytes_max
+        // A connected session that keeps up slows publishers down rather than losing
+        // messages: it may queue up to `queue_hard_factor` times the limits meanwhile.
+        let factor = if s.conn.is_some() && !s.slow && d.qos != QoS::AtMostOnce {
+            self.cfg.queue_hard_factor.max(1)
+        } else {
+            1
+        };
+        if s.queue.len() >= self.cfg.queued_messages_max * factor
+            || s.queue_bytes + size > self.cfg.queued_bytes_max * factor
         {
             self.stats.dropped_queue_full += 1;
             // One warning per second per shard at most, with the count since the last one:
@@ -538,6 +546,7 @@ impl Engine {
         };
         s.queue_bytes += size;
         s.queue.push_back(d);
+        self.update_congestion(key);
     }
 
     pub(crate) fn compacted(&mut self, msg: Arc<Message>) -> Arc<Message> {
@@ -583,6 +592,11 @@ impl Engine {
 
     /// Moves queued messages into the inflight window while it has room.
     pub(crate) fn fill_window(&mut self, now: u64, key: SessionKey) {
+        self.fill_window_inner(now, key);
+        self.update_congestion(key);
+    }
+
+    fn fill_window_inner(&mut self, now: u64, key: SessionKey) {
         if let Some(conn) = self
             .sessions
             .get(key)

@@ -94,6 +94,12 @@ pub struct Session {
     /// Per origin shard, the last message sequence number this shard had processed when it
     /// adopted the session: forwards of later messages it delivered itself.
     pub adopted_seen: Vec<u64>,
+    /// Since when this connected session's queue is over the soft limit (it slows the
+    /// publishers down: backpressure); `None` when it is not.
+    pub congested_since_ms: Option<u64>,
+    /// Congested for too long (a client that stopped reading): it no longer slows anyone
+    /// down and gets the drop policy until its queue is below the limit again.
+    pub slow: bool,
     /// On a tombstone that relays an older one: that one may still forward (see `drained`).
     pub upstream_alive: bool,
     /// On a tombstone: its own routes are withdrawn; it goes once `upstream_alive` is false.
@@ -122,6 +128,8 @@ impl Session {
             forward_to: None,
             forwarded_from: None,
             adopted_seen: Vec::new(),
+            congested_since_ms: None,
+            slow: false,
             upstream_alive: false,
             drained: false,
         }

@@ -980,3 +980,58 @@ fn retained_limit_keeps_store_bounded() {
     c.publish(p, "r/1", b"", QoS::AtMostOnce, true, 0);
     assert_eq!(c.engines[1].retained_count(), 1);
 }
+
+/// policy (backpressure): a connected subscriber that falls behind does not lose QoS 1
+/// messages at the queue limit; the shard reports congestion and throttles the publisher
+/// until the subscriber catches up. One that stops reading for `congestion_timeout_ms` falls
+/// back to the drop policy.
+#[test]
+fn slow_subscriber_throttles_publishers_then_times_out() {
+    let cfg = EngineConfig {
+        queued_messages_max: 5,
+        queue_hard_factor: 4,
+        inflight_max: 2,
+        congestion_timeout_ms: 1_000,
+        ..EngineConfig::default()
+    };
+    let mut c = Cluster::with_config(1, cfg);
+    let s = c.connect(0, V5, "s", true);
+    c.subscribe(s, "t", QoS::AtLeastOnce);
+    let p = c.connect(0, V5, "p", true);
+    for i in 1..=12u16 {
+        c.publish(p, "t", &[i as u8], QoS::AtLeastOnce, false, i);
+    }
+    assert_eq!(
+        c.engines[0].stats().dropped_queue_full,
+        0,
+        "over the limit, still queued"
+    );
+    assert!(c.engines[0].congested());
+    assert!(c.engines[0].throttled(p), "the publisher waits");
+    assert!(!c.engines[0].throttled(s), "the subscriber's acks flow");
+    // The subscriber catches up: everything arrives, in order, and the pressure is gone.
+    let mut got = Vec::new();
+    loop {
+        let batch = c.publishes(s, true);
+        if batch.is_empty() {
+            break;
+        }
+        got.extend(batch.iter().map(|m| m.payload[0]));
+    }
+    assert_eq!(got, (1..=12).collect::<Vec<u8>>());
+    assert!(!c.engines[0].congested());
+    // Now it stops reading: after the timeout it is "slow" and its excess is dropped.
+    for i in 13..=40u16 {
+        c.publish(p, "t", &[i as u8], QoS::AtLeastOnce, false, i);
+    }
+    assert!(c.engines[0].congested());
+    c.advance(1_200);
+    assert!(
+        !c.engines[0].congested(),
+        "a stalled subscriber does not hold everyone forever"
+    );
+    for i in 41..=60u16 {
+        c.publish(p, "t", &[i as u8], QoS::AtLeastOnce, false, i);
+    }
+    assert!(c.engines[0].stats().dropped_queue_full > 0);
+}

@@ -217,6 +217,9 @@ impl Shard {
             if !self.closing.is_empty() || self.listen_paused_until.is_some() {
                 timeout_ms = timeout_ms.min(50);
             }
+            if self.engine.congested() {
+                timeout_ms = timeout_ms.min(1);
+            }
             if busy || self.ctx.idle == IdleStrategy::Spin || drain_deadline.is_some() {
                 timeout_ms = if drain_deadline.is_some() {
                     timeout_ms.min(10)
@@ -264,8 +267,8 @@ impl Shard {
                             | EpollFlags::EPOLLHUP
                             | EpollFlags::EPOLLERR,
                     ) {
-                        if self.port.overflow_len() > OVERFLOW_MAX {
-                            // Edge-triggered: remember it, read once the rings have room.
+                        if self.hold_back(id) {
+                            // Edge-triggered: remember it, read once the pressure is gone.
                             self.backlog.push(id);
                         } else {
                             self.read(now, id);
@@ -273,15 +276,21 @@ impl Shard {
                     }
                 }
             }
-            if self.port.overflow_len() <= OVERFLOW_MAX {
-                let mut backlog = std::mem::take(&mut self.backlog);
-                backlog.sort_unstable();
-                backlog.dedup();
-                for id in backlog {
+            let mut backlog = std::mem::take(&mut self.backlog);
+            backlog.sort_unstable();
+            backlog.dedup();
+            for id in backlog {
+                if self.hold_back(id) {
+                    self.backlog.push(id);
+                } else {
                     self.read(now, id);
                 }
             }
-            self.port.drain(&mut self.engine, now, MAIL_BUDGET);
+            // A congested shard (a connected subscriber behind) takes no mail from the others
+            // either: their rings fill, and they stop reading their publishers in turn.
+            if !self.engine.congested() {
+                self.port.drain(&mut self.engine, now, MAIL_BUDGET);
+            }
             self.engine.handle_tick(now);
 
             if drain_deadline.is_none() && self.ctx.shutdown.is_triggered() {
@@ -307,6 +316,13 @@ impl Shard {
             self.drop_socket(now, id);
         }
         tracing::info!(shard = self.ctx.shard, "shard stopped");
+    }
+
+    /// Backpressure: input from `id` waits while the rings to other shards overflow, or
+    /// while a connected subscriber on this shard is behind and `id` is a publisher.
+    fn hold_back(&self, id: ConnId) -> bool {
+        self.port.overflow_len() > OVERFLOW_MAX
+            || (self.engine.congested() && self.engine.throttled(id))
     }
 
     fn drain_wake_fd(&mut self) {
