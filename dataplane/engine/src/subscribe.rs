@@ -180,13 +180,16 @@ impl Engine {
         }
     }
 
+    /// A session's subscriptions as (plain filter, shared group) pairs.
+    fn filter_parts(&self, skey: SessionKey) -> Vec<(Utf8Str, Option<Utf8Str>)> {
+        self.sessions
+            .get(skey)
+            .map(|s| s.subscriptions.keys().map(parts).collect())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn unregister_subscriptions(&mut self, skey: SessionKey) {
-        let Some(s) = self.sessions.get(skey) else {
-            return;
-        };
-        let filters: Vec<Utf8Str> = s.subscriptions.keys().cloned().collect();
-        for filter in filters {
-            let (plain, group) = parts(&filter);
+        for (plain, group) in self.filter_parts(skey) {
             self.local_remove(skey, &plain, group.as_ref());
         }
     }
@@ -305,12 +308,7 @@ impl Engine {
     /// A tombstone stops counting as a subscriber: its routes are withdrawn (under the
     /// current barrier) while its entries keep forwarding whatever still arrives.
     pub(crate) fn drain_subscriptions(&mut self, skey: SessionKey) {
-        let Some(s) = self.sessions.get(skey) else {
-            return;
-        };
-        let filters: Vec<Utf8Str> = s.subscriptions.keys().cloned().collect();
-        for filter in filters {
-            let (plain, group) = parts(&filter);
+        for (plain, group) in self.filter_parts(skey) {
             let mut announce = false;
             if let Some(ls) = self.local.get_mut(plain.as_bytes()) {
                 let list = match &group {
@@ -350,9 +348,7 @@ impl Engine {
             return;
         }
         let downstream = s.forward_to;
-        let filters: Vec<Utf8Str> = s.subscriptions.keys().cloned().collect();
-        for filter in filters {
-            let (plain, group) = parts(&filter);
+        for (plain, group) in self.filter_parts(skey) {
             self.local_remove_with(skey, &plain, group.as_ref(), false);
         }
         if let Some(t) = self.sessions.remove(skey) {
