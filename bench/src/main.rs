@@ -8,11 +8,13 @@
 //!   latency     open loop at a fixed rate, latency from the scheduled send time
 //!   relay       a bare MQTT-shaped TCP relay: the machine's forwarding ceiling
 //!   pingpong    loopback TCP ping-pong: the machine's latency floor
+//!   conns       idle connections: broker RSS per connection, setup rate
 //! ```
 //!
 //! It links `tachyon-codec` for the wire format and nothing else of the broker.
 
 mod client;
+mod conns;
 mod load;
 mod payload;
 mod pingpong;
@@ -39,6 +41,8 @@ enum Command {
     Relay(relay::RelayArgs),
     /// Loopback TCP ping-pong of N-byte messages: the latency floor.
     Pingpong(pingpong::PingPongArgs),
+    /// Idle connections from several loopback sources: broker RSS per connection, setup rate.
+    Conns(conns::ConnsArgs),
 }
 
 fn main() {
@@ -48,6 +52,7 @@ fn main() {
         Command::Latency(a) => run::latency(a),
         Command::Relay(a) => relay::serve(a),
         Command::Pingpong(a) => pingpong::run(a),
+        Command::Conns(a) => conns::run(a),
     };
     if let Err(e) = result {
         eprintln!("tachyon-bench: {e}");
