@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -69,7 +69,7 @@ fn open(source: Ipv4Addr, target: SocketAddrV4, connect_bytes: &[u8]) -> Result<
     )
     .map_err(|e| format!("bind {source}: {e}"))?;
     connect(fd.as_raw_fd(), &SockaddrIn::from(target)).map_err(|e| format!("connect: {e}"))?;
-    let mut stream = TcpStream::from(OwnedFd::from(fd));
+    let mut stream = TcpStream::from(fd);
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
