@@ -197,11 +197,13 @@ impl Engine {
         c.alias_out_max = connect.properties.topic_alias_maximum.unwrap_or(0);
         c.expiry_zero_at_connect = connect.properties.session_expiry_interval.unwrap_or(0) == 0;
         // Detached: the Will may wait long, and must not pin the receive buffer.
-        c.will = connect.will.take().map(|w| Will {
-            topic: w.topic.detached(),
-            payload: bytes::Bytes::copy_from_slice(&w.payload),
-            properties: w.properties.detached(),
-            ..w
+        c.will = connect.will.take().map(|w| {
+            Box::new(Will {
+                topic: w.topic.detached(),
+                payload: bytes::Bytes::copy_from_slice(&w.payload),
+                properties: w.properties.detached(),
+                ..w
+            })
         });
         c.state = ConnState::Claiming;
         if assigned {
@@ -337,7 +339,7 @@ impl Engine {
                 if let Some(mut s) = discarded {
                     if let Some(p) = s.pending_will.take() {
                         // The old session ends here, so its delayed Will is due now.
-                        self.publish_will(now, &s.client_id, p.will);
+                        self.publish_will(now, &s.client_id, *p.will);
                     }
                 }
                 self.sessions

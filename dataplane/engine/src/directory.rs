@@ -74,7 +74,11 @@ impl Engine {
                 // The old connection ends without DISCONNECT: its Will is published now if
                 // it has no delay; a delayed Will travels with the session and is dropped if
                 // the new connection resumes it (v5 3.1.3.2.2).
-                let will = self.conns.get_mut(&old).and_then(|c| c.will.take());
+                let will = self
+                    .conns
+                    .get_mut(&old)
+                    .and_then(|c| c.will.take())
+                    .map(|b| *b);
                 self.close_detached(old);
                 let s = self.sessions.get_mut(skey).expect("resolved above");
                 s.conn = None;
@@ -88,7 +92,7 @@ impl Engine {
                     } else {
                         let s = self.sessions.get_mut(skey).expect("resolved above");
                         s.pending_will = Some(PendingWill {
-                            will: w,
+                            will: Box::new(w),
                             due_ms: now + delay as u64 * 1000,
                         });
                     }

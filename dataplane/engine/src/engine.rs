@@ -55,7 +55,8 @@ pub(crate) struct Conn {
     /// Outbound Topic Aliases we assigned, bounded by the client's Topic Alias Maximum.
     pub alias_out: HashMap<Bytes, u16>,
     pub alias_out_max: u16,
-    pub will: Option<Will>,
+    /// Boxed: most connections have none, and a Will is large (it carries Properties).
+    pub will: Option<Box<Will>>,
     /// Set when another connection claimed this client id while we were still claiming it.
     pub forward_to: Option<(ShardId, ConnId)>,
     /// CONNECT had Session Expiry Interval 0 (v5 3.14.2.2.2).

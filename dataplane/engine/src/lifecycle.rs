@@ -122,7 +122,7 @@ impl Engine {
             return;
         };
         let Some(skey) = c.session.take() else { return };
-        let will = c.will.take().filter(|_| abnormal);
+        let will = c.will.take().map(|b| *b).filter(|_| abnormal);
         self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
@@ -172,7 +172,7 @@ impl Engine {
                 // v5 3.1.3.2.2: sent at the earlier of the Will Delay and the session's end.
                 let due = now + delay.min(expiry) as u64 * 1000;
                 s.pending_will = Some(PendingWill {
-                    will: w,
+                    will: Box::new(w),
                     due_ms: due,
                 });
                 self.arm(due, Timer::WillDelay(skey, epoch));
@@ -198,7 +198,7 @@ impl Engine {
             return;
         };
         tracing::debug!(shard = self.shard, client_id = %s.client_id, "session ended");
-        let will = will.or_else(|| s.pending_will.take().map(|p| p.will));
+        let will = will.or_else(|| s.pending_will.take().map(|p| *p.will));
         if let Some(w) = will {
             self.publish_will(now, &s.client_id, w);
         }
@@ -341,7 +341,7 @@ impl Engine {
                 }
                 if let Some(p) = s.pending_will.take() {
                     let id = s.client_id.clone();
-                    self.publish_will(now, &id, p.will);
+                    self.publish_will(now, &id, *p.will);
                 }
             }
             Timer::SessionExpiry(skey, epoch) => {

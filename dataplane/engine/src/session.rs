@@ -53,7 +53,7 @@ pub struct Inflight {
 /// A Will Message waiting for its Will Delay Interval or the end of the session.
 #[derive(Debug, Clone)]
 pub struct PendingWill {
-    pub will: Will,
+    pub will: Box<Will>,
     pub due_ms: u64,
 }
 
