@@ -133,7 +133,6 @@ impl Engine {
                 };
                 c.holds = c.holds.saturating_sub(1);
                 if c.holds == 0 {
-                    c.held_bytes = 0;
                     for b in std::mem::take(&mut c.held) {
                         c.push_out(b, conn, &mut self.dirty);
                     }

@@ -33,14 +33,16 @@ impl Engine {
                 p => {
                     let size = tachyon_codec::encoded_len(&p, c.version());
                     let bytes_max = PENDING_BYTES_MIN.max(self.cfg.max_packet_size as usize);
-                    c.pending_bytes += size;
-                    if c.pending.len() >= PENDING_PACKETS_MAX || c.pending_bytes > bytes_max {
+                    let claim = c.claim.get_or_insert_with(Box::default);
+                    claim.pending_bytes += size;
+                    if claim.pending.len() >= PENDING_PACKETS_MAX || claim.pending_bytes > bytes_max
+                    {
                         let v = Violation::TooManyPacketsBeforeConnack {
                             max: PENDING_PACKETS_MAX,
                         };
                         self.violation(now, conn, v, None);
                     } else {
-                        c.pending.push_back(p);
+                        claim.pending.push(p);
                     }
                 }
             },
@@ -209,15 +211,12 @@ impl Engine {
         if assigned {
             connect.client_id = Utf8Str::default();
         }
-        c.connect = Some(connect);
-
         // The claim must finish within the connect timeout too (a shard that never answers
-        // must not leave the client waiting without a CONNACK), counted from CONNECT.
-        let deadline = now + self.cfg.connect_timeout_ms;
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.connect_deadline_ms = deadline;
-        }
-        self.arm(deadline, Timer::ConnectTimeout(conn));
+        // must not leave the client waiting without a CONNACK), counted from CONNECT. The
+        // connect timeout armed at open fires first and re-arms for this deadline.
+        let claim = c.claim.get_or_insert_with(Box::default);
+        claim.connect = Some(connect);
+        claim.deadline_ms = now + self.cfg.connect_timeout_ms;
         // Find the session wherever it lives: ask the client id's home shard.
         let home = home_shard(client_id.as_bytes(), self.shard_count);
         self.send_mail(
@@ -243,8 +242,9 @@ impl Engine {
             return;
         };
         let connect = c
-            .connect
-            .take()
+            .claim
+            .as_mut()
+            .and_then(|cl| cl.connect.take())
             .expect("a claiming connection keeps its CONNECT");
         let version = connect.version;
         let assigned = connect.client_id.is_empty();
@@ -307,8 +307,12 @@ impl Engine {
                 tombstone,
             } if !connect.clean_start => {
                 present = true;
-                session.forwarded_from = tombstone;
-                session.adopted_seen = self.seen.clone();
+                session.adopted = tombstone.map(|from| {
+                    Box::new(crate::session::Adopted {
+                        from,
+                        seen: self.seen.clone(),
+                    })
+                });
                 then.extend(tombstone.map(|(shard, key)| AfterBarrier::Unforward(shard, key)));
                 let k = self.sessions.insert(*session);
                 if let Some(t) = tombstone {
@@ -339,7 +343,7 @@ impl Engine {
                 if let Some(mut s) = discarded {
                     if let Some(p) = s.pending_will.take() {
                         // The old session ends here, so its delayed Will is due now.
-                        self.publish_will(now, &s.client_id, *p.will);
+                        self.publish_will(now, &s.client_id, p.will);
                     }
                 }
                 self.sessions
@@ -369,7 +373,7 @@ impl Engine {
                 .min(self.cfg.inflight_max),
             ProtocolVersion::V311 => self.cfg.inflight_max,
         };
-        self.session_by_client.insert(client_id.clone(), skey);
+        self.clients.set_session(client_id.clone(), skey);
         self.end_barrier(barrier, Some(conn), then);
 
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -435,10 +439,8 @@ impl Engine {
         self.fill_window(now, skey);
 
         let pending = match self.conns.get_mut(&conn) {
-            Some(c) => {
-                c.pending_bytes = 0;
-                std::mem::take(&mut c.pending)
-            }
+            // The claim is over: its packets are processed now.
+            Some(c) => c.claim.take().map(|cl| cl.pending).unwrap_or_default(),
             None => return,
         };
         for p in pending {
@@ -453,9 +455,12 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        let mut order: Vec<(u64, u16)> = s.inflight.iter().map(|(id, i)| (i.seq, *id)).collect();
-        order.sort_unstable();
-        s.resend = order.into_iter().map(|(_, id)| id).collect();
+        if let Some(f) = s.flows_if_any() {
+            let mut order: Vec<(u64, u16)> =
+                f.inflight.iter().map(|(id, i)| (i.seq, *id)).collect();
+            order.sort_unstable();
+            f.resend = order.into_iter().map(|(_, id)| id).collect();
+        }
         self.resend_pending(now, skey, conn);
     }
 
@@ -470,17 +475,19 @@ impl Engine {
             let Some(s) = self.sessions.get_mut(skey) else {
                 return;
             };
-            if s.resend.is_empty() {
+            let receive_maximum = s.receive_maximum as usize;
+            let Some(f) = s.flows_if_any() else { return };
+            if f.resend.is_empty() {
                 return;
             }
             // The entries still waiting are excluded from the window count: open means one
             // more may go out.
-            let sent = s.inflight.len() - s.resend.len();
-            if sent >= s.receive_maximum as usize {
+            let sent = f.inflight.len() - f.resend.len();
+            if sent >= receive_maximum {
                 return;
             }
-            let id = s.resend.pop_front().expect("checked non-empty");
-            let Some(inf) = s.inflight.get(&id) else {
+            let id = f.resend.pop_front().expect("checked non-empty");
+            let Some(inf) = f.inflight.get(&id) else {
                 continue;
             };
             let pid = PacketId::new(id).expect("inflight ids are non-zero");

@@ -18,7 +18,7 @@ use crate::{ConnId, SessionKey, ShardId};
 impl Engine {
     /// At the home shard: record the new owner and ask the old one for the session.
     pub(crate) fn on_claim(&mut self, client_id: Utf8Str, shard: ShardId, conn: ConnId) {
-        match self.directory.insert(client_id.clone(), (shard, conn)) {
+        match self.clients.set_owner(client_id.clone(), (shard, conn)) {
             Some((owner_shard, owner)) => self.send_mail(
                 owner_shard,
                 Mail::Evict {
@@ -41,9 +41,7 @@ impl Engine {
 
     /// At the home shard: the owner's session ended; forget it unless someone claimed since.
     pub(crate) fn on_release(&mut self, client_id: Utf8Str, shard: ShardId, claim: ConnId) {
-        if self.directory.get(&client_id) == Some(&(shard, claim)) {
-            self.directory.remove(&client_id);
-        }
+        self.clients.remove_owner(&client_id, (shard, claim));
     }
 
     /// At the owner: hand the session to the new connection, closing ours (takeover).
@@ -56,9 +54,8 @@ impl Engine {
         to_conn: ConnId,
     ) {
         let skey = self
-            .session_by_client
-            .get(&client_id)
-            .copied()
+            .clients
+            .session(&client_id)
             .filter(|k| self.sessions.get(*k).is_some_and(|s| s.claim == owner));
         if let Some(skey) = skey {
             let live = self.sessions.get(skey).and_then(|s| s.conn);
@@ -91,10 +88,10 @@ impl Engine {
                         self.publish_will(now, &id, w);
                     } else {
                         let s = self.sessions.get_mut(skey).expect("resolved above");
-                        s.pending_will = Some(PendingWill {
-                            will: Box::new(w),
+                        s.pending_will = Some(Box::new(PendingWill {
+                            will: w,
                             due_ms: now + delay as u64 * 1000,
-                        });
+                        }));
                     }
                 }
             }
@@ -112,7 +109,7 @@ impl Engine {
         // Our own claim for this id is still in flight: pass the session on when it arrives.
         if let Some(c) = self.conns.get_mut(&owner) {
             if c.state == ConnState::Claiming && c.client_id.as_ref() == Some(&client_id) {
-                c.forward_to = Some((to_shard, to_conn));
+                c.claim.get_or_insert_with(Box::default).forward_to = Some((to_shard, to_conn));
                 return;
             }
         }
@@ -157,17 +154,14 @@ impl Engine {
         tomb.epoch = s.epoch + 1;
         // A session that itself came from a tombstone (it moves again before that one is
         // gone): this tombstone relays the older one's forwards and outlives it.
-        tomb.forwarded_from = s.forwarded_from;
-        tomb.adopted_seen = s.adopted_seen.clone();
-        tomb.upstream_alive = s.forwarded_from.is_some();
-        if let Some(from) = s.forwarded_from {
+        tomb.adopted = s.adopted.clone();
+        tomb.upstream_alive = s.adopted.is_some();
+        if let Some(from) = s.forwarded_from() {
             self.tombstones.insert(from, skey);
         }
         let mut session = self.sessions.replace(skey, tomb).expect("resolved above");
         self.clear_congestion(&mut session);
-        if self.session_by_client.get(&session.client_id) == Some(&skey) {
-            self.session_by_client.remove(&session.client_id);
-        }
+        self.clients.remove_session(&session.client_id, skey);
         Handover::Moved {
             session: Box::new(session),
             tombstone: Some((self.shard, skey)),
@@ -216,7 +210,10 @@ impl Engine {
             .get(&conn)
             .is_some_and(|c| c.state == ConnState::Claiming);
         if claiming {
-            let forward = self.conns.get(&conn).and_then(|c| c.forward_to);
+            let forward = self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.claim.as_ref()?.forward_to);
             if let Some((to_shard, to_conn)) = forward {
                 // A newer connection claimed the id while we waited: it wins (takeover
                 // before CONNACK, so this one is only closed).
@@ -244,13 +241,17 @@ impl Engine {
                 session.claim = conn;
                 session.conn = None;
                 session.epoch += 1;
-                session.forwarded_from = tombstone;
-                session.adopted_seen = self.seen.clone();
+                session.adopted = tombstone.map(|from| {
+                    Box::new(crate::session::Adopted {
+                        from,
+                        seen: self.seen.clone(),
+                    })
+                });
                 let skey = self.sessions.insert(*session);
                 if let Some(t) = tombstone {
                     self.tombstones.insert(t, skey);
                 }
-                self.session_by_client.insert(client_id, skey);
+                self.clients.set_session(client_id, skey);
                 let barrier = self.begin_barrier();
                 self.register_subscriptions(skey);
                 let then = tombstone
@@ -290,15 +291,15 @@ impl Engine {
         delivery: Delivery,
         tag: Option<(ShardId, u64, u64)>,
     ) {
-        let key = self.session_by_client.get(&client_id).copied().filter(|k| {
+        let key = self.clients.session(&client_id).filter(|k| {
             self.sessions
                 .get(*k)
-                .is_some_and(|s| s.forwarded_from == Some(tombstone))
+                .is_some_and(|s| s.forwarded_from() == Some(tombstone))
         });
         if let Some(k) = key {
             if let Some((origin, seq, fanout)) = tag {
                 let s = self.sessions.get(k).expect("resolved above");
-                let after_adoption = s.adopted_seen.get(origin).is_some_and(|&a| seq > a);
+                let after_adoption = s.adopted.as_ref().is_some_and(|a| a.after(origin, seq));
                 if fanout & (1 << self.shard) != 0 && after_adoption {
                     // The origin sent this message here too, and it was (or will be) processed
                     // after the session arrived: the session got it directly.
@@ -313,7 +314,7 @@ impl Engine {
         if let Some(&here) = self.tombstones.get(&tombstone) {
             if let Some(t) = self.sessions.get(here) {
                 if let (Some(to), Some((origin, seq, fanout))) = (t.forward_to, tag) {
-                    let after = t.adopted_seen.get(origin).is_some_and(|&a| seq > a);
+                    let after = t.adopted.as_ref().is_some_and(|a| a.after(origin, seq));
                     if fanout & (1 << self.shard) != 0 && after {
                         // Delivered here directly while the session was here.
                         self.stats.forwards_already_delivered += 1;
@@ -375,7 +376,7 @@ impl Engine {
             if let Some(t) = self.sessions.get_mut(here) {
                 if t.forward_to.is_none() {
                     // A live session: no more forwards will come for it.
-                    t.forwarded_from = None;
+                    t.adopted = None;
                 } else {
                     t.upstream_alive = false;
                     if t.drained {
@@ -391,9 +392,7 @@ impl Engine {
         self.unregister_subscriptions(skey);
         let mut s = self.sessions.remove(skey)?;
         self.clear_congestion(&mut s);
-        if self.session_by_client.get(&s.client_id) == Some(&skey) {
-            self.session_by_client.remove(&s.client_id);
-        }
+        self.clients.remove_session(&s.client_id, skey);
         Some(s)
     }
 }

@@ -5,6 +5,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use crate::clients::Clients;
+use crate::hash::{IdMap, KeyedMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -37,50 +40,90 @@ pub(crate) enum ConnState {
 /// One network connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub state: ConnState,
     pub version: Option<ProtocolVersion>,
     pub client_id: Option<Utf8Str>,
     pub session: Option<SessionKey>,
-    /// The CONNECT being processed while the session is claimed.
-    pub connect: Option<Box<Connect>>,
+    /// State of the session claim between CONNECT and CONNACK (boxed: transient).
+    pub claim: Option<Box<Claim>>,
     pub keep_alive_ms: u64,
     pub last_rx_ms: u64,
     pub out: OutQueue,
     pub dirty: bool,
     /// Client's Maximum Packet Size (v5 [MQTT-3.1.2-24]).
     pub max_packet_out: u32,
-    /// Inbound Topic Aliases, index alias - 1.
-    pub alias_in: Vec<Option<Utf8Str>>,
-    /// Outbound Topic Aliases we assigned, bounded by the client's Topic Alias Maximum.
-    pub alias_out: HashMap<Bytes, u16>,
+    /// Topic Aliases both ways; boxed on first use, as most connections never use them.
+    pub aliases: Option<Box<TopicAliases>>,
+    /// The client's Topic Alias Maximum: how many outbound aliases we may assign.
     pub alias_out_max: u16,
     /// Boxed: most connections have none, and a Will is large (it carries Properties).
     pub will: Option<Box<Will>>,
-    /// Set when another connection claimed this client id while we were still claiming it.
-    pub forward_to: Option<(ShardId, ConnId)>,
     /// CONNECT had Session Expiry Interval 0 (v5 3.14.2.2.2).
     pub expiry_zero_at_connect: bool,
-    /// Packets that arrived after CONNECT while the session was being claimed; clients need
-    /// not wait for CONNACK (v5 3.1.4), so they are processed once it is sent.
-    pub pending: VecDeque<Packet>,
-    pub pending_bytes: usize,
     /// Barriers that hold this connection's output (see `barrier.rs`): CONNACK or SUBACK wait
     /// until every shard routes the new subscriptions here.
     pub holds: u32,
     pub held: Vec<Bytes>,
-    pub held_bytes: usize,
     /// When this connection last sent a PUBLISH (backpressure throttles publishers).
-    pub last_publish_ms: Option<u64>,
-    /// When CONNECT (and then the session claim) must have completed.
-    pub connect_deadline_ms: u64,
+    /// Until when this connection counts as a publisher (one second after its last PUBLISH);
+    /// 0 when it never published.
+    pub publisher_until_ms: u64,
+}
+
+/// A client's address for log lines: 16 bytes instead of `SocketAddr`'s 32 (IPv6 boxed).
+#[derive(Debug)]
+pub(crate) enum Peer {
+    V4(std::net::SocketAddrV4),
+    V6(Box<std::net::SocketAddrV6>),
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Peer {
+        match a {
+            SocketAddr::V4(a) => Peer::V4(a),
+            SocketAddr::V6(a) => Peer::V6(Box::new(a)),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::V4(a) => a.fmt(f),
+            Peer::V6(a) => a.fmt(f),
+        }
+    }
+}
+
+/// A connection between CONNECT and CONNACK, while its session is claimed.
+#[derive(Debug, Default)]
+pub(crate) struct Claim {
+    /// The CONNECT being processed.
+    pub connect: Option<Box<Connect>>,
+    /// Set when another connection claimed this client id while we were still claiming it.
+    pub forward_to: Option<(ShardId, ConnId)>,
+    /// Packets that arrived after CONNECT; clients need not wait for CONNACK (v5 3.1.4), so
+    /// they are processed once it is sent.
+    pub pending: Vec<Packet>,
+    pub pending_bytes: usize,
+    /// When the claim must have completed (the connect timeout, counted from CONNECT).
+    pub deadline_ms: u64,
+}
+
+/// A connection's Topic Alias mappings (v5 3.3.2.3.4).
+#[derive(Debug, Default)]
+pub(crate) struct TopicAliases {
+    /// Inbound, index alias - 1.
+    pub inbound: Vec<Option<Utf8Str>>,
+    /// Outbound aliases we assigned, bounded by the client's Topic Alias Maximum.
+    pub outbound: KeyedMap<Bytes, u16>,
 }
 
 impl Conn {
     /// Queues encoded output, behind held output while a barrier is open.
     pub fn push_out(&mut self, b: Bytes, id: ConnId, dirty: &mut Vec<ConnId>) {
         if self.holds > 0 {
-            self.held_bytes += b.len();
             self.held.push(b);
             return;
         }
@@ -98,9 +141,13 @@ impl Conn {
     }
 
     /// Moves output held behind barriers into the output queue (closing, or all barriers done).
+    /// Bytes of output held behind barriers.
+    pub fn held_bytes(&self) -> usize {
+        self.held.iter().map(Bytes::len).sum()
+    }
+
     pub fn release_held(&mut self) {
         self.holds = 0;
-        self.held_bytes = 0;
         for b in std::mem::take(&mut self.held) {
             self.out.push(b);
         }
@@ -119,11 +166,19 @@ pub struct SessionKey {
     gen: u32,
 }
 
+impl SessionKey {
+    #[cfg(test)]
+    pub(crate) fn for_tests(idx: u32) -> SessionKey {
+        SessionKey { idx, gen: 0 }
+    }
+}
+
 /// Sessions of this shard. Keys stay valid until the session is removed; a stale key resolves
 /// to nothing, which makes old timers harmless.
 #[derive(Debug, Default)]
 pub(crate) struct SessionSlab {
-    entries: Vec<(u32, Option<Session>)>,
+    /// Boxed: the table then costs 16 bytes per slot, and a session only what it holds.
+    entries: Vec<(u32, Option<Box<Session>>)>,
     free: Vec<u32>,
     len: usize,
 }
@@ -134,10 +189,10 @@ impl SessionSlab {
         if let Some(idx) = self.free.pop() {
             let e = &mut self.entries[idx as usize];
             e.0 = e.0.wrapping_add(1);
-            e.1 = Some(s);
+            e.1 = Some(Box::new(s));
             return SessionKey { idx, gen: e.0 };
         }
-        self.entries.push((0, Some(s)));
+        self.entries.push((0, Some(Box::new(s))));
         SessionKey {
             idx: (self.entries.len() - 1) as u32,
             gen: 0,
@@ -145,13 +200,13 @@ impl SessionSlab {
     }
     pub fn get(&self, k: SessionKey) -> Option<&Session> {
         match self.entries.get(k.idx as usize) {
-            Some((g, Some(s))) if *g == k.gen => Some(s),
+            Some((g, Some(s))) if *g == k.gen => Some(&**s),
             _ => None,
         }
     }
     pub fn get_mut(&mut self, k: SessionKey) -> Option<&mut Session> {
         match self.entries.get_mut(k.idx as usize) {
-            Some((g, Some(s))) if *g == k.gen => Some(s),
+            Some((g, Some(s))) if *g == k.gen => Some(&mut **s),
             _ => None,
         }
     }
@@ -167,7 +222,7 @@ impl SessionSlab {
         }
         self.len -= 1;
         self.free.push(k.idx);
-        e.1.take()
+        e.1.take().map(|s| *s)
     }
     pub fn len(&self) -> usize {
         self.len
@@ -279,15 +334,19 @@ pub struct Engine {
     pub(crate) shard: ShardId,
     pub(crate) shard_count: usize,
     pub(crate) cfg: Arc<EngineConfig>,
-    pub(crate) conns: HashMap<ConnId, Conn>,
+    /// Boxed: a map slot then costs 16 bytes, which matters with many idle connections.
+    pub(crate) conns: IdMap<ConnId, Box<Conn>>,
     pub(crate) sessions: SessionSlab,
-    pub(crate) session_by_client: HashMap<Utf8Str, SessionKey>,
-    /// Directory of the client ids whose home is this shard: who owns the session.
-    pub(crate) directory: HashMap<Utf8Str, (ShardId, ConnId)>,
+    /// Client ids: their sessions here, and (home shard) who owns each session.
+    pub(crate) clients: Clients,
     pub(crate) local: Trie<LocalSubs>,
     pub(crate) routes: Trie<RouteEntry>,
     pub(crate) retained: Trie<Arc<Message>>,
     pub(crate) timers: BinaryHeap<Reverse<(u64, Timer)>>,
+    /// Connect timeouts, due in the order they were armed (all have the same length), so a
+    /// FIFO of 16-byte entries does what the heap would with 32 (many connections arrive at
+    /// once, and each arms one or two).
+    pub(crate) connect_deadlines: VecDeque<(u64, ConnId)>,
     pub(crate) dirty: Vec<ConnId>,
     pub(crate) closing: VecDeque<ConnId>,
     pub(crate) outbox: VecDeque<(ShardId, Mail)>,
@@ -299,7 +358,7 @@ pub struct Engine {
     /// The last message copied for a queue, and its copy (see `enqueue`).
     pub(crate) compact_cache: Option<(Arc<Message>, Arc<Message>)>,
     pub(crate) match_scratch: Vec<(SessionKey, SubscriptionOptions, Option<u32>)>,
-    pub(crate) barriers: HashMap<u64, crate::barrier::Barrier>,
+    pub(crate) barriers: IdMap<u64, crate::barrier::Barrier>,
     pub(crate) next_barrier: u64,
     /// The barrier that route announcements join while an operation runs.
     pub(crate) barrier_ctx: Option<u64>,
@@ -344,14 +403,14 @@ impl Engine {
             shard,
             shard_count,
             cfg,
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             sessions: SessionSlab::default(),
-            session_by_client: HashMap::new(),
-            directory: HashMap::new(),
+            clients: Clients::default(),
             local: Trie::new(),
             routes: Trie::new(),
             retained: Trie::new(),
             timers: BinaryHeap::new(),
+            connect_deadlines: VecDeque::new(),
             dirty: Vec::new(),
             closing: VecDeque::new(),
             outbox: VecDeque::new(),
@@ -360,7 +419,7 @@ impl Engine {
             match_scratch: Vec::new(),
             compact_cache: None,
             spare_message: None,
-            barriers: HashMap::new(),
+            barriers: IdMap::default(),
             next_barrier: 1,
             barrier_ctx: None,
             msg_seq: 0,
@@ -410,7 +469,7 @@ impl Engine {
         let Some(c) = self.conns.get(&conn) else {
             return false;
         };
-        let publisher = c.last_publish_ms.is_some_and(|t| self.now_ms < t + 1000);
+        let publisher = self.now_ms < c.publisher_until_ms;
         let congested_self = c
             .session
             .and_then(|k| self.sessions.get(k))
@@ -420,7 +479,7 @@ impl Engine {
 
     /// Timers in the heap (live and not yet discarded), for tests and metrics.
     pub fn timer_count(&self) -> usize {
-        self.timers.len()
+        self.timers.len() + self.connect_deadlines.len()
     }
 
     /// Retained messages in this shard's replica of the retained store.
@@ -432,32 +491,26 @@ impl Engine {
     pub fn handle_open(&mut self, now: u64, conn: ConnId, peer: SocketAddr) {
         self.now_ms = now;
         self.stats.connections_opened += 1;
-        let c = Conn {
-            peer,
+        let c = Box::new(Conn {
+            peer: peer.into(),
             state: ConnState::AwaitConnect,
             version: None,
             client_id: None,
             session: None,
-            connect: None,
+            claim: None,
             keep_alive_ms: 0,
             last_rx_ms: now,
             out: OutQueue::default(),
             dirty: false,
             max_packet_out: u32::MAX,
-            alias_in: Vec::new(),
-            alias_out: HashMap::new(),
+            aliases: None,
             alias_out_max: 0,
             will: None,
-            forward_to: None,
             expiry_zero_at_connect: false,
-            pending: VecDeque::new(),
-            pending_bytes: 0,
             holds: 0,
             held: Vec::new(),
-            held_bytes: 0,
-            last_publish_ms: None,
-            connect_deadline_ms: now + self.cfg.connect_timeout_ms,
-        };
+            publisher_until_ms: 0,
+        });
         if self.shutting_down {
             self.conns.insert(conn, c);
             self.begin_close(now, conn, false);
@@ -560,6 +613,17 @@ impl Engine {
             let Reverse((_, timer)) = self.timers.pop().expect("peeked");
             self.fire(now, timer);
         }
+        while let Some(&(due, conn)) = self.connect_deadlines.front() {
+            if due > now {
+                break;
+            }
+            self.connect_deadlines.pop_front();
+            self.fire(now, Timer::ConnectTimeout(conn));
+        }
+        if self.connect_deadlines.is_empty() && self.connect_deadlines.capacity() > 1024 {
+            // A burst of connections is over: give its memory back.
+            self.connect_deadlines = VecDeque::new();
+        }
         self.drain_self_mail(now);
     }
 
@@ -600,7 +664,6 @@ impl Engine {
                     c.out.clear();
                     c.held.clear();
                     c.holds = 0;
-                    c.held_bytes = 0;
                     let now = self.now_ms;
                     self.begin_close(now, id, true);
                     self.drain_self_mail(now);
@@ -632,13 +695,26 @@ impl Engine {
 
     /// When `handle_tick` next has work.
     pub fn poll_deadline(&self) -> Option<u64> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        let heap = self.timers.peek().map(|Reverse((t, _))| *t);
+        let fifo = self.connect_deadlines.front().map(|&(t, _)| t);
+        match (heap, fifo) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Timers are never cancelled; those of closed connections and old session epochs are
     /// ignored when they fire. When they outnumber the live ones by far, drop them, so that a
     /// reconnect loop with long keep alive or expiry cannot grow the heap without bound.
     fn compact_timers(&mut self) {
+        if self.connect_deadlines.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.connect_deadlines.retain(|(_, c)| {
+                conns
+                    .get(c)
+                    .is_some_and(|c| c.state != ConnState::Connected)
+            });
+        }
         let live_max = 2 * (self.conns.len() + self.sessions.len()) + 1024;
         if self.timers.len() <= 2 * live_max {
             return;
@@ -656,7 +732,13 @@ impl Engine {
     }
 
     pub(crate) fn arm(&mut self, due: u64, timer: Timer) {
-        self.timers.push(Reverse((due, timer)));
+        match timer {
+            Timer::ConnectTimeout(conn) => {
+                debug_assert!(self.connect_deadlines.back().is_none_or(|&(t, _)| t <= due));
+                self.connect_deadlines.push_back((due, conn));
+            }
+            _ => self.timers.push(Reverse((due, timer))),
+        }
     }
 
     pub(crate) fn send_mail(&mut self, to: ShardId, mail: Mail) {

@@ -21,10 +21,12 @@
 #![forbid(unsafe_code)]
 
 mod barrier;
+mod clients;
 mod config;
 mod connect;
 mod directory;
 mod engine;
+mod hash;
 mod lifecycle;
 pub mod mail;
 pub mod message;

@@ -1,6 +1,7 @@
 //! The end of connections and sessions: DISCONNECT, lost connections, Will Messages with their
 //! delay, Session Expiry, keep-alive and connect timeouts.
 
+use std::cmp::Reverse;
 use std::sync::Arc;
 
 use tachyon_codec::{Disconnect, ProtocolVersion, ReasonCode, Utf8Str, Will};
@@ -29,12 +30,12 @@ impl Engine {
             // The claim is still in flight: remember it, so that the session it brings is
             // passed on to a newer claim, or kept, but never lost.
             if let Some(id) = c.client_id.clone() {
-                self.zombie_claims.insert(conn, (id, c.forward_to));
+                let forward_to = c.claim.as_ref().and_then(|cl| cl.forward_to);
+                self.zombie_claims.insert(conn, (id, forward_to));
             }
         }
         c.state = ConnState::Closing;
-        c.connect = None;
-        c.pending.clear();
+        c.claim = None;
         self.closing.push_back(conn);
         if was == ConnState::Connected {
             self.detach(now, conn, abnormal);
@@ -49,7 +50,7 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        let over = s.queue.len() >= soft_msgs || s.queue_bytes >= soft_bytes;
+        let over = s.flows().queue.len() >= soft_msgs || s.flows().queue_bytes >= soft_bytes;
         if !over {
             s.slow = false;
         }
@@ -95,7 +96,7 @@ impl Engine {
         for k in stuck {
             if let Some(s) = self.sessions.get_mut(k) {
                 s.slow = true;
-                tracing::warn!(shard = self.shard, client_id = %s.client_id, queued = s.queue.len(),
+                tracing::warn!(shard = self.shard, client_id = %s.client_id, queued = s.flows().queue.len(),
                     "subscriber has not kept up for limits.congestion_timeout_ms; no longer slowing publishers, its excess messages are dropped");
             }
             self.update_congestion(k);
@@ -112,7 +113,7 @@ impl Engine {
         c.release_held();
         if c.state != ConnState::Closing {
             c.state = ConnState::Closing;
-            c.pending.clear();
+            c.claim = None;
             self.closing.push_back(conn);
         }
     }
@@ -136,20 +137,22 @@ impl Engine {
     pub(crate) fn after_detach(&mut self, now: u64, skey: SessionKey, will: Option<Will>) {
         if let Some(s) = self.sessions.get_mut(skey) {
             // Rebuilt from `inflight` when the session is resumed.
-            s.resend.clear();
+            if let Some(f) = s.flows_if_any() {
+                f.resend.clear();
+            }
         }
         self.redispatch_shared(now, skey);
         // Offline now: it no longer slows publishers down.
         self.update_congestion(skey);
         // Inflight messages now wait for the client to come back, maybe long: give them their
         // own bytes so that they do not pin receive buffers (queued ones already have).
-        if let Some(s) = self.sessions.get_mut(skey) {
-            let mut inflight = std::mem::take(&mut s.inflight);
+        if let Some(f) = self.sessions.get_mut(skey).and_then(|s| s.flows_if_any()) {
+            let mut inflight = std::mem::take(&mut f.inflight);
             for inf in inflight.values_mut() {
                 inf.delivery.msg = self.compacted(inf.delivery.msg.clone());
             }
-            if let Some(s) = self.sessions.get_mut(skey) {
-                s.inflight = inflight;
+            if let Some(f) = self.sessions.get_mut(skey).and_then(|s| s.flows_if_any()) {
+                f.inflight = inflight;
             }
         }
         let Some(s) = self.sessions.get_mut(skey) else {
@@ -171,10 +174,10 @@ impl Engine {
             } else {
                 // v5 3.1.3.2.2: sent at the earlier of the Will Delay and the session's end.
                 let due = now + delay.min(expiry) as u64 * 1000;
-                s.pending_will = Some(PendingWill {
-                    will: Box::new(w),
+                s.pending_will = Some(Box::new(PendingWill {
+                    will: w,
                     due_ms: due,
-                });
+                }));
                 self.arm(due, Timer::WillDelay(skey, epoch));
             }
         } else if let Some(p) = &s.pending_will {
@@ -198,7 +201,7 @@ impl Engine {
             return;
         };
         tracing::debug!(shard = self.shard, client_id = %s.client_id, "session ended");
-        let will = will.or_else(|| s.pending_will.take().map(|p| *p.will));
+        let will = will.or_else(|| s.pending_will.take().map(|p| p.will));
         if let Some(w) = will {
             self.publish_will(now, &s.client_id, w);
         }
@@ -238,8 +241,9 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
+        let Some(f) = s.flows_if_any() else { return };
         let mut moved = Vec::new();
-        s.inflight.retain(|_, inf| {
+        f.inflight.retain(|_, inf| {
             // QoS 1 may go to another member at once (v5 4.8.2, a MAY); a QoS 2 message
             // already sent stays with this member: its delivery completes if the client
             // comes back, and it goes to nobody else if the session ends
@@ -251,10 +255,10 @@ impl Engine {
             keep
         });
         let mut i = 0;
-        while i < s.queue.len() {
-            if s.queue[i].shared.is_some() {
-                let d = s.queue.remove(i).expect("index checked");
-                s.queue_bytes = s.queue_bytes.saturating_sub(d.msg.size());
+        while i < f.queue.len() {
+            if f.queue[i].shared.is_some() {
+                let d = f.queue.remove(i).expect("index checked");
+                f.queue_bytes = f.queue_bytes.saturating_sub(d.msg.size());
                 moved.push(d);
             } else {
                 i += 1;
@@ -296,12 +300,19 @@ impl Engine {
                 Some(ConnState::AwaitConnect) => {
                     self.violation(now, conn, Violation::ConnectTimeout, None);
                 }
-                Some(ConnState::Claiming)
-                    if self
+                Some(ConnState::Claiming) => {
+                    let deadline = self
                         .conns
                         .get(&conn)
-                        .is_some_and(|c| now >= c.connect_deadline_ms) =>
-                {
+                        .and_then(|c| c.claim.as_ref())
+                        .map_or(0, |cl| cl.deadline_ms);
+                    if now < deadline {
+                        // Later than the FIFO's order allows: the heap takes it (rare, as
+                        // claims take microseconds).
+                        self.timers
+                            .push(Reverse((deadline, Timer::ConnectTimeout(conn))));
+                        return;
+                    }
                     if let Some(c) = self.conns.get(&conn) {
                         tracing::warn!(shard = self.shard, client_id = c.client_label(), peer = %c.peer,
                             "session claim did not complete within the connect timeout; refusing (server busy)");
@@ -341,7 +352,7 @@ impl Engine {
                 }
                 if let Some(p) = s.pending_will.take() {
                     let id = s.client_id.clone();
-                    self.publish_will(now, &id, *p.will);
+                    self.publish_will(now, &id, p.will);
                 }
             }
             Timer::SessionExpiry(skey, epoch) => {

@@ -40,11 +40,11 @@ impl Engine {
                     );
                     return;
                 }
-                if c.alias_in.len() < max as usize {
-                    // Allocated on first use: most connections never use aliases.
-                    c.alias_in.resize(max as usize, None);
+                let inbound = &mut c.aliases.get_or_insert_with(Box::default).inbound;
+                if inbound.len() < max as usize {
+                    inbound.resize(max as usize, None);
                 }
-                let slot = &mut c.alias_in[alias as usize - 1];
+                let slot = &mut inbound[alias as usize - 1];
                 if p.topic.is_empty() {
                     match slot {
                         Some(t) => p.topic = t.clone(),
@@ -72,7 +72,7 @@ impl Engine {
             return;
         }
         let Some(skey) = c.session else { return };
-        c.last_publish_ms = Some(now);
+        c.publisher_until_ms = now + 1000;
         let client_id = c.client_id.clone();
         self.stats.messages_received[p.qos as usize] += 1;
 
@@ -94,7 +94,7 @@ impl Engine {
                     .sessions
                     .get_mut(skey)
                     .expect("connected conns have sessions");
-                if s.qos2_incoming.contains(&pid.get()) {
+                if s.flows().qos2_incoming.contains(&pid.get()) {
                     // v5 [MQTT-4.3.3-10]: a retransmission before PUBREL is not forwarded again.
                     self.send_packet(
                         conn,
@@ -105,7 +105,7 @@ impl Engine {
                     }
                     return;
                 }
-                if s.qos2_incoming.len() >= self.cfg.receive_maximum as usize {
+                if s.flows().qos2_incoming.len() >= self.cfg.receive_maximum as usize {
                     // v5 [MQTT-3.3.4-7]
                     let v = Violation::ReceiveMaximumExceeded {
                         max: self.cfg.receive_maximum,
@@ -116,7 +116,7 @@ impl Engine {
                     }
                     return;
                 }
-                s.qos2_incoming.insert(pid.get());
+                s.flows_mut().qos2_incoming.insert(pid.get());
                 self.send_packet(
                     conn,
                     &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)),
@@ -456,7 +456,7 @@ impl Engine {
             Some(conn) => {
                 if d.qos == QoS::AtMostOnce {
                     let full = self.conns.get(&conn).is_some_and(|c| {
-                        c.out.len_bytes() + c.held_bytes > self.cfg.output_bytes_max
+                        c.out.len_bytes() + c.held_bytes() > self.cfg.output_bytes_max
                     });
                     if full {
                         // Slow consumer: QoS 0 is dropped and counted, never buffered without bound.
@@ -464,7 +464,7 @@ impl Engine {
                         return;
                     }
                     self.write_publish(now, conn, &d, None, false);
-                } else if s.window_open() && s.queue.is_empty() {
+                } else if s.window_open() && s.flows().queue.is_empty() {
                     self.send_new_inflight(now, key, conn, d);
                 } else {
                     self.enqueue(key, d);
@@ -518,8 +518,8 @@ impl Engine {
         } else {
             1
         };
-        if s.queue.len() >= self.cfg.queued_messages_max * factor
-            || s.queue_bytes + size > self.cfg.queued_bytes_max * factor
+        if s.flows().queue.len() >= self.cfg.queued_messages_max * factor
+            || s.flows().queue_bytes + size > self.cfg.queued_bytes_max * factor
         {
             self.stats.dropped_queue_full += 1;
             // One warning per second per shard at most, with the count since the last one:
@@ -530,7 +530,7 @@ impl Engine {
                 .is_none_or(|t| self.now_ms >= t + 1000)
             {
                 tracing::warn!(shard = self.shard, client_id = %s.client_id,
-                    dropped = self.queue_drops_unlogged, queued = s.queue.len(), queued_bytes = s.queue_bytes,
+                    dropped = self.queue_drops_unlogged, queued = s.flows().queue.len(), queued_bytes = s.flows().queue_bytes,
                     "session queue full: messages dropped (the client reads too slowly or is offline; raise limits.max_queued_messages / max_queued_bytes)");
                 self.queue_drops_unlogged = 0;
                 self.queue_drops_logged_ms = Some(self.now_ms);
@@ -544,8 +544,9 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        s.queue_bytes += size;
-        s.queue.push_back(d);
+        let f = s.flows_mut();
+        f.queue_bytes += size;
+        f.queue.push_back(d);
         self.update_congestion(key);
     }
 
@@ -566,8 +567,9 @@ impl Engine {
         };
         let Some(pid) = s.allocate_packet_id() else {
             // Every identifier is in use: wait in the queue for one to be freed.
-            s.queue_bytes += d.msg.size();
-            s.queue.push_front(d);
+            let f = s.flows_mut();
+            f.queue_bytes += d.msg.size();
+            f.queue.push_front(d);
             return;
         };
         let state = if d.qos == QoS::AtLeastOnce {
@@ -577,9 +579,10 @@ impl Engine {
         };
         if self.write_publish(now, conn, &d, Some(pid), false) {
             let s = self.sessions.get_mut(key).expect("checked above");
-            s.inflight_seq += 1;
-            let seq = s.inflight_seq;
-            s.inflight.insert(
+            let f = s.flows_mut();
+            f.inflight_seq += 1;
+            let seq = f.inflight_seq;
+            f.inflight.insert(
                 pid.get(),
                 Inflight {
                     delivery: d,
@@ -600,7 +603,7 @@ impl Engine {
         if let Some(conn) = self
             .sessions
             .get(key)
-            .filter(|s| !s.resend.is_empty())
+            .filter(|s| !s.flows().resend.is_empty())
             .and_then(|s| s.conn)
         {
             self.resend_pending(now, key, conn);
@@ -613,8 +616,9 @@ impl Engine {
             if !s.window_open() {
                 return;
             }
-            let Some(d) = s.queue.pop_front() else { return };
-            s.queue_bytes = s.queue_bytes.saturating_sub(d.msg.size());
+            let Some(f) = s.flows_if_any() else { return };
+            let Some(d) = f.queue.pop_front() else { return };
+            f.queue_bytes = f.queue_bytes.saturating_sub(d.msg.size());
             if d.msg.expired(now) {
                 self.stats.dropped_expired += 1;
                 continue;
@@ -668,12 +672,13 @@ impl Engine {
         }
         // Outbound Topic Aliases (v5 3.3.2.3.4): map a topic once, then send only the alias.
         if v5 && c.alias_out_max > 0 {
-            if let Some(&a) = c.alias_out.get(msg.topic.bytes()) {
+            let outbound = &mut c.aliases.get_or_insert_with(Box::default).outbound;
+            if let Some(&a) = outbound.get(msg.topic.bytes()) {
                 head.topic = b"";
                 head.topic_alias = Some(a);
-            } else if c.alias_out.len() < c.alias_out_max as usize {
-                let a = c.alias_out.len() as u16 + 1;
-                c.alias_out.insert(msg.topic.detached().bytes().clone(), a);
+            } else if outbound.len() < c.alias_out_max as usize {
+                let a = outbound.len() as u16 + 1;
+                outbound.insert(msg.topic.detached().bytes().clone(), a);
                 head.topic_alias = Some(a);
             }
         }
@@ -711,7 +716,8 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        if s.inflight
+        if s.flows()
+            .inflight
             .get(&pid.get())
             .is_some_and(|i| i.state == expected)
         {
@@ -728,10 +734,9 @@ impl Engine {
             return;
         };
         let v5 = s.version == ProtocolVersion::V5;
-        match s.inflight.get_mut(&pid.get()) {
-            Some(inf)
-                if inf.state == OutState::AwaitPubRec || inf.state == OutState::AwaitPubComp =>
-            {
+        let state = s.flows().inflight.get(&pid.get()).map(|i| i.state);
+        match state {
+            Some(OutState::AwaitPubRec | OutState::AwaitPubComp) => {
                 if reason.is_error() {
                     // v5 4.3.3: a PUBREC with an error ends the flow.
                     s.complete(pid.get());
@@ -739,10 +744,13 @@ impl Engine {
                     return;
                 }
                 // v5 [MQTT-4.3.3-4]: answer PUBREC with PUBREL; the message is now delivered.
-                inf.state = OutState::AwaitPubComp;
-                if !s.resend.is_empty() {
+                let f = s.flows_mut();
+                if let Some(inf) = f.inflight.get_mut(&pid.get()) {
+                    inf.state = OutState::AwaitPubComp;
+                }
+                if !f.resend.is_empty() {
                     // Acknowledged before we resent it: it is on this connection now.
-                    s.resend.retain(|&x| x != pid.get());
+                    f.resend.retain(|&x| x != pid.get());
                 }
                 self.send_packet(
                     conn,
@@ -768,7 +776,9 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        let known = s.qos2_incoming.remove(&pid.get());
+        let known = s
+            .flows_if_any()
+            .is_some_and(|f| f.qos2_incoming.remove(&pid.get()));
         // v5 [MQTT-4.3.3-11]: PUBCOMP with the same Packet Identifier; 0x92 if unknown.
         let reason = if known || s.version == ProtocolVersion::V311 {
             ReasonCode::SUCCESS

@@ -352,7 +352,7 @@ impl Engine {
             self.local_remove_with(skey, &plain, group.as_ref(), false);
         }
         if let Some(t) = self.sessions.remove(skey) {
-            if let Some(from) = t.forwarded_from {
+            if let Some(from) = t.forwarded_from() {
                 if self.tombstones.get(&from) == Some(&skey) {
                     self.tombstones.remove(&from);
                 }

@@ -9,18 +9,18 @@
 //! first level do not match topics that start with `$` (v5 [MQTT-4.7.2-1]). Depth is bounded by
 //! the engine's `max_topic_levels`, which keeps the recursive match within a small stack.
 
-use std::collections::HashMap;
+use crate::hash::KeyedMap;
 
 #[derive(Debug)]
 struct Node<T> {
-    children: HashMap<Box<[u8]>, Node<T>>,
+    children: KeyedMap<Box<[u8]>, Node<T>>,
     value: Option<T>,
 }
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
+            children: KeyedMap::default(),
             value: None,
         }
     }

@@ -5,7 +5,6 @@
 //! partial packet is copied into the connection's own buffer until the rest arrives.
 //! Writes take the engine's queued chunks and hand up to 64 of them to one `writev`.
 
-use std::collections::HashMap;
 use std::io::{IoSlice, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -20,6 +19,7 @@ use nix::sys::socket::{accept4, setsockopt, sockopt, SockFlag};
 use tachyon_engine::{ConnId, Engine, EngineConfig};
 use tachyon_shard::{Mesh, Port};
 
+use super::sockets::{conn_id, SocketTable, FD_MAX};
 use super::{IdleStrategy, Shutdown};
 
 const TOKEN_WAKE: u64 = u64::MAX;
@@ -79,8 +79,9 @@ enum Phase {
 
 struct Socket {
     stream: TcpStream,
-    /// A partial packet waiting for its remaining bytes; empty (no allocation) otherwise.
-    rx: BytesMut,
+    /// A partial packet waiting for its remaining bytes; `None` otherwise (an idle
+    /// connection holds no receive memory, not even the buffer header).
+    rx: Option<Box<BytesMut>>,
     /// Output could not be written completely; wait for EPOLLOUT.
     blocked: bool,
     phase: Phase,
@@ -91,7 +92,7 @@ struct Shard {
     epoll: Epoll,
     engine: Engine,
     port: Port,
-    socks: HashMap<ConnId, Socket>,
+    socks: SocketTable<Socket>,
     ingress: BytesMut,
     next_conn: u64,
     start: Instant,
@@ -166,7 +167,7 @@ pub(super) fn run_shard(ctx: ShardContext) {
         epoll,
         engine,
         port,
-        socks: HashMap::new(),
+        socks: SocketTable::new(),
         ingress: BytesMut::with_capacity(INGRESS_CAPACITY),
         next_conn: 1,
         start: epoch,
@@ -256,7 +257,7 @@ impl Shard {
                     let id = ConnId(token);
                     let flags = ev.events();
                     if flags.intersects(EpollFlags::EPOLLOUT) {
-                        if let Some(s) = self.socks.get_mut(&id) {
+                        if let Some(s) = self.socks.get_mut(id) {
                             s.blocked = false;
                         }
                         self.flush(now, id);
@@ -311,7 +312,7 @@ impl Shard {
             }
         }
         let now = self.now();
-        let ids: Vec<ConnId> = self.socks.keys().copied().collect();
+        let ids: Vec<ConnId> = self.socks.ids().collect();
         for id in ids {
             self.drop_socket(now, id);
         }
@@ -423,7 +424,13 @@ impl Shard {
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let id = ConnId(((self.ctx.shard as u64) << 48) | self.next_conn);
+        let fd_num = stream.as_raw_fd();
+        if fd_num > FD_MAX {
+            tracing::warn!(shard = self.ctx.shard, peer = %peer, fd = fd_num,
+                "descriptor above what a connection id holds (2^24); dropping connection; lower limits.max_open_files");
+            return;
+        }
+        let id = conn_id(self.ctx.shard, self.next_conn, fd_num);
         self.next_conn += 1;
         let flags = EpollFlags::EPOLLIN
             | EpollFlags::EPOLLOUT
@@ -437,7 +444,7 @@ impl Shard {
             id,
             Socket {
                 stream,
-                rx: BytesMut::new(),
+                rx: None,
                 blocked: false,
                 phase: Phase::Open,
             },
@@ -446,19 +453,18 @@ impl Shard {
     }
 
     fn read(&mut self, now: u64, id: ConnId) {
-        if self.socks.get(&id).is_some_and(|s| s.phase != Phase::Open) {
+        if self.socks.get(id).is_some_and(|s| s.phase != Phase::Open) {
             self.discard_input(now, id);
             return;
         }
         let mut budget = READ_BUDGET_BYTES;
         loop {
-            let Some(sock) = self.socks.get_mut(&id) else {
+            let Some(sock) = self.socks.get_mut(id) else {
                 return;
             };
             let fd = sock.stream.as_raw_fd();
-            let own = !sock.rx.is_empty();
-            let res = if own {
-                read_into(fd, &mut sock.rx, READ_CHUNK_MIN)
+            let res = if let Some(rx) = sock.rx.as_deref_mut() {
+                read_into(fd, rx, READ_CHUNK_MIN)
             } else {
                 read_into(fd, &mut self.ingress, INGRESS_CAPACITY)
             };
@@ -468,22 +474,20 @@ impl Shard {
                     return;
                 }
                 Ok(n) => {
-                    if own {
-                        let mut rx = std::mem::take(&mut sock.rx);
+                    if let Some(mut rx) = sock.rx.take() {
                         self.engine.handle_bytes(now, id, &mut rx);
-                        if let Some(sock) = self.socks.get_mut(&id) {
-                            // Keep the buffer only while a partial packet waits in it; an
-                            // idle connection holds no receive memory.
+                        if let Some(sock) = self.socks.get_mut(id) {
+                            // Keep the buffer only while a partial packet waits in it.
                             if !rx.is_empty() {
-                                sock.rx = rx;
+                                sock.rx = Some(rx);
                             }
                         }
                     } else {
                         self.engine.handle_bytes(now, id, &mut self.ingress);
                         if !self.ingress.is_empty() {
                             // Keep the partial packet with its connection.
-                            if let Some(sock) = self.socks.get_mut(&id) {
-                                sock.rx.extend_from_slice(&self.ingress);
+                            if let Some(sock) = self.socks.get_mut(id) {
+                                sock.rx = Some(Box::new(BytesMut::from(&self.ingress[..])));
                             }
                             self.ingress.clear();
                         }
@@ -511,7 +515,7 @@ impl Shard {
 
     /// Releases the socket at once and tells the engine (idempotent on the engine side).
     fn drop_socket(&mut self, now: u64, id: ConnId) {
-        if let Some(sock) = self.socks.remove(&id) {
+        if let Some(sock) = self.socks.remove(id) {
             let _ = self.epoll.delete(sock.stream.as_fd());
             if matches!(sock.phase, Phase::Lingering { .. }) {
                 return;
@@ -525,7 +529,7 @@ impl Shard {
             self.flush(now, id);
         }
         while let Some(id) = self.engine.poll_close() {
-            match self.socks.get_mut(&id) {
+            match self.socks.get_mut(id) {
                 Some(sock) if sock.phase == Phase::Open => {
                     sock.phase = Phase::Flushing {
                         deadline_ms: now + CLOSE_FLUSH_MS,
@@ -542,7 +546,7 @@ impl Shard {
     /// Writes as much queued output of `id` as the socket takes; a closing socket whose output
     /// is all written moves on to the half-close.
     fn flush(&mut self, now: u64, id: ConnId) {
-        let Some(sock) = self.socks.get_mut(&id) else {
+        let Some(sock) = self.socks.get_mut(id) else {
             return;
         };
         if sock.blocked || matches!(sock.phase, Phase::Lingering { .. }) {
@@ -583,7 +587,7 @@ impl Shard {
     /// All output is written: shut the write side (the peer sees a clean FIN after the last
     /// packet), forget the connection in the engine, and drain input until the peer closes.
     fn half_close(&mut self, now: u64, id: ConnId) {
-        let Some(sock) = self.socks.get_mut(&id) else {
+        let Some(sock) = self.socks.get_mut(id) else {
             return;
         };
         let _ = sock.stream.shutdown(std::net::Shutdown::Write);
@@ -598,7 +602,7 @@ impl Shard {
     fn discard_input(&mut self, now: u64, id: ConnId) {
         let mut buf = [0u8; 4096];
         loop {
-            let Some(sock) = self.socks.get(&id) else {
+            let Some(sock) = self.socks.get(id) else {
                 return;
             };
             match nix::unistd::read(sock.stream.as_raw_fd(), &mut buf) {
@@ -623,7 +627,7 @@ impl Shard {
         }
         let ids = std::mem::take(&mut self.closing);
         for id in ids {
-            let expired = match self.socks.get(&id).map(|s| s.phase) {
+            let expired = match self.socks.get(id).map(|s| s.phase) {
                 Some(Phase::Flushing { deadline_ms }) | Some(Phase::Lingering { deadline_ms }) => {
                     now >= deadline_ms
                 }

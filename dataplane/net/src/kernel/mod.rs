@@ -8,6 +8,7 @@
 //! ```
 
 mod event_loop;
+mod sockets;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
