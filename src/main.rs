@@ -10,6 +10,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+
+#[cfg(feature = "count-allocs")]
+mod alloc_count;
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
+
 use nix_signals::wait_for_stop_signal;
 use tachyon_controlplane::Config;
 
@@ -147,6 +154,8 @@ mod nix_signals {
         let mut set = SigSet::empty();
         set.add(Signal::SIGINT);
         set.add(Signal::SIGTERM);
+        #[cfg(feature = "count-allocs")]
+        set.add(Signal::SIGUSR1);
         set
     }
 
@@ -155,10 +164,17 @@ mod nix_signals {
     }
 
     pub fn wait_for_stop_signal() -> &'static str {
-        match stop_set().wait() {
-            Ok(Signal::SIGINT) => "SIGINT",
-            Ok(Signal::SIGTERM) => "SIGTERM",
-            Ok(_) | Err(_) => "signal",
+        loop {
+            return match stop_set().wait() {
+                Ok(Signal::SIGINT) => "SIGINT",
+                Ok(Signal::SIGTERM) => "SIGTERM",
+                #[cfg(feature = "count-allocs")]
+                Ok(Signal::SIGUSR1) => {
+                    super::alloc_count::report();
+                    continue;
+                }
+                Ok(_) | Err(_) => "signal",
+            };
         }
     }
 }

@@ -30,8 +30,10 @@ const BATCH_COUNT_MAX: usize = 1024;
 const CATCH_UP_COUNT_MAX: usize = 64;
 /// Bytes buffered before a write in the closed loop.
 const BATCH_SIZE_MAX: usize = 64 << 10;
-/// A subscriber stops after this much silence once every publisher has finished.
-const QUIET: Duration = Duration::from_millis(500);
+/// A subscriber stops after this much silence once every publisher has finished. Longer than
+/// a broker's backpressure may hold a publisher's last messages in its socket (Tachyon's
+/// `congestion_timeout_ms` is 2 s): silence shorter than that is not loss.
+const QUIET: Duration = Duration::from_millis(3_000);
 /// Open loop: Packet Identifiers kept in use at most (the broker is then far behind anyway).
 const OPEN_LOOP_INFLIGHT_MAX: usize = 65_000;
 

@@ -42,6 +42,14 @@ pub struct Target {
     /// Also write the JSON report to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// The broker's pid: it gets SIGUSR1 at the start and the end of the window. A broker
+    /// built with `--features count-allocs` then writes its heap allocation count to
+    /// `--broker-alloc-file`, and the report gives allocations per message.
+    #[arg(long, requires = "broker_alloc_file")]
+    pub broker_pid: Option<i32>,
+    /// The file the broker writes its count to (its `TACHYON_ALLOC_COUNT_FILE`).
+    #[arg(long, requires = "broker_pid")]
+    pub broker_alloc_file: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +171,42 @@ struct Outcome {
     publishers: Vec<PublisherResult>,
     subscribers: Vec<SubscriberResult>,
     elapsed: Duration,
+    /// The broker's heap allocations during the window (`--broker-pid`).
+    broker_allocations: Option<Result<u64, String>>,
+}
+
+/// Signals the broker at the start and end of the window and reads back its allocation count
+/// (see `Target::broker_pid`); returns the difference.
+fn probe_allocations(clock: &Clock, pid: i32, file: &std::path::Path) -> Result<u64, String> {
+    let read_at = |ns: u64| -> Result<u64, String> {
+        let due = Duration::from_nanos(ns);
+        let now = clock.t0.elapsed();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        let _ = std::fs::remove_file(file);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .map_err(|e| format!("signalling the broker (pid {pid}): {e}"))?;
+        for _ in 0..200 {
+            thread::sleep(Duration::from_millis(5));
+            if let Ok(text) = std::fs::read_to_string(file) {
+                if let Ok(n) = text.trim().parse::<u64>() {
+                    return Ok(n);
+                }
+            }
+        }
+        Err(format!(
+            "the broker wrote no count to {} (is it a --features count-allocs build, with \
+             TACHYON_ALLOC_COUNT_FILE set to that file?)",
+            file.display()
+        ))
+    };
+    let start = read_at(clock.warm_end_ns)?;
+    let end = read_at(clock.end_ns)?;
+    Ok(end.saturating_sub(start))
 }
 
 /// Connects subscribers first (and waits for their SUBACKs), then publishers, then starts the
@@ -204,6 +248,10 @@ fn execute(target: &Target, layout: Layout, qos: QoS) -> Result<Outcome, String>
             .into_iter()
             .map(|(c, plan)| s.spawn(move || run_publisher(c, plan, clock, shared)))
             .collect();
+        let probe = match (target.broker_pid, target.broker_alloc_file.as_deref()) {
+            (Some(pid), Some(file)) => Some(s.spawn(move || probe_allocations(clock, pid, file))),
+            _ => None,
+        };
         let publishers: Vec<PublisherResult> = if show_progress {
             progress(clock, shared, &pubs);
             pubs.into_iter()
@@ -222,6 +270,7 @@ fn execute(target: &Target, layout: Layout, qos: QoS) -> Result<Outcome, String>
             publishers,
             subscribers,
             elapsed: clock.t0.elapsed(),
+            broker_allocations: probe.map(|h| h.join().expect("probe thread ends")),
         }
     });
     Ok(outcome)
@@ -295,6 +344,9 @@ fn totals(outcome: &Outcome, target: &Target) -> Value {
         }
         errors.extend(p.error.clone());
     }
+    if let Some(Err(e)) = &outcome.broker_allocations {
+        errors.push(e.clone());
+    }
     let expected: u64 = outcome
         .subscribers
         .iter()
@@ -350,6 +402,11 @@ fn totals(outcome: &Outcome, target: &Target) -> Value {
     });
     if !lag.is_empty() {
         v["send_lag_us"] = percentiles_us(&lag);
+    }
+    if let Some(Ok(n)) = &outcome.broker_allocations {
+        v["broker_allocations_in_window"] = json!(n);
+        v["broker_allocations_per_message_sent"] = json!(*n as f64 / sent_in_window.max(1) as f64);
+        v["broker_allocations_per_message_delivered"] = json!(*n as f64 / delivered.max(1) as f64);
     }
     if drain_limit_count > 0 {
         eprintln!(

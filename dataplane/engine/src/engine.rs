@@ -42,6 +42,12 @@ pub(crate) enum ConnState {
 pub(crate) struct Conn {
     pub peer: Peer,
     pub state: ConnState,
+    /// Its output is over the soft bound (`Engine::output_soft_bytes`): it slows publishers
+    /// down (backpressure for QoS 0), listed in `Engine::out_congested`.
+    pub out_congested: bool,
+    /// It stayed over the bound for `congestion_timeout_ms` (a client that does not read): no
+    /// longer slowing anyone, it gets the drop policy until its output drains.
+    pub out_slow: bool,
     pub version: Option<ProtocolVersion>,
     pub client_id: Option<Utf8Str>,
     pub session: Option<SessionKey>,
@@ -376,8 +382,11 @@ pub struct Engine {
     /// Forwards of a tombstone whose session passed through here without stopping (a claim
     /// that lost to a newer one) go on to this shard.
     pub(crate) relays: HashMap<(ShardId, SessionKey), ShardId>,
-    /// Connected sessions over their queue limit (see `EngineConfig::queue_hard_factor`).
+    /// Connected sessions over their queue limit (see `EngineConfig::queue_hard_factor`),
+    /// plus connections in `out_congested`.
     pub(crate) congested: usize,
+    /// Connections whose output is over the soft bound, and since when.
+    pub(crate) out_congested: Vec<(ConnId, u64)>,
     pub(crate) congestion_checked_ms: u64,
     /// Queue-full drops since the last warning, and when that was (rate-limited log).
     pub(crate) queue_drops_unlogged: u64,
@@ -428,6 +437,7 @@ impl Engine {
             tombstones: HashMap::new(),
             relays: HashMap::new(),
             congested: 0,
+            out_congested: Vec::new(),
             congestion_checked_ms: 0,
             queue_drops_unlogged: 0,
             queue_drops_logged_ms: None,
@@ -470,10 +480,10 @@ impl Engine {
             return false;
         };
         let publisher = self.now_ms < c.publisher_until_ms;
-        let congested_self = c
-            .session
-            .and_then(|k| self.sessions.get(k))
-            .is_some_and(|s| s.congested_since_ms.is_some());
+        let congested_self = c.out_congested
+            || c.session
+                .and_then(|k| self.sessions.get(k))
+                .is_some_and(|s| s.congested_since_ms.is_some());
         publisher && !congested_self
     }
 
@@ -494,6 +504,8 @@ impl Engine {
         let c = Box::new(Conn {
             peer: peer.into(),
             state: ConnState::AwaitConnect,
+            out_congested: false,
+            out_slow: false,
             version: None,
             client_id: None,
             session: None,
@@ -606,6 +618,7 @@ impl Engine {
         self.now_ms = now;
         self.compact_timers();
         self.check_congestion(now);
+        self.check_output_congestion(now);
         while let Some(Reverse((due, _))) = self.timers.peek() {
             if *due > now {
                 break;

@@ -68,6 +68,67 @@ impl Engine {
         }
     }
 
+    /// Output over this many bytes makes a connection slow the publishers down; a quarter of
+    /// a second of a fast client's reading, far below the hard bound where QoS 0 is dropped.
+    pub(crate) fn output_soft_bytes(&self) -> usize {
+        self.cfg.output_bytes_max / 16
+    }
+
+    /// After output was queued for `conn`: QoS 0 has no queue or window to fill, so the
+    /// output buffer is what shows that a subscriber falls behind. Over the soft bound, the
+    /// shard stops reading publishers (`throttled`) and other shards' mail until it drains,
+    /// instead of dropping messages at the hard bound.
+    pub(crate) fn note_output(&mut self, conn: ConnId) {
+        let soft = self.output_soft_bytes();
+        let now = self.now_ms;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let len = c.out.len_bytes();
+        if c.out_slow && len <= soft / 2 {
+            c.out_slow = false;
+        }
+        if len > soft && !c.out_congested && !c.out_slow {
+            c.out_congested = true;
+            self.congested += 1;
+            self.out_congested.push((conn, now));
+        }
+    }
+
+    /// Releases connections whose output drained (below half the soft bound), or that stayed
+    /// congested for `congestion_timeout_ms` (they get the drop policy). Cheap: it looks only
+    /// at the connections listed.
+    pub(crate) fn check_output_congestion(&mut self, now: u64) {
+        let soft = self.output_soft_bytes();
+        let timeout = self.cfg.congestion_timeout_ms;
+        let mut i = 0;
+        while i < self.out_congested.len() {
+            let (conn, since) = self.out_congested[i];
+            let release = match self.conns.get_mut(&conn) {
+                None => true,
+                Some(c) if c.out.len_bytes() <= soft / 2 => {
+                    c.out_congested = false;
+                    true
+                }
+                Some(c) if now >= since + timeout => {
+                    c.out_congested = false;
+                    c.out_slow = true;
+                    tracing::warn!(shard = self.shard, client_id = c.client_label(), peer = %c.peer,
+                        queued_bytes = c.out.len_bytes(),
+                        "subscriber has not read its output for limits.congestion_timeout_ms; no longer slowing publishers, its QoS 0 messages beyond limits.max_output_bytes are dropped");
+                    true
+                }
+                Some(_) => false,
+            };
+            if release {
+                self.out_congested.swap_remove(i);
+                self.congested = self.congested.saturating_sub(1);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Forgets the congestion of a session leaving this shard's slab.
     pub(crate) fn clear_congestion(&mut self, s: &mut crate::session::Session) {
         if s.congested_since_ms.take().is_some() {

@@ -464,6 +464,7 @@ impl Engine {
                         return;
                     }
                     self.write_publish(now, conn, &d, None, false);
+                    self.note_output(conn);
                 } else if s.window_open() && s.flows().queue.is_empty() {
                     self.send_new_inflight(now, key, conn, d);
                 } else {

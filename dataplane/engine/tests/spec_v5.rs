@@ -1035,3 +1035,62 @@ fn slow_subscriber_throttles_publishers_then_times_out() {
     }
     assert!(c.engines[0].stats().dropped_queue_full > 0);
 }
+
+/// policy (backpressure for QoS 0): a subscriber whose unread output passes the soft bound
+/// (`max_output_bytes` / 16) throttles publishers instead of losing QoS 0 messages at the
+/// hard bound; when it reads again, the pressure is gone and nothing was dropped. One that
+/// stops reading for `congestion_timeout_ms` no longer holds anyone back.
+#[test]
+fn qos0_subscriber_behind_throttles_publishers_instead_of_dropping() {
+    let cfg = EngineConfig {
+        output_bytes_max: 64 * 1024, // soft bound 4 KiB
+        congestion_timeout_ms: 1_000,
+        ..EngineConfig::default()
+    };
+    let mut c = Cluster::with_config(1, cfg);
+    let s = c.connect(0, V5, "s", true);
+    c.subscribe(s, "t", QoS::AtMostOnce);
+    let p = c.connect(0, V5, "p", true);
+    c.stall(s);
+    let payload = [7u8; 100];
+    let mut sent = 0;
+    while !c.engines[0].congested() {
+        c.publish(p, "t", &payload, QoS::AtMostOnce, false, 0);
+        sent += 1;
+        assert!(
+            sent < 100,
+            "congested before 100 x 100 B with a 4 KiB soft bound"
+        );
+    }
+    assert!(c.queued_output(s) > 4096);
+    assert!(c.engines[0].throttled(p), "the publisher waits");
+    assert!(
+        !c.engines[0].throttled(s),
+        "the subscriber itself is not held back"
+    );
+    // It reads: everything arrives, nothing was dropped, the pressure is gone.
+    c.unstall(s);
+    assert_eq!(c.publishes(s, true).len(), sent);
+    assert!(!c.engines[0].congested());
+    assert_eq!(c.engines[0].stats().dropped_qos0_slow_consumer, 0);
+    // It stops reading for good: after the timeout it is released, and what passes the hard
+    // bound is dropped and counted (the broker never buffers without bound).
+    c.stall(s);
+    while !c.engines[0].congested() {
+        c.publish(p, "t", &payload, QoS::AtMostOnce, false, 0);
+    }
+    c.advance(1_200);
+    assert!(
+        !c.engines[0].congested(),
+        "a stalled subscriber does not hold everyone forever"
+    );
+    for _ in 0..1_000 {
+        c.publish(p, "t", &payload, QoS::AtMostOnce, false, 0);
+    }
+    assert!(
+        !c.engines[0].congested(),
+        "a slow subscriber does not congest again"
+    );
+    assert!(c.engines[0].stats().dropped_qos0_slow_consumer > 0);
+    assert!(c.queued_output(s) <= 64 * 1024 + 200);
+}

@@ -14,6 +14,8 @@ pub struct Client {
     pub version: ProtocolVersion,
     inbox: BytesMut,
     pub closed: bool,
+    /// A client that does not read: its output stays in the engine (see `stall`).
+    pub stalled: bool,
 }
 
 pub struct Cluster {
@@ -63,6 +65,7 @@ impl Cluster {
                 version,
                 inbox: BytesMut::new(),
                 closed: false,
+                stalled: false,
             },
         );
         let peer = format!("127.0.0.1:{}", 40000 + id.0).parse().unwrap();
@@ -133,6 +136,13 @@ impl Cluster {
     }
 
     fn drain_out(&mut self, shard: usize, c: ConnId) {
+        if self
+            .clients
+            .get(&c)
+            .is_some_and(|cl| cl.stalled && !cl.closed)
+        {
+            return;
+        }
         if let Some(q) = self.engines[shard].out_queue(c) {
             let mut all = Vec::new();
             for ch in q.chunks() {
@@ -146,6 +156,31 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// The client stops reading: output for it stays queued in the engine.
+    pub fn stall(&mut self, conn: ConnId) {
+        self.clients.get_mut(&conn).unwrap().stalled = true;
+    }
+
+    /// The client reads again: everything queued reaches it; the shards get a tick (the
+    /// driver ticks the engine on every loop) and move what follows.
+    pub fn unstall(&mut self, conn: ConnId) {
+        let shard = self.clients[&conn].shard;
+        self.clients.get_mut(&conn).unwrap().stalled = false;
+        self.drain_out(shard, conn);
+        for e in &mut self.engines {
+            e.handle_tick(self.now);
+        }
+        self.pump();
+    }
+
+    /// Bytes of output queued in the engine for `conn`.
+    pub fn queued_output(&mut self, conn: ConnId) -> usize {
+        let shard = self.clients[&conn].shard;
+        self.engines[shard]
+            .out_queue(conn)
+            .map_or(0, |q| q.len_bytes())
     }
 
     /// Everything the client received since the last call.

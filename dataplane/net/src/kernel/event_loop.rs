@@ -316,7 +316,7 @@ impl Shard {
         for id in ids {
             self.drop_socket(now, id);
         }
-        tracing::info!(shard = self.ctx.shard, "shard stopped");
+        tracing::info!(shard = self.ctx.shard, stats = ?self.engine.stats(), "shard stopped");
     }
 
     /// Backpressure: input from `id` waits while the rings to other shards overflow, or
