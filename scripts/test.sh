@@ -40,13 +40,15 @@ command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 
 dpkg -s mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v stdbuf >/dev/null 2>&1 || need_apt+=(coreutils)
+# The chart font of `tachyon-bench report` (its test draws a chart).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 
 if ((${#need_apt[@]})); then
     echo "installing Debian packages: ${need_apt[*]}"
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${need_apt[@]}"
 else
-    echo "Debian packages present: mosquitto, mosquitto-clients"
+    echo "Debian packages present: mosquitto, mosquitto-clients, fonts-dejavu-core"
 fi
 
 need_pip=()

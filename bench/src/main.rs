@@ -9,11 +9,13 @@
 //!   relay       a bare MQTT-shaped TCP relay: the machine's forwarding ceiling
 //!   pingpong    loopback TCP ping-pong: the machine's latency floor
 //!   conns       idle connections: broker RSS per connection, setup rate
+//!   report      runs of scripts/bench-compare.sh -> docs/benchmarks.md tables and charts
 //! ```
 //!
 //! It links `tachyon-codec` for the wire format and nothing else of the broker.
 
 mod client;
+mod compare;
 mod conns;
 mod load;
 mod payload;
@@ -43,6 +45,8 @@ enum Command {
     Pingpong(pingpong::PingPongArgs),
     /// Idle connections from several loopback sources: broker RSS per connection, setup rate.
     Conns(conns::ConnsArgs),
+    /// Medians, ratios, targets and PNG charts from a directory of runs (bench-compare.sh).
+    Report(compare::ReportArgs),
 }
 
 fn main() {
@@ -53,6 +57,7 @@ fn main() {
         Command::Relay(a) => relay::serve(a),
         Command::Pingpong(a) => pingpong::run(a),
         Command::Conns(a) => conns::run(a),
+        Command::Report(a) => compare::run(a),
     };
     if let Err(e) = result {
         eprintln!("tachyon-bench: {e}");

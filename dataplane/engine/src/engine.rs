@@ -8,6 +8,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use crate::clients::Clients;
 use crate::hash::{IdMap, KeyedMap};
+use crate::recycle::Recycler;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -334,6 +335,12 @@ pub(crate) struct RouteEntry {
 /// chunk is written), so output costs one allocation per this many bytes, not per packet.
 const SCRATCH_CAPACITY: usize = 256 * 1024;
 const SCRATCH_LOW: usize = 8 * 1024;
+/// Used encode buffers kept for reuse (see `recycle.rs`): at 300 MB/s of output, allocating a
+/// new one each time was a thousand allocations a second. Subscribers that are behind hold
+/// chunks of several buffers (up to the soft output bound each), so the pool must outnumber
+/// what they hold; after a second without output it shrinks to `SCRATCH_POOL_IDLE`.
+const SCRATCH_POOL: usize = 32;
+const SCRATCH_POOL_IDLE: usize = 2;
 
 /// One broker shard. See the crate docs for the handle/poll contract.
 pub struct Engine {
@@ -358,6 +365,9 @@ pub struct Engine {
     pub(crate) outbox: VecDeque<(ShardId, Mail)>,
     pub(crate) self_mail: VecDeque<Mail>,
     pub(crate) scratch: BytesMut,
+    /// Encode buffers filled earlier, some of whose chunks may still be queued.
+    pub(crate) scratch_pool: Recycler,
+    pub(crate) scratch_refilled_ms: u64,
     /// Reused by `deliver_local` so that matching does not allocate per message.
     /// A message `Arc` nobody else holds, reused for the next PUBLISH (see `message_arc`).
     pub(crate) spare_message: Option<Arc<Message>>,
@@ -425,6 +435,8 @@ impl Engine {
             outbox: VecDeque::new(),
             self_mail: VecDeque::new(),
             scratch: BytesMut::with_capacity(SCRATCH_CAPACITY),
+            scratch_pool: Recycler::new(SCRATCH_CAPACITY, SCRATCH_POOL),
+            scratch_refilled_ms: 0,
             match_scratch: Vec::new(),
             compact_cache: None,
             spare_message: None,
@@ -619,6 +631,9 @@ impl Engine {
         self.compact_timers();
         self.check_congestion(now);
         self.check_output_congestion(now);
+        if self.scratch_pool.len() > SCRATCH_POOL_IDLE && now > self.scratch_refilled_ms + 1000 {
+            self.scratch_pool.trim(SCRATCH_POOL_IDLE);
+        }
         while let Some(Reverse((due, _))) = self.timers.peek() {
             if *due > now {
                 break;
@@ -887,9 +902,12 @@ impl Engine {
 
     /// Makes room in the encode buffer (see `SCRATCH_CAPACITY`).
     pub(crate) fn scratch_ready(&mut self) {
-        if self.scratch.capacity() - self.scratch.len() < SCRATCH_LOW {
-            self.scratch = BytesMut::with_capacity(SCRATCH_CAPACITY);
+        if self.scratch.capacity() - self.scratch.len() >= SCRATCH_LOW {
+            return;
         }
+        self.scratch.clear();
+        self.scratch_pool.refill(&mut self.scratch);
+        self.scratch_refilled_ms = self.now_ms;
     }
 
     pub(crate) fn send_disconnect(

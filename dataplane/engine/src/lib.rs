@@ -32,6 +32,7 @@ pub mod mail;
 pub mod message;
 mod out;
 mod publish;
+pub mod recycle;
 pub mod session;
 mod stats;
 mod subscribe;

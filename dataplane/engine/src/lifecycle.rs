@@ -68,10 +68,11 @@ impl Engine {
         }
     }
 
-    /// Output over this many bytes makes a connection slow the publishers down; a quarter of
-    /// a second of a fast client's reading, far below the hard bound where QoS 0 is dropped.
+    /// Output over this many bytes (256 KiB by default) makes a connection slow the
+    /// publishers down: the kernel's send buffer holds megabytes more, so the client never
+    /// starves, and little output stays referenced in the shard's encode buffers.
     pub(crate) fn output_soft_bytes(&self) -> usize {
-        self.cfg.output_bytes_max / 16
+        self.cfg.output_bytes_max / 64
     }
 
     /// After output was queued for `conn`: QoS 0 has no queue or window to fill, so the

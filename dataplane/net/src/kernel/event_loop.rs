@@ -16,6 +16,7 @@ use nix::errno::Errno;
 use nix::libc;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{accept4, setsockopt, sockopt, SockFlag};
+use tachyon_engine::recycle::Recycler;
 use tachyon_engine::{ConnId, Engine, EngineConfig};
 use tachyon_shard::{Mesh, Port};
 
@@ -33,7 +34,12 @@ const MAIL_BUDGET: usize = 4096;
 /// without bound; TCP flow control then slows the publisher.
 const OVERFLOW_MAX: usize = 65_536;
 const INGRESS_CAPACITY: usize = 256 * 1024;
+/// Used ingress buffers kept for reuse (see `tachyon_engine::recycle`).
+const INGRESS_POOL: usize = 4;
 const READ_CHUNK_MIN: usize = 16 * 1024;
+/// A partial packet up to this size is copied in front of the next read into the shared
+/// buffer; a larger one (a big packet arriving in pieces) is read into its own buffer.
+const PARTIAL_COPY_MAX: usize = 16 * 1024;
 const IOV_MAX_BATCH: usize = 64;
 /// Longest sleep when no timer is due, so a missed wakeup costs at most this much.
 const IDLE_TIMEOUT_MS: u64 = 1000;
@@ -94,10 +100,14 @@ struct Shard {
     port: Port,
     socks: SocketTable<Socket>,
     ingress: BytesMut,
+    /// Used ingress buffers whose payload slices may still be held (messages in queues).
+    ingress_pool: Recycler,
     next_conn: u64,
     start: Instant,
     /// Connections whose read budget ran out before EAGAIN (edge-triggered: revisit them).
     backlog: Vec<ConnId>,
+    /// The backlog being worked through (swapped with `backlog`, so neither reallocates).
+    backlog_work: Vec<ConnId>,
     /// Kept open so that EMFILE can be answered by accepting and closing (see `accept_all`).
     reserve_fd: Option<OwnedFd>,
     listening: bool,
@@ -169,9 +179,11 @@ pub(super) fn run_shard(ctx: ShardContext) {
         port,
         socks: SocketTable::new(),
         ingress: BytesMut::with_capacity(INGRESS_CAPACITY),
+        ingress_pool: Recycler::new(INGRESS_CAPACITY, INGRESS_POOL),
         next_conn: 1,
         start: epoch,
         backlog: Vec::new(),
+        backlog_work: Vec::new(),
         reserve_fd,
         listening: true,
         closing: Vec::new(),
@@ -277,16 +289,19 @@ impl Shard {
                     }
                 }
             }
-            let mut backlog = std::mem::take(&mut self.backlog);
+            let mut backlog = std::mem::take(&mut self.backlog_work);
+            std::mem::swap(&mut backlog, &mut self.backlog);
             backlog.sort_unstable();
             backlog.dedup();
-            for id in backlog {
+            for &id in &backlog {
                 if self.hold_back(id) {
                     self.backlog.push(id);
                 } else {
                     self.read(now, id);
                 }
             }
+            backlog.clear();
+            self.backlog_work = backlog;
             // A congested shard (a connected subscriber behind) takes no mail from the others
             // either: their rings fill, and they stop reading their publishers in turn.
             if !self.engine.congested() {
@@ -463,10 +478,35 @@ impl Shard {
                 return;
             };
             let fd = sock.stream.as_raw_fd();
-            let res = if let Some(rx) = sock.rx.as_deref_mut() {
+            // A large packet in progress is read into its connection's own buffer (it is not
+            // copied again on every read). A small remainder is copied in front of the shared
+            // buffer instead, so that a streaming publisher costs no allocation per read.
+            let own = sock
+                .rx
+                .as_ref()
+                .is_some_and(|rx| rx.len() > PARTIAL_COPY_MAX);
+            let res = if own {
+                let rx = sock.rx.as_deref_mut().expect("checked above");
                 read_into(fd, rx, READ_CHUNK_MIN)
             } else {
-                read_into(fd, &mut self.ingress, INGRESS_CAPACITY)
+                let carried = sock.rx.as_ref().map_or(0, |rx| rx.len());
+                if self.ingress.capacity() < READ_CHUNK_MIN + carried {
+                    // Empty here: consumed, or moved to its connection, after each read.
+                    self.ingress_pool.refill(&mut self.ingress);
+                }
+                if let Some(rx) = sock.rx.as_deref_mut() {
+                    self.ingress.extend_from_slice(rx);
+                    rx.clear();
+                }
+                let res = read_into(fd, &mut self.ingress, INGRESS_CAPACITY);
+                if !matches!(res, Ok(n) if n > 0) && carried > 0 {
+                    // Nothing new arrived: the remainder goes back to its connection.
+                    if let Some(rx) = sock.rx.as_deref_mut() {
+                        rx.extend_from_slice(&self.ingress);
+                    }
+                    self.ingress.clear();
+                }
+                res
             };
             match res {
                 Ok(0) => {
@@ -474,7 +514,8 @@ impl Shard {
                     return;
                 }
                 Ok(n) => {
-                    if let Some(mut rx) = sock.rx.take() {
+                    if own {
+                        let mut rx = sock.rx.take().expect("checked above");
                         self.engine.handle_bytes(now, id, &mut rx);
                         if let Some(sock) = self.socks.get_mut(id) {
                             // Keep the buffer only while a partial packet waits in it.
@@ -485,9 +526,15 @@ impl Shard {
                     } else {
                         self.engine.handle_bytes(now, id, &mut self.ingress);
                         if !self.ingress.is_empty() {
-                            // Keep the partial packet with its connection.
+                            // Keep the partial packet with its connection (in the buffer it
+                            // already has, emptied above, when it streams).
                             if let Some(sock) = self.socks.get_mut(id) {
-                                sock.rx = Some(Box::new(BytesMut::from(&self.ingress[..])));
+                                match sock.rx.as_deref_mut() {
+                                    Some(rx) => rx.extend_from_slice(&self.ingress),
+                                    None => {
+                                        sock.rx = Some(Box::new(BytesMut::from(&self.ingress[..])))
+                                    }
+                                }
                             }
                             self.ingress.clear();
                         }
@@ -498,7 +545,15 @@ impl Shard {
                         return;
                     }
                 }
-                Err(Errno::EAGAIN) => return,
+                Err(Errno::EAGAIN) => {
+                    // Caught up: an idle connection holds no receive buffer.
+                    if let Some(sock) = self.socks.get_mut(id) {
+                        if sock.rx.as_ref().is_some_and(|rx| rx.is_empty()) {
+                            sock.rx = None;
+                        }
+                    }
+                    return;
+                }
                 Err(Errno::EINTR) => continue,
                 Err(_) => {
                     self.lost(now, id);
