@@ -67,7 +67,15 @@ impl Utf8Str {
     /// Checks the MQTT string rules. Returns `None` when `b` is not valid UTF-8, contains
     /// U+0000 or is longer than 65535 bytes. (Rust `str` already excludes surrogates.)
     pub fn from_bytes(b: Bytes) -> Option<Utf8Str> {
-        if b.len() > u16::MAX as usize || b.contains(&0) {
+        if b.len() > u16::MAX as usize {
+            return None;
+        }
+        // Topics and ids are nearly always ASCII: one vectorised pass over 1..=0x7F is enough
+        // (it excludes U+0000 too), instead of a search for NUL and then a UTF-8 decode.
+        if b.iter().all(|&c| c.wrapping_sub(1) < 0x7F) {
+            return Some(Utf8Str(b));
+        }
+        if b.contains(&0) {
             return None;
         }
         std::str::from_utf8(&b).ok()?;

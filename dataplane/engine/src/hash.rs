@@ -4,26 +4,31 @@
 //! each hold maps that are usually empty, so with many idle clients those bytes add up
 //! (docs/benchmarks.md, idle connections). Both builders here are zero-sized:
 //!
-//! - [`Keyed`]: SipHash-1-3 (std's) under one random key per process, for keys a client
-//!   chooses (client ids, topic levels, its own QoS 2 packet ids), so that nobody can aim
-//!   collisions at a table.
+//! - [`Keyed`]: foldhash (hashbrown's default) under one random seed per process, for keys a
+//!   client chooses (client ids, topic levels, its own QoS 2 packet ids), so that nobody can
+//!   aim collisions at a table. SipHash, std's default, was a fifth of the shard's time in
+//!   QoS 0 fan-in (trie lookups; docs/benchmarks.md).
 //! - [`IdHash`]: a multiplicative mix for integer keys the broker chooses itself (connection
 //!   ids, session keys, the packet ids it allocates), which are looked up on every message.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, DefaultHasher, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 
-/// SipHash-1-3 with a per-process random key.
+use foldhash::fast::FoldHasher;
+use foldhash::SharedSeed;
+
+/// foldhash with a per-process random seed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Keyed;
 
 impl BuildHasher for Keyed {
-    type Hasher = DefaultHasher;
-    fn build_hasher(&self) -> DefaultHasher {
-        static KEY: OnceLock<RandomState> = OnceLock::new();
-        KEY.get_or_init(RandomState::new).build_hasher()
+    type Hasher = FoldHasher<'static>;
+    fn build_hasher(&self) -> FoldHasher<'static> {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        let seed = *SEED.get_or_init(|| RandomState::new().hash_one(0x7461_6368_796f_6e00_u64));
+        FoldHasher::with_seed(seed, SharedSeed::global_random())
     }
 }
 

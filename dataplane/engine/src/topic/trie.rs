@@ -13,7 +13,12 @@ use crate::hash::KeyedMap;
 
 #[derive(Debug)]
 struct Node<T> {
+    /// Literal levels.
     children: KeyedMap<Box<[u8]>, Node<T>>,
+    /// The `+` and `#` children, kept apart: a match looks both up at every level, and this
+    /// way without hashing.
+    plus: Option<Box<Node<T>>>,
+    hash: Option<Box<Node<T>>>,
     value: Option<T>,
 }
 
@@ -21,8 +26,59 @@ impl<T> Default for Node<T> {
     fn default() -> Self {
         Node {
             children: KeyedMap::default(),
+            plus: None,
+            hash: None,
             value: None,
         }
+    }
+}
+
+impl<T> Node<T> {
+    fn child(&self, level: &[u8]) -> Option<&Node<T>> {
+        match level {
+            b"+" => self.plus.as_deref(),
+            b"#" => self.hash.as_deref(),
+            l => self.children.get(l),
+        }
+    }
+
+    fn child_mut(&mut self, level: &[u8]) -> Option<&mut Node<T>> {
+        match level {
+            b"+" => self.plus.as_deref_mut(),
+            b"#" => self.hash.as_deref_mut(),
+            l => self.children.get_mut(l),
+        }
+    }
+
+    fn child_or_insert(&mut self, level: &[u8]) -> &mut Node<T> {
+        match level {
+            b"+" => self.plus.get_or_insert_with(Box::default),
+            b"#" => self.hash.get_or_insert_with(Box::default),
+            l => self.children.entry(l.into()).or_default(),
+        }
+    }
+
+    fn remove_child(&mut self, level: &[u8]) {
+        match level {
+            b"+" => self.plus = None,
+            b"#" => self.hash = None,
+            l => {
+                self.children.remove(l);
+            }
+        }
+    }
+
+    fn is_leaf(&self) -> bool {
+        self.children.is_empty() && self.plus.is_none() && self.hash.is_none()
+    }
+
+    /// Every child with its level: literals, then `+`, then `#`.
+    fn each_child(&self) -> impl Iterator<Item = (&[u8], &Node<T>)> {
+        self.children
+            .iter()
+            .map(|(k, v)| (&k[..], v))
+            .chain(self.plus.as_deref().map(|n| (&b"+"[..], n)))
+            .chain(self.hash.as_deref().map(|n| (&b"#"[..], n)))
     }
 }
 
@@ -60,7 +116,7 @@ impl<T> Trie<T> {
     pub fn entry_or_insert_with(&mut self, filter: &[u8], make: impl FnOnce() -> T) -> &mut T {
         let mut node = &mut self.root;
         for level in filter.split(|&b| b == b'/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.child_or_insert(level);
         }
         if node.value.is_none() {
             self.len += 1;
@@ -71,7 +127,7 @@ impl<T> Trie<T> {
     pub fn get_mut(&mut self, filter: &[u8]) -> Option<&mut T> {
         let mut node = &mut self.root;
         for level in filter.split(|&b| b == b'/') {
-            node = node.children.get_mut(level)?;
+            node = node.child_mut(level)?;
         }
         node.value.as_mut()
     }
@@ -79,7 +135,7 @@ impl<T> Trie<T> {
     pub fn get(&self, filter: &[u8]) -> Option<&T> {
         let mut node = &self.root;
         for level in filter.split(|&b| b == b'/') {
-            node = node.children.get(level)?;
+            node = node.child(level)?;
         }
         node.value.as_ref()
     }
@@ -110,12 +166,12 @@ impl<T> Trie<T> {
             }
             return false;
         };
-        let Some(child) = node.children.get_mut(*first) else {
+        let Some(child) = node.child_mut(first) else {
             return false;
         };
         let removed = Self::remove_rec(child, rest, remove);
-        if removed && child.value.is_none() && child.children.is_empty() {
-            node.children.remove(*first);
+        if removed && child.value.is_none() && child.is_leaf() {
+            node.remove_child(first);
         }
         removed
     }
@@ -136,7 +192,7 @@ impl<T> Trie<T> {
         // Wildcards at the first level do not match `$` topics (v5 [MQTT-4.7.2-1]).
         let wild_ok = !(first && dollar);
         if wild_ok {
-            if let Some(v) = node.children.get(&b"#"[..]).and_then(|n| n.value.as_ref()) {
+            if let Some(v) = node.hash.as_ref().and_then(|n| n.value.as_ref()) {
                 f(v);
             }
         }
@@ -144,11 +200,7 @@ impl<T> Trie<T> {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
             None => (rest, None),
         };
-        let plus = if wild_ok {
-            node.children.get(&b"+"[..])
-        } else {
-            None
-        };
+        let plus = if wild_ok { node.plus.as_deref() } else { None };
         for child in [node.children.get(level), plus].into_iter().flatten() {
             match tail {
                 Some(t) => Self::match_rec(child, t, false, dollar, f),
@@ -157,7 +209,7 @@ impl<T> Trie<T> {
                         f(v);
                     }
                     // "a/#" also matches "a" (v5 4.7.1.2).
-                    if let Some(v) = child.children.get(&b"#"[..]).and_then(|n| n.value.as_ref()) {
+                    if let Some(v) = child.hash.as_ref().and_then(|n| n.value.as_ref()) {
                         f(v);
                     }
                 }
@@ -177,7 +229,7 @@ impl<T> Trie<T> {
                 f(path, v);
             }
         }
-        for (level, child) in &node.children {
+        for (level, child) in node.each_child() {
             let len = path.len();
             if !root {
                 path.push(b'/');
@@ -215,7 +267,7 @@ impl<T> Trie<T> {
                         f(v);
                     }
                 }
-                for (name, child) in &node.children {
+                for (name, child) in node.each_child() {
                     if first && name.first() == Some(&b'$') {
                         continue;
                     }
@@ -223,7 +275,7 @@ impl<T> Trie<T> {
                 }
             }
             b"+" => {
-                for (name, child) in &node.children {
+                for (name, child) in node.each_child() {
                     if first && name.first() == Some(&b'$') {
                         continue;
                     }
@@ -231,7 +283,7 @@ impl<T> Trie<T> {
                 }
             }
             lit => {
-                if let Some(child) = node.children.get(lit) {
+                if let Some(child) = node.child(lit) {
                     Self::matched_by_rec(child, rest, false, f);
                 }
             }
@@ -242,7 +294,7 @@ impl<T> Trie<T> {
         if let Some(v) = node.value.as_ref() {
             f(v);
         }
-        for child in node.children.values() {
+        for (_, child) in node.each_child() {
             Self::all_below(child, f);
         }
     }
@@ -317,7 +369,7 @@ mod tests {
         t.entry_or_insert_with(b"a/b/c", || 1);
         assert!(t.remove_if(b"a/b/c", |_| true));
         assert!(t.is_empty());
-        assert!(t.root.children.is_empty());
+        assert!(t.root.is_leaf());
         assert!(!t.remove_if(b"a/b/c", |_| true));
     }
 
