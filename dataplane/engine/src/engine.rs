@@ -78,6 +78,10 @@ pub(crate) struct Conn {
     pub publisher_until_ms: u64,
 }
 
+/// What, besides the message, decides the bytes of a shareable QoS 0 PUBLISH: protocol
+/// version, RETAIN, DUP.
+pub(crate) type EncodingKey = (ProtocolVersion, bool, bool);
+
 /// A client's address for log lines: 16 bytes instead of `SocketAddr`'s 32 (IPv6 boxed).
 #[derive(Debug)]
 pub(crate) enum Peer {
@@ -367,6 +371,10 @@ pub struct Engine {
     pub(crate) scratch: BytesMut,
     /// Encode buffers filled earlier, some of whose chunks may still be queued.
     pub(crate) scratch_pool: Recycler,
+    /// While delivering one message locally (`deliver_local`): its last QoS 0 encoding, by
+    /// (version, RETAIN, DUP), shared with the next subscriber that needs the same bytes.
+    pub(crate) share_encodes: bool,
+    pub(crate) shared_encode: Option<(Arc<Message>, EncodingKey, Bytes)>,
     pub(crate) scratch_refilled_ms: u64,
     /// Reused by `deliver_local` so that matching does not allocate per message.
     /// A message `Arc` nobody else holds, reused for the next PUBLISH (see `message_arc`).
@@ -437,6 +445,8 @@ impl Engine {
             scratch: BytesMut::with_capacity(SCRATCH_CAPACITY),
             scratch_pool: Recycler::new(SCRATCH_CAPACITY, SCRATCH_POOL),
             scratch_refilled_ms: 0,
+            share_encodes: false,
+            shared_encode: None,
             match_scratch: Vec::new(),
             compact_cache: None,
             spare_message: None,

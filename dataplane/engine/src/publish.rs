@@ -300,6 +300,22 @@ impl Engine {
         shared: &[SharedTarget],
         tag: (ShardId, u64, u64),
     ) {
+        // Encodings are shared between this message's subscribers only, and the message is
+        // not held after (its `Arc` is reused for the next PUBLISH: `message_arc`).
+        self.share_encodes = true;
+        self.deliver_local_inner(now, msg, normal, shared, tag);
+        self.share_encodes = false;
+        self.shared_encode = None;
+    }
+
+    fn deliver_local_inner(
+        &mut self,
+        now: u64,
+        msg: &Arc<Message>,
+        normal: bool,
+        shared: &[SharedTarget],
+        tag: (ShardId, u64, u64),
+    ) {
         let (origin, seq, _) = tag;
         if seq > 0 && self.seen[origin] < seq {
             self.seen[origin] = seq;
@@ -322,7 +338,8 @@ impl Engine {
                 let mut qos: Option<QoS> = None;
                 let mut retain = false;
                 let mut ids = Vec::new();
-                let origin_is_self = match (self.sessions.get(key), &msg.origin) {
+                // Compared only when a subscription asks for No Local.
+                let origin_is_self = || match (self.sessions.get(key), &msg.origin) {
                     (Some(s), Some(o)) => &s.client_id == o,
                     _ => false,
                 };
@@ -336,7 +353,7 @@ impl Engine {
                     let (_, opts, id) = matches[j];
                     j += 1;
                     // v5 [MQTT-3.8.3-3]: No Local.
-                    if v5 && opts.no_local && origin_is_self {
+                    if v5 && opts.no_local && origin_is_self() {
                         continue;
                     }
                     qos = Some(qos.map_or(opts.qos, |q| q.max(opts.qos)));
@@ -671,6 +688,25 @@ impl Engine {
             self.stats.dropped_too_large_for_client += 1;
             return false;
         }
+        // Fan-out: a QoS 0 packet without per-subscriber parts (Packet Identifier,
+        // Subscription Identifiers, Topic Alias) is the same bytes for every subscriber of
+        // this version and RETAIN flag: encode it once and share the chunk.
+        let shareable = self.share_encodes
+            && pid.is_none()
+            && head.subscription_identifiers.is_empty()
+            && !(v5 && c.alias_out_max > 0)
+            && msg.payload.len() <= self.cfg.inline_payload_max;
+        let share_key = (version, d.retain, dup);
+        if shareable {
+            if let Some((m, key, bytes)) = &self.shared_encode {
+                if Arc::ptr_eq(m, msg) && *key == share_key {
+                    c.push_out(bytes.clone(), conn, &mut self.dirty);
+                    self.stats.messages_sent[d.qos as usize] += 1;
+                    self.stats.bytes_sent_queued += total as u64;
+                    return true;
+                }
+            }
+        }
         // Outbound Topic Aliases (v5 3.3.2.3.4): map a topic once, then send only the alias.
         if v5 && c.alias_out_max > 0 {
             let outbound = &mut c.aliases.get_or_insert_with(Box::default).outbound;
@@ -687,6 +723,9 @@ impl Engine {
         if msg.payload.len() <= self.cfg.inline_payload_max {
             self.scratch.extend_from_slice(&msg.payload);
             let chunk = self.scratch.split().freeze();
+            if shareable {
+                self.shared_encode = Some((Arc::clone(msg), share_key, chunk.clone()));
+            }
             c.push_out(chunk, conn, &mut self.dirty);
         } else {
             let chunk = self.scratch.split().freeze();

@@ -1094,3 +1094,52 @@ fn qos0_subscriber_behind_throttles_publishers_instead_of_dropping() {
     assert!(c.engines[0].stats().dropped_qos0_slow_consumer > 0);
     assert!(c.queued_output(s) <= 256 * 1024 + 200);
 }
+
+/// QoS 0 fan-out shares one encoding between subscribers that need the same bytes; the ones
+/// with per-subscriber parts still get their own: a Subscription Identifier (v5
+/// [MQTT-3.3.4-3]), a Topic Alias (v5 3.3.2.3.4), the v3.1.1 encoding, RETAIN as published
+/// (v5 [MQTT-3.3.1-12]).
+#[test]
+fn shared_fan_out_encoding_keeps_per_subscriber_parts() {
+    let mut c = Cluster::new(1);
+    let plain1 = c.connect(0, V5, "plain1", true);
+    c.subscribe(plain1, "t", QoS::AtMostOnce);
+    let with_id = c.connect(0, V5, "with-id", true);
+    c.subscribe_opts(with_id, "t", SubscriptionOptions::default(), Some(9));
+    let mut cn = connect(V5, "alias", true);
+    cn.properties.topic_alias_maximum = Some(4);
+    let (alias, _) = c.connect_with(0, cn);
+    c.subscribe(alias, "t", QoS::AtMostOnce);
+    let rap = c.connect(0, V5, "rap", true);
+    c.subscribe_opts(
+        rap,
+        "t",
+        SubscriptionOptions {
+            retain_as_published: true,
+            ..Default::default()
+        },
+        None,
+    );
+    let old = c.connect(0, ProtocolVersion::V311, "old", true);
+    c.subscribe(old, "t", QoS::AtMostOnce);
+    let plain2 = c.connect(0, V5, "plain2", true);
+    c.subscribe(plain2, "t", QoS::AtMostOnce);
+    let p = c.connect(0, V5, "p", true);
+    c.publish(p, "t", b"payload", QoS::AtMostOnce, true, 0);
+    for (conn, ids, alias_prop, retain) in [
+        (plain1, vec![], None, false),
+        (with_id, vec![9], None, false),
+        (alias, vec![], Some(1), false),
+        (rap, vec![], None, true),
+        (old, vec![], None, false),
+        (plain2, vec![], None, false),
+    ] {
+        let got = c.publishes(conn, true);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].topic.as_str(), "t");
+        assert_eq!(got[0].payload.as_ref(), b"payload");
+        assert_eq!(got[0].properties.subscription_identifiers, ids);
+        assert_eq!(got[0].properties.topic_alias, alias_prop);
+        assert_eq!(got[0].retain, retain);
+    }
+}

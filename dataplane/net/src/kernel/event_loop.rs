@@ -284,7 +284,14 @@ impl Shard {
                             // Edge-triggered: remember it, read once the pressure is gone.
                             self.backlog.push(id);
                         } else {
-                            self.read(now, id);
+                            // Only data: a short read means the socket is drained (a later
+                            // arrival raises a new edge). A peer that closed is read to EOF.
+                            let closed = flags.intersects(
+                                EpollFlags::EPOLLRDHUP
+                                    | EpollFlags::EPOLLHUP
+                                    | EpollFlags::EPOLLERR,
+                            );
+                            self.read_some(now, id, !closed);
                         }
                     }
                 }
@@ -467,7 +474,14 @@ impl Shard {
         self.engine.handle_open(now, id, peer);
     }
 
+    /// Reads until EAGAIN (or the budget).
     fn read(&mut self, now: u64, id: ConnId) {
+        self.read_some(now, id, false);
+    }
+
+    /// Reads; with `short_stops`, a read that does not fill the space offered ends it (saves
+    /// the read that would only return EAGAIN: one syscall per wake-up of a quiet client).
+    fn read_some(&mut self, now: u64, id: ConnId, short_stops: bool) {
         if self.socks.get(id).is_some_and(|s| s.phase != Phase::Open) {
             self.discard_input(now, id);
             return;
@@ -485,9 +499,10 @@ impl Shard {
                 .rx
                 .as_ref()
                 .is_some_and(|rx| rx.len() > PARTIAL_COPY_MAX);
+            let mut offered = 0;
             let res = if own {
                 let rx = sock.rx.as_deref_mut().expect("checked above");
-                read_into(fd, rx, READ_CHUNK_MIN)
+                read_into(fd, rx, READ_CHUNK_MIN, &mut offered)
             } else {
                 let carried = sock.rx.as_ref().map_or(0, |rx| rx.len());
                 if self.ingress.capacity() < READ_CHUNK_MIN + carried {
@@ -498,7 +513,7 @@ impl Shard {
                     self.ingress.extend_from_slice(rx);
                     rx.clear();
                 }
-                let res = read_into(fd, &mut self.ingress, INGRESS_CAPACITY);
+                let res = read_into(fd, &mut self.ingress, INGRESS_CAPACITY, &mut offered);
                 if !matches!(res, Ok(n) if n > 0) && carried > 0 {
                     // Nothing new arrived: the remainder goes back to its connection.
                     if let Some(rx) = sock.rx.as_deref_mut() {
@@ -544,14 +559,13 @@ impl Shard {
                         self.backlog.push(id);
                         return;
                     }
+                    if short_stops && n < offered {
+                        self.release_empty_rx(id);
+                        return;
+                    }
                 }
                 Err(Errno::EAGAIN) => {
-                    // Caught up: an idle connection holds no receive buffer.
-                    if let Some(sock) = self.socks.get_mut(id) {
-                        if sock.rx.as_ref().is_some_and(|rx| rx.is_empty()) {
-                            sock.rx = None;
-                        }
-                    }
+                    self.release_empty_rx(id);
                     return;
                 }
                 Err(Errno::EINTR) => continue,
@@ -559,6 +573,15 @@ impl Shard {
                     self.lost(now, id);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Caught up: an idle connection holds no receive buffer.
+    fn release_empty_rx(&mut self, id: ConnId) {
+        if let Some(sock) = self.socks.get_mut(id) {
+            if sock.rx.as_ref().is_some_and(|rx| rx.is_empty()) {
+                sock.rx = None;
             }
         }
     }
@@ -698,11 +721,17 @@ impl Shard {
 }
 
 /// `read(2)` into the spare capacity of `buf`, growing it by `grow` when little is left.
-fn read_into(fd: RawFd, buf: &mut BytesMut, grow: usize) -> Result<usize, Errno> {
+fn read_into(
+    fd: RawFd,
+    buf: &mut BytesMut,
+    grow: usize,
+    offered: &mut usize,
+) -> Result<usize, Errno> {
     if buf.capacity() - buf.len() < READ_CHUNK_MIN {
         buf.reserve(grow.max(READ_CHUNK_MIN));
     }
     let spare = buf.spare_capacity_mut();
+    *offered = spare.len();
     // SAFETY: the kernel writes at most `spare.len()` bytes into memory owned by `buf`.
     let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
     if n < 0 {
