@@ -290,7 +290,7 @@ impl Engine {
             payload: will.payload,
             qos: will.qos,
             retain: will.retain,
-            properties: props,
+            properties: Message::boxed_properties(props),
             expires_at_ms: expiry.map(|s| now + s as u64 * 1000),
             origin: Some(client_id.clone()),
         };

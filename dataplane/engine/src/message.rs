@@ -2,6 +2,8 @@
 //! between subscribers and shards (`Arc`), payload and strings still slices of the publisher's
 //! receive buffer.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use tachyon_codec::{Properties, QoS, Utf8Str};
 
@@ -15,7 +17,11 @@ pub struct Message {
     /// Properties forwarded unchanged (v5 [MQTT-3.3.2-4], [MQTT-3.3.2-15] .. [MQTT-3.3.2-18], [MQTT-3.3.2-20]): payload format indicator,
     /// content type, response topic, correlation data, user properties. Topic alias, message
     /// expiry and subscription identifiers are cleared here and set per delivery.
-    pub properties: Properties,
+    ///
+    /// `None` when there are none, the common case: the message then stays small, and
+    /// building it and moving it into its `Arc` copies ~130 bytes instead of ~530 (a tenth
+    /// of the shard's time in QoS 0 fan-in was such copies). Read it with `properties()`.
+    pub properties: Option<Box<Properties>>,
     /// Absolute expiry in engine milliseconds (from Message Expiry Interval), if any.
     pub expires_at_ms: Option<u64>,
     /// Client Identifier of the publisher, for No Local (v5 [MQTT-3.8.3-3]).
@@ -23,6 +29,17 @@ pub struct Message {
 }
 
 impl Message {
+    /// The forwarded properties (empty when there are none).
+    pub fn properties(&self) -> &Properties {
+        static NONE: LazyLock<Properties> = LazyLock::new(Properties::default);
+        self.properties.as_deref().unwrap_or(&NONE)
+    }
+
+    /// `p` boxed, or `None` when it is empty.
+    pub fn boxed_properties(p: Properties) -> Option<Box<Properties>> {
+        (!p.is_empty()).then(|| Box::new(p))
+    }
+
     /// True when the Message Expiry Interval has passed (v5 [MQTT-3.3.2-5]).
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_some_and(|t| now_ms >= t)
@@ -42,7 +59,7 @@ impl Message {
             payload: Bytes::copy_from_slice(&self.payload),
             qos: self.qos,
             retain: self.retain,
-            properties: self.properties.detached(),
+            properties: self.properties.as_ref().map(|p| Box::new(p.detached())),
             expires_at_ms: self.expires_at_ms,
             origin: self.origin.as_ref().map(Utf8Str::detached),
         }

@@ -133,7 +133,7 @@ impl Engine {
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
-            properties: props,
+            properties: Message::boxed_properties(props),
             expires_at_ms: expiry.map(|s| now + s as u64 * 1000),
             origin: client_id,
         };
@@ -673,7 +673,7 @@ impl Engine {
             retain: d.retain,
             topic: msg.topic.as_bytes(),
             packet_id: pid,
-            properties: if v5 { Some(&msg.properties) } else { None },
+            properties: if v5 { Some(msg.properties()) } else { None },
             message_expiry_interval: if v5 {
                 msg.remaining_expiry_secs(now)
             } else {
