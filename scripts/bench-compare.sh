@@ -40,7 +40,9 @@ if ((${#need_apt[@]})); then
     log "installing ${need_apt[*]}"
     apt-get update -q && apt-get install -y -q --no-install-recommends "${need_apt[@]}"
 fi
-log "building (release; and the count-allocs build for the allocation runs)"
+# The commit measured: what is built now (later edits to the tree do not count).
+COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+uncommitted')"
+log "building $COMMIT (release; and the count-allocs build for the allocation runs)"
 cargo build --release -q -p tachyon -p tachyon-bench
 cargo build --release -q --target-dir target/count-allocs -p tachyon --features count-allocs
 mkdir -p "$OUT"
@@ -165,7 +167,6 @@ name, entries = sys.argv[1], sys.argv[2:]
 print(json.dumps({name: [dict(label=e.split("|")[0], title=e.split("|")[1], qos=int(e.split("|")[2])) for e in entries]}))
 EOF
 }
-COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+uncommitted')"
 python3 - "$OUT/meta.json" <<EOF
 import json, os, platform, subprocess, sys
 meta = {}

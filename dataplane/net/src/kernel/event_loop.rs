@@ -1,9 +1,11 @@
 //! The loop of one shard on kernel sockets.
 //!
 //! Reads go into one shard-wide ingress buffer, so an idle connection holds no receive buffer:
-//! complete packets are split off it as reference-counted slices (no copy), and only a trailing
-//! partial packet is copied into the connection's own buffer until the rest arrives.
-//! Writes take the engine's queued chunks and hand up to 64 of them to one `writev`.
+//! complete packets are split off it as reference-counted slices (no copy). A trailing partial
+//! packet is kept with its connection and copied in front of that connection's next read (a
+//! large one is read into its own buffer until complete). Used ingress buffers are recycled
+//! once no message holds a slice of them. Writes take the engine's queued chunks and hand up
+//! to 64 of them to one `writev`.
 
 use std::io::{IoSlice, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -449,7 +451,7 @@ impl Shard {
         let fd_num = stream.as_raw_fd();
         if fd_num > FD_MAX {
             tracing::warn!(shard = self.ctx.shard, peer = %peer, fd = fd_num,
-                "descriptor above what a connection id holds (2^24); dropping connection; lower limits.max_open_files");
+                "descriptor above what a connection id holds (2^24); connection refused; keep the open-files limit (ulimit -n, LimitNOFILE) below 16,777,216");
             return;
         }
         let id = conn_id(self.ctx.shard, self.next_conn, fd_num);
