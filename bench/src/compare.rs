@@ -452,12 +452,9 @@ pub fn run(a: &ReportArgs) -> Result<(), String> {
     let old = std::fs::read_to_string(&a.output).unwrap_or_default();
     let text = match (old.find(BEGIN), old.find(END)) {
         (Some(b), Some(e)) if b < e => {
-            format!(
-                "{}{}{}",
-                &old[..b],
-                md,
-                &old[e + END.len()..].trim_start_matches('\n')
-            )
+            let rest = old[e + END.len()..].trim_start_matches('\n');
+            let gap = if rest.is_empty() { "" } else { "\n" };
+            format!("{}{}{gap}{rest}", &old[..b], md)
         }
         _ => format!("# Benchmarks\n\n{md}\n{old}"),
     };
@@ -491,6 +488,26 @@ fn color(system: &str) -> RGBColor {
 
 fn draw_err<E: std::fmt::Debug>(e: E) -> String {
     format!("chart: {e:?}")
+}
+
+/// Draws the legend and writes the file.
+fn legend_and_save<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    position: SeriesLabelPosition,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(position)
+        .draw()
+        .map_err(draw_err)?;
+    root.present().map_err(draw_err)
 }
 
 /// Grouped bars, one group per scenario, log scale.
@@ -560,16 +577,7 @@ fn throughput_chart(path: &Path, qos: u64, group: &[&Scenario], runs: &Runs) -> 
                 Rectangle::new([(x, y - 6), (x + 14, y + 6)], color(sys).filled())
             });
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(draw_err)?;
-    root.present().map_err(draw_err)?;
-    Ok(())
+    legend_and_save(&mut chart, &root, SeriesLabelPosition::UpperRight)
 }
 
 /// "QoS 0, fan-in 8→1, 64 B" -> "fan-in 8→1, 64 B" (the chart title has the QoS).
@@ -637,16 +645,7 @@ fn latency_chart(path: &Path, title: &str, label: &str, runs: &Runs) -> Result<(
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))
             .map_err(draw_err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(draw_err)?;
-    root.present().map_err(draw_err)?;
-    Ok(())
+    legend_and_save(&mut chart, &root, SeriesLabelPosition::UpperLeft)
 }
 
 #[cfg(test)]
