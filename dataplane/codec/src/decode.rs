@@ -16,7 +16,7 @@
 //! with the bytes actually present before it is used, and lists (filters, reason codes, user
 //! properties) grow only as entries are read.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::{expected_flags, DecodeError};
 use crate::props::{decode_properties, PropContext};
@@ -150,8 +150,10 @@ pub fn decode(
     if buf.len() < total {
         return Ok(None);
     }
-    let mut packet = buf.split_to(total).freeze();
-    let body = packet.split_off(header.header_len);
+    // Skip the fixed header in place and split off only the body: one reference-count
+    // operation per packet instead of three (they were a tenth of a shard's time).
+    buf.advance(header.header_len);
+    let body = buf.split_to(total - header.header_len).freeze();
     let version = version.unwrap_or(ProtocolVersion::V5);
     decode_body(header.first_byte, Reader::new(body), version).map(Some)
 }
@@ -237,10 +239,12 @@ impl Reader {
         Ok(Reader::new(self.take(n, field)?))
     }
 
-    /// Everything left (the PUBLISH payload).
+    /// Everything left (the PUBLISH payload). The reader gives up its buffer rather than
+    /// slicing it (no reference-count operation); it is empty afterwards.
     fn rest(&mut self) -> Bytes {
-        let b = self.buf.slice(self.pos..);
-        self.pos = self.buf.len();
+        let mut b = std::mem::take(&mut self.buf);
+        b.advance(self.pos);
+        self.pos = 0;
         b
     }
 

@@ -53,7 +53,7 @@ impl Engine {
 
     fn handle_connected(&mut self, now: u64, conn: ConnId, packet: Packet) {
         match packet {
-            Packet::Publish(p) => self.on_publish(now, conn, p),
+            Packet::Publish(mut p) => self.on_publish(now, conn, &mut p),
             Packet::PubAck(r) => {
                 self.on_flow_complete(now, conn, r.packet_id, OutState::AwaitPubAck)
             }

@@ -592,14 +592,22 @@ impl Engine {
             }
             match decode(rx, version, self.cfg.max_packet_size as usize) {
                 Ok(None) => break,
-                Ok(Some(packet)) => {
+                Ok(Some(mut packet)) => {
                     // Keep alive counts Control Packets, not bytes (v5 [MQTT-3.1.2-22]):
                     // a trickle of partial packet bytes does not keep a connection alive.
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.last_rx_ms = now;
-                    }
+                    let connected = match self.conns.get_mut(&conn) {
+                        Some(c) => {
+                            c.last_rx_ms = now;
+                            c.state == ConnState::Connected
+                        }
+                        None => false,
+                    };
                     self.stats.bytes_received += (before - rx.len()) as u64;
-                    self.handle_packet(now, conn, packet);
+                    // The hot path: a PUBLISH is handled in place (see `on_publish`).
+                    match &mut packet {
+                        Packet::Publish(p) if connected => self.on_publish(now, conn, p),
+                        _ => self.handle_packet(now, conn, packet),
+                    }
                 }
                 Err(e) => {
                     self.violation(now, conn, Violation::Decode(e), level);

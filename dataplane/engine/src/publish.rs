@@ -22,7 +22,10 @@ use crate::violation::Violation;
 use crate::{ConnId, ShardId};
 
 impl Engine {
-    pub(crate) fn on_publish(&mut self, now: u64, conn: ConnId, mut p: Publish) {
+    /// Takes `p` by reference: a `Publish` is ~470 bytes (its properties), and moving it by
+    /// value through the dispatch was a tenth of a shard's time in QoS 0 fan-in. The
+    /// message's parts are taken out of it.
+    pub(crate) fn on_publish(&mut self, now: u64, conn: ConnId, p: &mut Publish) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -125,15 +128,19 @@ impl Engine {
             _ => unreachable!("the codec guarantees a packet id exactly when QoS > 0"),
         }
 
-        let mut props = p.properties;
-        props.subscription_identifiers.clear();
-        let expiry = props.message_expiry_interval.take();
+        p.properties.subscription_identifiers.clear();
+        let expiry = p.properties.message_expiry_interval.take();
+        let properties = if p.properties.is_empty() {
+            None
+        } else {
+            Some(Box::new(std::mem::take(&mut p.properties)))
+        };
         let msg = Message {
-            topic: p.topic,
-            payload: p.payload,
+            topic: std::mem::take(&mut p.topic),
+            payload: std::mem::take(&mut p.payload),
             qos: p.qos,
             retain: p.retain,
-            properties: Message::boxed_properties(props),
+            properties,
             expires_at_ms: expiry.map(|s| now + s as u64 * 1000),
             origin: client_id,
         };
