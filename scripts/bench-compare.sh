@@ -9,7 +9,9 @@
 #   scripts/bench-compare.sh --quick    one repetition of a few scenarios (~3 minutes)
 #
 # Environment: REPS (3), DURATION (3 s window), WARMUP (1 s), BROKER_CORE (0), GEN_CORE (1),
-# PORT (22001), OUT (a new directory under target/bench-compare/).
+# PORT (22001), OUT (a new directory under target/bench-compare/), SECTIONS (default
+# "throughput latency conns allocs"; e.g. SECTIONS=latency with REPORT_TO=/tmp/lat.md repeats
+# only the latency runs and reports them elsewhere).
 # Everything runs on 127.0.0.1; every load is bounded in time. Only processes this script
 # started are stopped, by pid.
 set -euo pipefail
@@ -26,6 +28,10 @@ BROKER_CORE=${BROKER_CORE:-0}
 GEN_CORE=${GEN_CORE:-1}
 PORT=${PORT:-22001}
 OUT=${OUT:-$ROOT/target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)}
+SECTIONS=${SECTIONS:-throughput latency conns allocs}
+REPORT_TO=${REPORT_TO:-docs/benchmarks.md}
+CHARTS_TO=${CHARTS_TO:-docs/bench}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 BENCH="$ROOT/target/release/tachyon-bench"
 TACHYON="$ROOT/target/release/tachyon"
 TACHYON_ALLOCS="$ROOT/target/count-allocs/release/tachyon"
@@ -123,15 +129,19 @@ run_matrix() { # system, then entries
     done
 }
 
-log "results in $OUT ($REPS repetitions)"
+log "results in $OUT ($REPS repetitions; $SECTIONS)"
+want throughput || TP=()
+want latency || LAT=()
+want conns || CONNS=()
+want allocs || ALLOCS=()
 for sys in tachyon mosquitto relay; do
-    run_matrix "$sys" "${TP[@]}"
+    ((${#TP[@]})) && run_matrix "$sys" "${TP[@]}"
 done
 for sys in tachyon tachyon-spin mosquitto relay; do
-    run_matrix "$sys" "${LAT[@]}"
+    ((${#LAT[@]})) && run_matrix "$sys" "${LAT[@]}"
 done
 for sys in tachyon mosquitto; do
-    for e in "${CONNS[@]}"; do
+    for e in ${CONNS[@]+"${CONNS[@]}"}; do
         label=$(field "$e" 1); count=$(field "$e" 4)
         mkdir -p "$OUT/$sys/$label"
         for r in $(seq "$REPS"); do
@@ -143,7 +153,7 @@ for sys in tachyon mosquitto; do
         log "$sys $label done"
     done
 done
-for e in "${ALLOCS[@]}"; do
+for e in ${ALLOCS[@]+"${ALLOCS[@]}"}; do
     label=$(field "$e" 1); args=$(field "$e" 4)
     mkdir -p "$OUT/tachyon/$label"
     start tachyon-allocs
@@ -170,7 +180,7 @@ EOF
 python3 - "$OUT/meta.json" <<EOF
 import json, os, platform, subprocess, sys
 meta = {}
-for part in [$(to_json throughput "${TP[@]}"), $(to_json latency "${LAT[@]}"), $(to_json conns "${CONNS[@]}"), $(to_json allocs "${ALLOCS[@]}")]:
+for part in [$(to_json throughput ${TP[@]+"${TP[@]}"}), $(to_json latency ${LAT[@]+"${LAT[@]}"}), $(to_json conns ${CONNS[@]+"${CONNS[@]}"}), $(to_json allocs ${ALLOCS[@]+"${ALLOCS[@]}"})]:
     meta.update(part)
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mosq = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()
@@ -185,5 +195,5 @@ meta.update({
 })
 json.dump(meta, open(sys.argv[1], "w"), indent=1)
 EOF
-"$BENCH" report --input "$OUT" --output docs/benchmarks.md --charts docs/bench
-log "done: docs/benchmarks.md, docs/bench/*.png (runs in $OUT)"
+"$BENCH" report --input "$OUT" --output "$REPORT_TO" --charts "$CHARTS_TO"
+log "done: $REPORT_TO, $CHARTS_TO/*.png (runs in $OUT)"
