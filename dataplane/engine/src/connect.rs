@@ -279,15 +279,7 @@ impl Engine {
             );
             // The claim has completed: nothing more will arrive for it.
             self.zombie_claims.remove(&conn);
-            let home = home_shard(client_id.as_bytes(), self.shard_count);
-            self.send_mail(
-                home,
-                Mail::Release {
-                    client_id,
-                    shard: self.shard,
-                    claim: conn,
-                },
-            );
+            self.release_at_home(client_id, conn);
             return;
         }
         // Route changes for the session's subscriptions form a barrier: CONNACK (and all

@@ -39,6 +39,19 @@ impl Engine {
         }
     }
 
+    /// Tells the home shard of `client_id` that the session owned through `claim` ended here.
+    pub(crate) fn release_at_home(&mut self, client_id: Utf8Str, claim: ConnId) {
+        let home = home_shard(client_id.as_bytes(), self.shard_count);
+        self.send_mail(
+            home,
+            Mail::Release {
+                client_id,
+                shard: self.shard,
+                claim,
+            },
+        );
+    }
+
     /// At the home shard: the owner's session ended; forget it unless someone claimed since.
     pub(crate) fn on_release(&mut self, client_id: Utf8Str, shard: ShardId, claim: ConnId) {
         self.clients.remove_owner(&client_id, (shard, claim));
@@ -268,17 +281,7 @@ impl Engine {
                 }
                 self.after_detach(now, skey, None);
             }
-            Handover::None => {
-                let home = home_shard(client_id.as_bytes(), self.shard_count);
-                self.send_mail(
-                    home,
-                    Mail::Release {
-                        client_id,
-                        shard: self.shard,
-                        claim: conn,
-                    },
-                );
-            }
+            Handover::None => self.release_at_home(client_id, conn),
         }
     }
 

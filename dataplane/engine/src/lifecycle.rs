@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tachyon_codec::{Disconnect, ProtocolVersion, ReasonCode, Utf8Str, Will};
 
 use crate::engine::{ConnState, Engine, SessionKey, Timer};
-use crate::mail::{home_shard, Mail};
 use crate::message::Message;
 use crate::session::{OutState, PendingWill};
 use crate::violation::Violation;
@@ -267,15 +266,7 @@ impl Engine {
         if let Some(w) = will {
             self.publish_will(now, &s.client_id, w);
         }
-        let home = home_shard(s.client_id.as_bytes(), self.shard_count);
-        self.send_mail(
-            home,
-            Mail::Release {
-                client_id: s.client_id,
-                shard: self.shard,
-                claim: s.claim,
-            },
-        );
+        self.release_at_home(s.client_id, s.claim);
     }
 
     /// Publishes a Will Message as if its client had sent it (v5 3.1.3.2, v3.1.1 3.1.2.5).
