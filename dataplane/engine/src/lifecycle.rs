@@ -74,17 +74,21 @@ impl Engine {
         self.cfg.output_bytes_max / 64
     }
 
-    /// After output was queued for `conn`: QoS 0 has no queue or window to fill, so the
-    /// output buffer is what shows that a subscriber falls behind. Over the soft bound, the
-    /// shard stops reading publishers (`throttled`) and other shards' mail until it drains,
-    /// instead of dropping messages at the hard bound.
-    pub(crate) fn note_output(&mut self, conn: ConnId) {
+    /// Before a QoS 0 message is written to `conn` (one lookup for both bounds): false at the
+    /// hard bound (`max_output_bytes`; the message is dropped). QoS 0 has no queue or window
+    /// to fill, so the output buffer is what shows that a subscriber falls behind: over the
+    /// soft bound, the shard stops reading publishers (`throttled`) and other shards' mail
+    /// until it drains, instead of dropping messages at the hard bound.
+    pub(crate) fn admit_qos0(&mut self, conn: ConnId) -> bool {
         let soft = self.output_soft_bytes();
         let now = self.now_ms;
         let Some(c) = self.conns.get_mut(&conn) else {
-            return;
+            return false;
         };
         let len = c.out.len_bytes();
+        if len + c.held_bytes() > self.cfg.output_bytes_max {
+            return false;
+        }
         if c.out_slow && len <= soft / 2 {
             c.out_slow = false;
         }
@@ -93,6 +97,7 @@ impl Engine {
             self.congested += 1;
             self.out_congested.push((conn, now));
         }
+        true
     }
 
     /// Releases connections whose output drained (below half the soft bound), or that stayed

@@ -479,16 +479,12 @@ impl Engine {
         match online {
             Some(conn) => {
                 if d.qos == QoS::AtMostOnce {
-                    let full = self.conns.get(&conn).is_some_and(|c| {
-                        c.out.len_bytes() + c.held_bytes() > self.cfg.output_bytes_max
-                    });
-                    if full {
+                    if !self.admit_qos0(conn) {
                         // Slow consumer: QoS 0 is dropped and counted, never buffered without bound.
                         self.stats.dropped_qos0_slow_consumer += 1;
                         return;
                     }
                     self.write_publish(now, conn, &d, None, false);
-                    self.note_output(conn);
                 } else if s.window_open() && s.flows().queue.is_empty() {
                     self.send_new_inflight(now, key, conn, d);
                 } else {
