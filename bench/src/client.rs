@@ -151,6 +151,18 @@ impl Client {
             .map_err(|e| invalid(format!("broker sent a malformed packet: {e}")))
     }
 
+    /// `n` bytes read into `chunk`: keep them; 0 means the broker closed the connection.
+    fn took(&mut self, n: usize) -> io::Result<usize> {
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "broker closed the connection",
+            ));
+        }
+        self.rx.extend_from_slice(&self.chunk[..n]);
+        Ok(n)
+    }
+
     /// One read that waits at most the socket's read timeout. Returns the bytes read (0 on
     /// timeout).
     ///
@@ -158,14 +170,7 @@ impl Client {
     /// I/O errors, and `UnexpectedEof` when the broker closed the connection.
     pub fn read_blocking(&mut self) -> io::Result<usize> {
         match self.stream.read(&mut self.chunk) {
-            Ok(0) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "broker closed the connection",
-            )),
-            Ok(n) => {
-                self.rx.extend_from_slice(&self.chunk[..n]);
-                Ok(n)
-            }
+            Ok(n) => self.took(n),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -189,14 +194,7 @@ impl Client {
             &mut self.chunk,
             MsgFlags::MSG_DONTWAIT,
         ) {
-            Ok(0) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "broker closed the connection",
-            )),
-            Ok(n) => {
-                self.rx.extend_from_slice(&self.chunk[..n]);
-                Ok(n)
-            }
+            Ok(n) => self.took(n),
             Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => Ok(0),
             Err(e) => Err(e.into()),
         }
