@@ -3,6 +3,9 @@
 //! ```text
 //!   tachyon serve [--config FILE] [-p PORT]   run the broker (embedded defaults without --config)
 //!   tachyon check-config FILE                 validate a configuration and exit
+//!
+//! `dataplane.driver` picks how bytes reach the shards: kernel sockets (default), smoltcp
+//! over a TAP device, or smoltcp over DPDK ports (a binary built with `--features dpdk`).
 //! ```
 
 use std::path::PathBuf;
@@ -18,7 +21,7 @@ mod alloc_count;
 static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 use nix_signals::wait_for_stop_signal;
-use tachyon_controlplane::Config;
+use tachyon_controlplane::{Config, Driver};
 
 #[derive(Parser)]
 #[command(name = "tachyon", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TACHYON_GIT_REV"), ")"), about = "MQTT 3.1.1 and 5.0 broker")]
@@ -131,8 +134,18 @@ fn serve(config: Option<PathBuf>, port: Option<u16>) -> ExitCode {
         .unwrap_or(0)
         ^ ((std::process::id() as u64) << 32);
     let engine_cfg = cfg.engine_config(boot_nonce);
-    let kernel_cfg = cfg.kernel_config();
-    match tachyon_net::run(kernel_cfg, Arc::clone(&engine_cfg), shutdown) {
+    let result = match cfg.driver() {
+        Driver::Kernel => tachyon_net::run(cfg.kernel_config(), engine_cfg, shutdown),
+        Driver::Tap => match cfg.tap_config() {
+            Ok(tap) => tachyon_net::userspace::tap::run(tap, cfg.stack_config(), engine_cfg, shutdown),
+            Err(e) => return config_error(e),
+        },
+        Driver::Dpdk => match cfg.dpdk_config() {
+            Ok(dpdk) => run_dpdk(dpdk, cfg.stack_config(), engine_cfg, shutdown),
+            Err(e) => return config_error(e),
+        },
+    };
+    match result {
         Ok(()) => {
             tracing::info!("tachyon stopped");
             ExitCode::SUCCESS
@@ -143,6 +156,33 @@ fn serve(config: Option<PathBuf>, port: Option<u16>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn config_error(e: tachyon_controlplane::ConfigError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(2)
+}
+
+#[cfg(feature = "dpdk")]
+fn run_dpdk(
+    dpdk: tachyon_net::userspace::dpdk_config::DpdkConfig,
+    stack: tachyon_net::userspace::StackConfig,
+    engine_cfg: Arc<tachyon_engine::EngineConfig>,
+    shutdown: Arc<tachyon_net::Shutdown>,
+) -> Result<(), tachyon_net::NetError> {
+    tachyon_net::userspace::dpdk::run(dpdk, stack, engine_cfg, shutdown)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn run_dpdk(
+    _: tachyon_net::userspace::dpdk_config::DpdkConfig,
+    _: tachyon_net::userspace::StackConfig,
+    _: Arc<tachyon_engine::EngineConfig>,
+    _: Arc<tachyon_net::Shutdown>,
+) -> Result<(), tachyon_net::NetError> {
+    Err(tachyon_net::NetError::Device(
+        "dataplane.driver = \"dpdk\", but this binary was built without DPDK — build it with `cargo build --release --features dpdk` (needs: apt-get install libdpdk-dev libclang-dev pkg-config), or use driver \"tap\" or \"kernel\"".into(),
+    ))
 }
 
 /// SIGINT/SIGTERM handling without async-signal-safety concerns: block them everywhere and

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use tachyon_engine::EngineConfig;
 use tachyon_net::{IdleStrategy, KernelConfig};
 
+use crate::userspace::{Dataplane, Dpdk, Driver, Tap, Userspace};
+
 /// The configuration used when `tachyon serve` gets no `--config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../configs/dev.toml");
 
@@ -28,6 +30,14 @@ pub struct Config {
     pub net: Net,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub dataplane: Dataplane,
+    #[serde(default)]
+    pub userspace: Userspace,
+    #[serde(default)]
+    pub tap: Tap,
+    #[serde(default)]
+    pub dpdk: Dpdk,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,7 +240,7 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn invalid(key: &str, value: impl std::fmt::Display, fix: &str) -> ConfigError {
+pub(crate) fn invalid(key: &str, value: impl std::fmt::Display, fix: &str) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         value: value.to_string(),
@@ -360,6 +370,14 @@ impl Config {
         if l.max_queued_messages == 0 {
             return Err(invalid("limits.max_queued_messages", 0, "use at least 1"));
         }
+        self.dataplane.validate()?;
+        self.userspace.validate()?;
+        // The sections of the driver in use are checked fully; the others only parse.
+        match self.dataplane.driver() {
+            Driver::Kernel => {}
+            Driver::Tap => self.tap.validate(ncpu)?,
+            Driver::Dpdk => self.dpdk.validate(ncpu)?,
+        }
         if self.log.format != "text" && self.log.format != "json" {
             return Err(invalid(
                 "log.format",
@@ -379,7 +397,14 @@ impl Config {
         }
     }
 
+    /// Shards: `shards.count` (0 = one per core) for kernel sockets, one for TAP, one per
+    /// core-map entry for DPDK.
     pub fn shard_count(&self) -> usize {
+        match self.dataplane.driver() {
+            Driver::Tap => return 1,
+            Driver::Dpdk => return self.dpdk.core_map.len().max(1),
+            Driver::Kernel => {}
+        }
         if self.shards.count == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -451,6 +476,44 @@ impl Config {
             shutdown_drain_ms: self.net.shutdown_drain_ms,
         }
     }
+}
+
+impl Config {
+    /// Which dataplane driver `serve` runs.
+    pub fn driver(&self) -> Driver {
+        self.dataplane.driver()
+    }
+
+    /// Settings of the user-space (smoltcp) stack, for the TAP and DPDK drivers.
+    pub fn stack_config(&self) -> tachyon_net::userspace::StackConfig {
+        let ports = self.userspace.ports.len();
+        self.userspace
+            .stack_config(self.shards.ring_capacity, self.net.shutdown_drain_ms, ports)
+    }
+
+    /// The TAP driver's settings (validated at load when `dataplane.driver = "tap"`).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the `[tap]` key at fault.
+    pub fn tap_config(&self) -> Result<tachyon_net::userspace::tap::TapConfig, ConfigError> {
+        self.tap.tap_config(host_cpus())
+    }
+
+    /// The DPDK driver's settings (validated at load when `dataplane.driver = "dpdk"`).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the `[dpdk]` key at fault.
+    pub fn dpdk_config(
+        &self,
+    ) -> Result<tachyon_net::userspace::dpdk_config::DpdkConfig, ConfigError> {
+        self.dpdk.dpdk_config(host_cpus())
+    }
+}
+
+fn host_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 const fn tachyon_codec_max() -> u32 {

@@ -6,5 +6,7 @@
 //! metrics and `$SYS` come with issue 6.
 
 pub mod config;
+pub mod userspace;
 
 pub use config::{Config, ConfigError};
+pub use userspace::Driver;

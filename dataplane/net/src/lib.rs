@@ -5,9 +5,15 @@
 //!
 //! - [`kernel`]: one pinned thread per shard, each with its own `SO_REUSEPORT` listener and
 //!   epoll set, non-blocking sockets, `TCP_NODELAY`, `writev` batches.
-//! - smoltcp over DPDK or TAP comes with the kernel-bypass dataplane (issue 4).
+//! - [`userspace`]: a poll-mode shard per NIC queue with its own smoltcp TCP/IP stack, over a
+//!   TAP device (development, no DPDK) or a DPDK port queue (feature `dpdk`).
 
 pub mod kernel;
 pub mod limits;
+mod shutdown;
+mod sockets;
+pub mod userspace;
+mod wake;
 
-pub use kernel::{run, IdleStrategy, KernelConfig, NetError, Shutdown};
+pub use kernel::{run, IdleStrategy, KernelConfig, NetError};
+pub use shutdown::Shutdown;

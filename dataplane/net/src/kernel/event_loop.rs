@@ -22,8 +22,9 @@ use tachyon_engine::recycle::Recycler;
 use tachyon_engine::{ConnId, Engine, EngineConfig};
 use tachyon_shard::{Mesh, Port};
 
-use super::sockets::{conn_id, SocketTable, FD_MAX};
+use crate::sockets::{conn_id, SocketTable, SLOT_MAX};
 use super::{IdleStrategy, Shutdown};
+use crate::shutdown::{pin_to_core, PanicGuard};
 
 const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_LISTENER_BASE: u64 = u64::MAX - 1024;
@@ -122,22 +123,6 @@ struct Shard {
     refused_logged_ms: Option<u64>,
 }
 
-/// Stops the whole broker if a shard thread unwinds: a broker with a dead shard would leave
-/// claims, barriers and rings towards it waiting forever.
-struct PanicGuard(Arc<Shutdown>, usize);
-
-impl Drop for PanicGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            tracing::error!(
-                shard = self.1,
-                "shard panicked (a bug); stopping the broker"
-            );
-            self.0.trigger();
-        }
-    }
-}
-
 pub(super) fn run_shard(ctx: ShardContext) {
     let _guard = PanicGuard(ctx.shutdown.clone(), ctx.shard);
     if let Some(core) = ctx.core {
@@ -194,19 +179,6 @@ pub(super) fn run_shard(ctx: ShardContext) {
         refused_logged_ms: None,
     };
     shard.run();
-}
-
-fn pin_to_core(shard: usize, core: usize) {
-    let mut set = nix::sched::CpuSet::new();
-    let res = set
-        .set(core)
-        .and_then(|_| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
-    match res {
-        Ok(()) => tracing::info!(shard, core, "shard pinned"),
-        Err(e) => {
-            tracing::warn!(shard, core, error = %e, "could not pin shard to core; running unpinned (check shards.cores)")
-        }
-    }
 }
 
 fn open_reserve() -> Option<OwnedFd> {
@@ -351,9 +323,7 @@ impl Shard {
     }
 
     fn drain_wake_fd(&mut self) {
-        let mut buf = [0u8; 8];
-        // Non-blocking eventfd: one read resets the counter; EAGAIN means already drained.
-        let _ = nix::unistd::read(self.ctx.wake_fd.as_raw_fd(), &mut buf);
+        crate::wake::drain(&self.ctx.wake_fd);
     }
 
     fn pause_listening(&mut self, now: u64) {
@@ -449,12 +419,12 @@ impl Shard {
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let fd_num = stream.as_raw_fd();
-        if fd_num > FD_MAX {
+        if fd_num < 0 || fd_num as u32 > SLOT_MAX {
             tracing::warn!(shard = self.ctx.shard, peer = %peer, fd = fd_num,
                 "descriptor above what a connection id holds (2^24); connection refused; keep the open-files limit (ulimit -n, LimitNOFILE) below 16,777,216");
             return;
         }
-        let id = conn_id(self.ctx.shard, self.next_conn, fd_num);
+        let id = conn_id(self.ctx.shard, self.next_conn, fd_num as u32);
         self.next_conn += 1;
         let flags = EpollFlags::EPOLLIN
             | EpollFlags::EPOLLOUT

@@ -8,20 +8,20 @@
 //! ```
 
 mod event_loop;
-mod sockets;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{
     bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     SockaddrIn, SockaddrIn6,
 };
 use tachyon_engine::EngineConfig;
 use tachyon_shard::{Mesh, Waker};
+
+pub use crate::shutdown::Shutdown;
+use crate::wake::eventfd_waker;
 
 /// What a shard does when it has nothing to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,8 @@ pub enum NetError {
     ShardPanicked {
         shard: usize,
     },
+    /// A user-space device (TAP, DPDK) cannot be set up; the text says what to do.
+    Device(String),
 }
 
 impl std::fmt::Display for NetError {
@@ -88,6 +90,7 @@ impl std::fmt::Display for NetError {
             },
             NetError::Setup { what, source } => write!(f, "kernel driver: {what} failed: {source}"),
             NetError::Thread(e) => write!(f, "kernel driver: cannot start shard thread: {e}"),
+            NetError::Device(text) => f.write_str(text),
             NetError::ShardPanicked { shard } => {
                 write!(f, "shard {shard} stopped with a panic (a bug: please report it with the log)")
             }
@@ -96,40 +99,6 @@ impl std::fmt::Display for NetError {
 }
 
 impl std::error::Error for NetError {}
-
-/// Shutdown request shared by the main thread and the shards.
-#[derive(Default)]
-pub struct Shutdown {
-    flag: AtomicBool,
-    mesh: std::sync::OnceLock<Arc<Mesh>>,
-}
-
-impl Shutdown {
-    pub fn new() -> Arc<Shutdown> {
-        Arc::new(Shutdown::default())
-    }
-
-    /// Asks every shard to stop: stop accepting, DISCONNECT v5 clients with 0x8B, flush, exit.
-    pub fn trigger(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        if let Some(m) = self.mesh.get() {
-            m.wake_all();
-        }
-    }
-
-    pub fn is_triggered(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-}
-
-struct EventFdWaker(EventFd);
-
-impl Waker for EventFdWaker {
-    fn wake(&self) {
-        // A full counter (EAGAIN) still means "wake up"; nothing else can fail here.
-        let _ = self.0.write(1);
-    }
-}
 
 fn listener(addr: SocketAddr, backlog: i32) -> Result<OwnedFd, NetError> {
     let family = if addr.is_ipv4() {
@@ -183,24 +152,12 @@ pub fn run(
     let mut eventfds = Vec::with_capacity(n);
     let mut wakers: Vec<Arc<dyn Waker>> = Vec::with_capacity(n);
     for _ in 0..n {
-        let efd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).map_err(
-            |source| NetError::Setup {
-                what: "eventfd()",
-                source,
-            },
-        )?;
-        let dup = efd.as_fd_dup().map_err(|source| NetError::Setup {
-            what: "dup(eventfd)",
-            source,
-        })?;
-        eventfds.push(dup);
-        wakers.push(Arc::new(EventFdWaker(efd)));
+        let (waker, fd) = eventfd_waker()?;
+        eventfds.push(fd);
+        wakers.push(waker);
     }
     let mesh = Mesh::new(wakers, cfg.ring_capacity);
-    let _ = shutdown.mesh.set(mesh.clone());
-    if shutdown.is_triggered() {
-        mesh.wake_all();
-    }
+    shutdown.attach(&mesh);
     for addr in &cfg.listeners {
         tracing::info!(listener = %addr, shards = n, "listening (SO_REUSEPORT, one listener per shard)");
     }
@@ -243,17 +200,4 @@ pub fn run(
         }
     }
     result
-}
-
-trait EventFdExt {
-    fn as_fd_dup(&self) -> nix::Result<OwnedFd>;
-}
-
-impl EventFdExt for EventFd {
-    fn as_fd_dup(&self) -> nix::Result<OwnedFd> {
-        use std::os::fd::AsFd;
-        self.as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))
-    }
 }

@@ -1,40 +1,44 @@
-//! A shard's sockets, in a table indexed by file descriptor.
+//! A shard's sockets, in a table indexed by a small slot number: the file descriptor (kernel
+//! driver) or a slot the user-space driver allocates lowest-first ([`SlotAllocator`]).
 //!
 //! The kernel hands out the lowest free descriptor, so the table stays dense: a socket costs
 //! one slot, where a hash map would cost its entry divided by the load factor (about 1.9x at
 //! the usual fill). With many idle connections that difference is a good part of the memory
 //! per connection (docs/benchmarks.md, idle connections).
 //!
-//! A connection id carries its descriptor, and the slot keeps the id, so an id whose socket
-//! was closed (and whose descriptor was reused) finds nothing:
+//! A connection id carries its slot, and the slot keeps the id, so an id whose socket was
+//! closed (and whose slot was reused) finds nothing:
 //!
 //! ```text
 //!   bit 63: 0 (ids stay below the epoll tokens of listeners)   bits 57..62: shard
-//!   bits 24..56: connection counter of the shard (wraps after 2^33)   bits 0..23: descriptor
+//!   bits 24..56: connection counter of the shard (wraps after 2^33)   bits 0..23: slot (descriptor)
 //! ```
-
-use std::os::fd::RawFd;
 
 use tachyon_engine::ConnId;
 
 const FD_BITS: u32 = 24;
 const COUNTER_BITS: u32 = 33;
 
-/// The largest descriptor a connection id can carry.
-pub(super) const FD_MAX: RawFd = (1 << FD_BITS) - 1;
+/// The largest slot (descriptor) a connection id can carry.
+pub(crate) const SLOT_MAX: u32 = (1 << FD_BITS) - 1;
 
-/// The id of the `counter`-th connection of `shard`, on descriptor `fd` (`0..=FD_MAX`).
-pub(super) fn conn_id(shard: usize, counter: u64, fd: RawFd) -> ConnId {
-    debug_assert!((0..=FD_MAX).contains(&fd) && shard < 64);
+/// The id of the `counter`-th connection of `shard`, in slot `slot` (`0..=SLOT_MAX`).
+pub(crate) fn conn_id(shard: usize, counter: u64, slot: u32) -> ConnId {
+    debug_assert!(slot <= SLOT_MAX && shard < 64);
     let counter = counter & ((1 << COUNTER_BITS) - 1);
-    ConnId(((shard as u64) << (FD_BITS + COUNTER_BITS)) | (counter << FD_BITS) | fd as u64)
+    ConnId(((shard as u64) << (FD_BITS + COUNTER_BITS)) | (counter << FD_BITS) | slot as u64)
+}
+
+/// The slot an id names.
+pub(crate) fn slot_number(id: ConnId) -> u32 {
+    (id.0 & ((1 << FD_BITS) - 1)) as u32
 }
 
 fn slot_of(id: ConnId) -> usize {
     (id.0 & ((1 << FD_BITS) - 1)) as usize
 }
 
-pub(super) struct SocketTable<T> {
+pub(crate) struct SocketTable<T> {
     slots: Vec<Option<(ConnId, T)>>,
     len: usize,
 }
@@ -99,10 +103,43 @@ impl<T> SocketTable<T> {
         value
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut T)> + '_ {
+        self.slots
+            .iter_mut()
+            .filter_map(|s| s.as_mut().map(|(k, v)| (*k, v)))
+    }
+
     pub fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.slots
             .iter()
             .filter_map(|s| s.as_ref().map(|(k, _)| *k))
+    }
+}
+
+/// Hands out slot numbers lowest-first (as the kernel does with descriptors), so that a
+/// [`SocketTable`] stays dense.
+#[derive(Default)]
+pub(crate) struct SlotAllocator {
+    /// Freed slots, as a min-heap.
+    free: std::collections::BinaryHeap<std::cmp::Reverse<u32>>,
+    next: u32,
+}
+
+impl SlotAllocator {
+    /// A free slot, or `None` when all `SLOT_MAX + 1` are in use.
+    pub fn take(&mut self) -> Option<u32> {
+        if let Some(std::cmp::Reverse(s)) = self.free.pop() {
+            return Some(s);
+        }
+        if self.next > SLOT_MAX {
+            return None;
+        }
+        self.next += 1;
+        Some(self.next - 1)
+    }
+
+    pub fn give_back(&mut self, slot: u32) {
+        self.free.push(std::cmp::Reverse(slot));
     }
 }
 
@@ -129,7 +166,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_below_the_listener_tokens() {
-        let a = conn_id(63, (1 << 33) - 1, FD_MAX);
+        let a = conn_id(63, (1 << 33) - 1, SLOT_MAX);
         assert!(a.0 < u64::MAX - 1024);
         assert_ne!(conn_id(0, 1, 5), conn_id(1, 1, 5));
         assert_ne!(conn_id(0, 1, 5), conn_id(0, 2, 5));
@@ -140,6 +177,7 @@ mod tests {
     fn the_table_shrinks_when_sockets_go() {
         let mut t = SocketTable::new();
         let ids: Vec<ConnId> = (0..5000).map(|fd| conn_id(0, fd as u64, fd)).collect();
+        assert_eq!(slot_number(ids[4321]), 4321);
         for &id in &ids {
             t.insert(id, ());
         }
@@ -148,5 +186,14 @@ mod tests {
         }
         assert!(t.is_empty());
         assert!(t.slots.capacity() < 5000);
+    }
+
+    #[test]
+    fn slots_are_handed_out_lowest_first() {
+        let mut a = SlotAllocator::default();
+        assert_eq!((a.take(), a.take(), a.take()), (Some(0), Some(1), Some(2)));
+        a.give_back(2);
+        a.give_back(0);
+        assert_eq!((a.take(), a.take(), a.take()), (Some(0), Some(2), Some(3)));
     }
 }

@@ -1,0 +1,701 @@
+//! The poll loop of one user-space shard:
+//!
+//! ```text
+//!   loop { ingress until empty (smoltcp) ; ready sockets -> engine ; mail from other shards ;
+//!          timers ; engine output -> socket tx rings ; mail to other shards ; egress + burst TX ;
+//!          idle strategy when the pass found nothing }
+//! ```
+//!
+//! Ingress runs to completion before the application and egress after it, so that a request
+//! and its reply leave in one segment (smoltcp's `poll` would send a bare ACK first). Sockets
+//! are found through their wakers ([`super::ready`]); the loop never scans its sockets.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as NetInstant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use tachyon_engine::recycle::Recycler;
+use tachyon_engine::{ConnId, Engine, EngineConfig};
+use tachyon_shard::{Mesh, Port};
+
+use super::{ready, Frames, InterfaceConfig, PollIdle, StackConfig};
+use crate::shutdown::{pin_to_core, PanicGuard, Shutdown};
+use crate::sockets::{conn_id, slot_number, SlotAllocator, SocketTable};
+
+/// Frames taken from the device per pass before the application runs.
+const INGRESS_BUDGET: usize = 512;
+/// Egress rounds per pass (each round sends at most one segment per socket).
+const EGRESS_ROUNDS: usize = 64;
+/// Bytes taken from one socket per pass before others get a turn.
+const READ_BUDGET_BYTES: usize = 1 << 20;
+const MAIL_BUDGET: usize = 4096;
+/// As in the kernel driver: while this much mail waits for room in full rings, input waits.
+const OVERFLOW_MAX: usize = 65_536;
+const INGRESS_CAPACITY: usize = 256 * 1024;
+const INGRESS_POOL: usize = 4;
+/// A partial packet up to this size is copied in front of the next read; a larger one grows
+/// in its connection's own buffer.
+const PARTIAL_COPY_MAX: usize = 16 * 1024;
+const CLOSE_FLUSH_MS: u64 = 2000;
+const CLOSE_LINGER_MS: u64 = 1000;
+/// Longest sleep of [`PollIdle::Sleep`] when no timer is due.
+const SLEEP_MAX: Duration = Duration::from_millis(10);
+/// `pause` instructions per idle pass of [`PollIdle::Pause`].
+const PAUSE_SPINS: u32 = 64;
+
+pub(super) struct ShardContext<D> {
+    pub shard: usize,
+    pub shard_count: usize,
+    pub core: Option<usize>,
+    pub device: D,
+    pub iface: InterfaceConfig,
+    pub stack: Arc<StackConfig>,
+    pub mesh: Arc<Mesh>,
+    pub engine_cfg: Arc<EngineConfig>,
+    pub shutdown: Arc<Shutdown>,
+    pub epoch: Instant,
+}
+
+/// Where a socket is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// In the listen pool, waiting for a SYN.
+    Listening,
+    /// A connection the engine knows.
+    Open,
+    /// The engine closed it; its last output is being written.
+    Flushing { deadline_ms: u64 },
+    /// FIN sent (or the peer's received); the engine has forgotten it. Removed once TCP is
+    /// done with it, or at the deadline.
+    Lingering { deadline_ms: u64 },
+}
+
+struct Conn {
+    handle: SocketHandle,
+    phase: Phase,
+    /// Index into `StackConfig::ports` of the port it listened on.
+    port: usize,
+    /// A partial packet waiting for the rest (none on an idle connection).
+    rx: Option<Box<BytesMut>>,
+}
+
+struct Shard<D: Frames> {
+    ctx: ShardContext<D>,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    conns: SocketTable<Conn>,
+    slots: SlotAllocator,
+    engine: Engine,
+    port: Port,
+    ingress: BytesMut,
+    ingress_pool: Recycler,
+    next_conn: u64,
+    /// Connections in `Open` or `Flushing`.
+    open: usize,
+    /// Listening sockets per port.
+    listening: Vec<usize>,
+    accepting: bool,
+    ready: Vec<ConnId>,
+    /// Connections with input left unread (budget, or held back by backpressure).
+    backlog: Vec<ConnId>,
+    closing: Vec<ConnId>,
+    /// Something was written into a socket since the last egress.
+    egress_due: bool,
+    /// smoltcp's next deadline (retransmission, delayed ACK, keep-alive).
+    poll_at: Option<NetInstant>,
+    refused_logged_ms: Option<u64>,
+}
+
+pub(super) fn run_shard<D: Frames>(mut ctx: ShardContext<D>) {
+    let _guard = PanicGuard(ctx.shutdown.clone(), ctx.shard);
+    if let Some(core) = ctx.core {
+        pin_to_core(ctx.shard, core);
+    }
+    if let Err(e) = ctx.device.on_thread_start(ctx.shard) {
+        tracing::error!(shard = ctx.shard, error = %e, "device setup on the shard thread failed; stopping the broker");
+        ctx.shutdown.trigger();
+        return;
+    }
+    let now = NetInstant::from_micros(ctx.epoch.elapsed().as_micros() as i64);
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(ctx.iface.mac)));
+    config.random_seed = seed(ctx.shard);
+    let mut iface = Interface::new(config, &mut ctx.device, now);
+    iface.update_ip_addrs(|addrs| {
+        let cidr = IpCidr::new(IpAddress::Ipv4(ctx.iface.address), ctx.iface.prefix_len);
+        // One address fits: the capacity is at least one.
+        let _ = addrs.push(cidr);
+    });
+    if let Some(gw) = ctx.iface.gateway {
+        if let Err(e) = iface.routes_mut().add_default_ipv4_route(Ipv4Address::from(gw)) {
+            tracing::warn!(shard = ctx.shard, gateway = %gw, error = ?e, "cannot add the default route");
+        }
+    }
+    let engine = Engine::new(ctx.shard, ctx.shard_count, ctx.engine_cfg.clone());
+    let port = Port::new(ctx.shard, ctx.mesh.clone());
+    let ports = ctx.stack.ports.len();
+    let mut shard = Shard {
+        ctx,
+        iface,
+        sockets: SocketSet::new(Vec::new()),
+        conns: SocketTable::new(),
+        slots: SlotAllocator::default(),
+        engine,
+        port,
+        ingress: BytesMut::with_capacity(INGRESS_CAPACITY),
+        ingress_pool: Recycler::new(INGRESS_CAPACITY, INGRESS_POOL),
+        next_conn: 1,
+        open: 0,
+        listening: vec![0; ports],
+        accepting: true,
+        ready: Vec::new(),
+        backlog: Vec::new(),
+        closing: Vec::new(),
+        egress_due: false,
+        poll_at: None,
+        refused_logged_ms: None,
+    };
+    shard.fill_listen_pool(0);
+    shard.run();
+}
+
+/// A different TCP initial-sequence seed per shard and start.
+fn seed(shard: usize) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ ((std::process::id() as u64) << 20) ^ ((shard as u64) << 56)
+}
+
+fn peer_of(socket: &tcp::Socket) -> SocketAddr {
+    match socket.remote_endpoint() {
+        Some(ep) => {
+            let ip = match ep.addr {
+                IpAddress::Ipv4(a) => IpAddr::V4(a),
+            };
+            SocketAddr::new(ip, ep.port)
+        }
+        None => SocketAddr::from(([0, 0, 0, 0], 0)),
+    }
+}
+
+impl<D: Frames> Shard<D> {
+    fn clock(&self) -> (u64, NetInstant) {
+        let e = self.ctx.epoch.elapsed();
+        (
+            e.as_millis() as u64,
+            NetInstant::from_micros(e.as_micros() as i64),
+        )
+    }
+
+    fn run(&mut self) {
+        let mut drain_deadline: Option<u64> = None;
+        loop {
+            let (now, ts) = self.clock();
+            // 1. Ingress until the device is empty (bounded).
+            let mut frames = 0;
+            while frames < INGRESS_BUDGET {
+                match self
+                    .iface
+                    .poll_ingress_single(ts, &mut self.ctx.device, &mut self.sockets)
+                {
+                    PollIngressSingleResult::None => break,
+                    _ => frames += 1,
+                }
+            }
+            // 2. Sockets that smoltcp marked ready, then those left with unread input.
+            ready::take(&mut self.ready);
+            let mut ready = std::mem::take(&mut self.ready);
+            let worked = !ready.is_empty() || !self.backlog.is_empty();
+            for &id in &ready {
+                self.service(now, id);
+            }
+            ready.clear();
+            self.ready = ready;
+            if !self.backlog.is_empty() {
+                let backlog = std::mem::take(&mut self.backlog);
+                for id in backlog {
+                    self.read(now, id);
+                }
+            }
+            // 3. Mail, timers, shutdown.
+            let mail = if self.engine.congested() {
+                0
+            } else {
+                self.port.drain(&mut self.engine, now, MAIL_BUDGET)
+            };
+            self.engine.handle_tick(now);
+            if drain_deadline.is_none() && self.ctx.shutdown.is_triggered() {
+                self.stop_listening();
+                self.engine.handle_shutdown(now);
+                drain_deadline = Some(now + self.ctx.stack.shutdown_drain_ms);
+            }
+            // 4. Engine output into the sockets; closes; mail out.
+            self.flush_all(now);
+            self.expire_closing(now);
+            if self.accepting {
+                self.fill_listen_pool(now);
+            }
+            self.port.flush(&mut self.engine);
+            // 5. Egress when something was received or written, or a TCP timer is due.
+            let timer_due = self.poll_at.is_some_and(|t| t <= ts);
+            if frames > 0 || self.egress_due || timer_due {
+                self.egress(ts);
+            }
+            if let Some(deadline) = drain_deadline {
+                if self.open == 0 || now >= deadline {
+                    break;
+                }
+            }
+            // 6. Idle.
+            if frames == 0 && !worked && mail == 0 && self.backlog.is_empty() {
+                self.idle(now, ts);
+            }
+        }
+        // Whatever is still open is reset (the resets go out before the sockets are dropped).
+        self.abort_all();
+        let (now, ts) = self.clock();
+        self.egress(ts);
+        let ids: Vec<ConnId> = self.conns.ids().collect();
+        for id in ids {
+            self.remove(now, id);
+        }
+        tracing::info!(shard = self.ctx.shard, stats = ?self.engine.stats(),
+            device = %self.ctx.device.report(), "shard stopped");
+    }
+
+    fn idle(&mut self, now: u64, ts: NetInstant) {
+        match self.ctx.stack.idle {
+            PollIdle::Spin => {}
+            PollIdle::Pause => {
+                for _ in 0..PAUSE_SPINS {
+                    std::hint::spin_loop();
+                }
+            }
+            PollIdle::Sleep => {
+                let mut max = SLEEP_MAX;
+                if let Some(t) = self.poll_at {
+                    max = max.min(Duration::from_micros((t - ts).total_micros()));
+                }
+                if let Some(t) = self.engine.poll_deadline() {
+                    max = max.min(Duration::from_millis(t.saturating_sub(now)));
+                }
+                if !self.closing.is_empty() {
+                    max = max.min(Duration::from_millis(1));
+                }
+                if !max.is_zero() && self.ctx.mesh.park(self.ctx.shard) {
+                    self.ctx.device.wait(max);
+                    self.ctx.mesh.unpark(self.ctx.shard);
+                }
+            }
+        }
+    }
+
+    fn egress(&mut self, ts: NetInstant) {
+        for _ in 0..EGRESS_ROUNDS {
+            match self
+                .iface
+                .poll_egress(ts, &mut self.ctx.device, &mut self.sockets)
+            {
+                PollResult::None => break,
+                PollResult::SocketStateChanged => {}
+            }
+        }
+        self.ctx.device.flush_tx();
+        self.egress_due = false;
+        self.poll_at = self.iface.poll_at(ts, &self.sockets);
+    }
+
+    /// Keeps `listen_pool` sockets listening on every port while connections are below the
+    /// limit. A SYN beyond the pool (or the limit) is answered with a reset by smoltcp.
+    fn fill_listen_pool(&mut self, now: u64) {
+        let stack = self.ctx.stack.clone();
+        for (index, &port) in stack.ports.iter().enumerate() {
+            while self.listening[index] < stack.listen_pool {
+                let total = self.open + self.listening.iter().sum::<usize>();
+                if total >= stack.max_connections {
+                    if self.listening[index] == 0
+                        && self.refused_logged_ms.is_none_or(|t| now >= t + 10_000)
+                    {
+                        tracing::warn!(shard = self.ctx.shard, connections = self.open,
+                            max = stack.max_connections,
+                            "connection limit of the shard reached; new connections are reset (raise userspace.max_connections_per_shard or add shards)");
+                        self.refused_logged_ms = Some(now);
+                    }
+                    return;
+                }
+                let Some(slot) = self.slots.take() else {
+                    return;
+                };
+                let mut socket = tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0; stack.socket_rx_buffer]),
+                    tcp::SocketBuffer::new(vec![0; stack.socket_tx_buffer]),
+                );
+                // Low latency: no Nagle, no delayed ACK; congestion control on.
+                socket.set_nagle_enabled(false);
+                socket.set_ack_delay(None);
+                socket.set_congestion_control(tcp::CongestionControl::Cubic);
+                if let Err(e) = socket.listen(port) {
+                    tracing::error!(shard = self.ctx.shard, port, error = ?e, "cannot listen");
+                    self.slots.give_back(slot);
+                    return;
+                }
+                let id = conn_id(self.ctx.shard, self.next_conn, slot);
+                self.next_conn += 1;
+                socket.register_recv_waker(&ready::waker(id));
+                let handle = self.sockets.add(socket);
+                self.conns.insert(
+                    id,
+                    Conn {
+                        handle,
+                        phase: Phase::Listening,
+                        port: index,
+                        rx: None,
+                    },
+                );
+                self.listening[index] += 1;
+            }
+        }
+    }
+
+    fn stop_listening(&mut self) {
+        self.accepting = false;
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter_mut()
+            .filter(|(_, c)| c.phase == Phase::Listening)
+            .map(|(id, _)| id)
+            .collect();
+        for id in ids {
+            self.remove(0, id);
+        }
+    }
+
+    /// Handles what smoltcp woke `id` for, then registers its wakers again.
+    fn service(&mut self, now: u64, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return; // a stale wake of a removed socket
+        };
+        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        match conn.phase {
+            Phase::Listening => match socket.state() {
+                tcp::State::Listen | tcp::State::SynReceived => {}
+                tcp::State::Closed => {
+                    // A half-open connection was reset: listen again.
+                    let port = self.ctx.stack.ports[conn.port];
+                    if socket.listen(port).is_err() {
+                        self.remove(now, id);
+                        return;
+                    }
+                }
+                _ => {
+                    // Established (or already half-closed by a fast peer): a connection.
+                    conn.phase = Phase::Open;
+                    let peer = peer_of(socket);
+                    self.listening[conn.port] -= 1;
+                    self.open += 1;
+                    self.engine.handle_open(now, id, peer);
+                    self.read(now, id);
+                }
+            },
+            Phase::Open => {
+                self.read(now, id);
+                self.flush(now, id);
+            }
+            Phase::Flushing { .. } => {
+                self.discard_input(now, id);
+                self.flush(now, id);
+            }
+            Phase::Lingering { .. } => self.discard_input(now, id),
+        }
+        self.rearm(id);
+    }
+
+    /// Registers the wakers of `id` again (a wake consumes them).
+    fn rearm(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        let waker = ready::waker(id);
+        socket.register_recv_waker(&waker);
+        // Send space matters only while output waits for it.
+        let waiting = matches!(conn.phase, Phase::Open | Phase::Flushing { .. })
+            && socket.send_queue() > 0;
+        if waiting {
+            socket.register_send_waker(&waker);
+        }
+    }
+
+    fn hold_back(&self, id: ConnId) -> bool {
+        self.port.overflow_len() > OVERFLOW_MAX
+            || (self.engine.congested() && self.engine.throttled(id))
+    }
+
+    /// Moves received bytes of `id` to the engine; notices the peer's FIN or reset.
+    fn read(&mut self, now: u64, id: ConnId) {
+        if self.hold_back(id) {
+            self.backlog.push(id);
+            return;
+        }
+        let mut budget = READ_BUDGET_BYTES;
+        loop {
+            let Some(conn) = self.conns.get_mut(id) else {
+                return;
+            };
+            if conn.phase != Phase::Open {
+                return;
+            }
+            let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+            if !socket.can_recv() {
+                if !socket.may_recv() {
+                    // FIN received and everything read, or the connection was reset.
+                    self.peer_closed(now, id);
+                }
+                return;
+            }
+            let own = conn.rx.as_ref().is_some_and(|rx| rx.len() > PARTIAL_COPY_MAX);
+            let taken = if own {
+                let rx = conn.rx.as_deref_mut().expect("checked above");
+                take_all(socket, rx)
+            } else {
+                let carried = conn.rx.as_ref().map_or(0, |rx| rx.len());
+                if self.ingress.capacity() < socket.recv_queue() + carried {
+                    // Empty here: consumed, or moved to its connection, after each read.
+                    self.ingress_pool.refill(&mut self.ingress);
+                }
+                if let Some(rx) = conn.rx.as_deref_mut() {
+                    self.ingress.extend_from_slice(rx);
+                    rx.clear();
+                }
+                take_all(socket, &mut self.ingress)
+            };
+            if own {
+                let mut rx = conn.rx.take().expect("checked above");
+                self.engine.handle_bytes(now, id, &mut rx);
+                if let Some(conn) = self.conns.get_mut(id) {
+                    if !rx.is_empty() {
+                        conn.rx = Some(rx);
+                    }
+                }
+            } else {
+                self.engine.handle_bytes(now, id, &mut self.ingress);
+                if !self.ingress.is_empty() {
+                    if let Some(conn) = self.conns.get_mut(id) {
+                        match conn.rx.as_deref_mut() {
+                            Some(rx) => rx.extend_from_slice(&self.ingress),
+                            None => conn.rx = Some(Box::new(BytesMut::from(&self.ingress[..]))),
+                        }
+                    }
+                    self.ingress.clear();
+                }
+                if let Some(conn) = self.conns.get_mut(id) {
+                    if conn.rx.as_ref().is_some_and(|rx| rx.is_empty()) {
+                        conn.rx = None;
+                    }
+                }
+            }
+            budget = budget.saturating_sub(taken);
+            if budget == 0 || self.hold_back(id) {
+                self.backlog.push(id);
+                return;
+            }
+        }
+    }
+
+    /// The peer finished sending (FIN) or reset: the engine forgets the connection; our FIN
+    /// follows what is still queued in the socket.
+    fn peer_closed(&mut self, now: u64, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        socket.close();
+        conn.phase = Phase::Lingering {
+            deadline_ms: now + CLOSE_LINGER_MS,
+        };
+        self.open -= 1;
+        self.closing.push(id);
+        self.egress_due = true;
+        self.engine.handle_closed(now, id);
+    }
+
+    /// Drops input of a closing socket; notices when TCP is done with it.
+    fn discard_input(&mut self, now: u64, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        while socket.can_recv() {
+            let _ = socket.recv(|b| (b.len(), ()));
+        }
+        if matches!(conn.phase, Phase::Lingering { .. })
+            && matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait)
+        {
+            self.remove(now, id);
+        }
+    }
+
+    fn flush_all(&mut self, now: u64) {
+        while let Some(id) = self.engine.poll_dirty() {
+            self.flush(now, id);
+        }
+        while let Some(id) = self.engine.poll_close() {
+            match self.conns.get_mut(id) {
+                Some(conn) if conn.phase == Phase::Open => {
+                    conn.phase = Phase::Flushing {
+                        deadline_ms: now + CLOSE_FLUSH_MS,
+                    };
+                    self.closing.push(id);
+                    self.flush(now, id);
+                }
+                Some(_) => {}
+                None => self.engine.handle_closed(now, id),
+            }
+        }
+    }
+
+    /// Copies queued output of `id` into its socket's send ring, as far as it has room.
+    fn flush(&mut self, now: u64, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if !matches!(conn.phase, Phase::Open | Phase::Flushing { .. }) {
+            return;
+        }
+        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        let Some(out) = self.engine.out_queue(id) else {
+            return;
+        };
+        let mut failed = false;
+        let mut wrote = false;
+        while !out.is_empty() {
+            let Some(chunk) = out.chunks().next() else {
+                break;
+            };
+            match socket.send_slice(chunk) {
+                Ok(n) => {
+                    let short = n < chunk.len();
+                    wrote |= n > 0;
+                    out.consume(n);
+                    if short {
+                        socket.register_send_waker(&ready::waker(id));
+                        break;
+                    }
+                }
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let drained = out.is_empty();
+        self.egress_due |= wrote;
+        if failed {
+            // The socket cannot send any more (reset): the connection is gone.
+            if conn.phase == Phase::Open {
+                self.open -= 1;
+                conn.phase = Phase::Lingering { deadline_ms: now };
+                self.closing.push(id);
+                self.engine.handle_closed(now, id);
+            }
+        } else if drained && matches!(conn.phase, Phase::Flushing { .. }) {
+            // Everything queued: FIN after it, and the engine forgets the connection.
+            socket.close();
+            conn.phase = Phase::Lingering {
+                deadline_ms: now + CLOSE_LINGER_MS,
+            };
+            self.open -= 1;
+            self.egress_due = true;
+            self.engine.handle_closed(now, id);
+        }
+    }
+
+    /// Closing sockets past their deadline are aborted (a peer that neither reads nor
+    /// closes) and removed on the next pass, after the reset went out.
+    fn expire_closing(&mut self, now: u64) {
+        if self.closing.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.closing);
+        for id in ids {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+            match conn.phase {
+                Phase::Lingering { .. }
+                    if matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait) =>
+                {
+                    self.remove(now, id);
+                }
+                Phase::Flushing { deadline_ms } if now >= deadline_ms => {
+                    socket.abort();
+                    conn.phase = Phase::Lingering { deadline_ms: now };
+                    self.open -= 1;
+                    self.egress_due = true;
+                    self.engine.handle_closed(now, id);
+                    self.closing.push(id);
+                }
+                Phase::Lingering { deadline_ms } if now >= deadline_ms => {
+                    if socket.is_open() {
+                        socket.abort();
+                        self.egress_due = true;
+                        self.closing.push(id);
+                    } else {
+                        self.remove(now, id);
+                    }
+                }
+                Phase::Flushing { .. } | Phase::Lingering { .. } => self.closing.push(id),
+                Phase::Open | Phase::Listening => {}
+            }
+        }
+    }
+
+    /// Forgets a socket; an `Open` or `Flushing` one is closed in the engine first.
+    fn remove(&mut self, now: u64, id: ConnId) {
+        let Some(conn) = self.conns.remove(id) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Listening => self.listening[conn.port] -= 1,
+            Phase::Open | Phase::Flushing { .. } => {
+                self.open -= 1;
+                self.engine.handle_closed(now, id);
+            }
+            Phase::Lingering { .. } => {}
+        }
+        self.sockets.remove(conn.handle);
+        self.slots.give_back(slot_number(id));
+    }
+
+    fn abort_all(&mut self) {
+        for (_, conn) in self.conns.iter_mut() {
+            self.sockets.get_mut::<tcp::Socket>(conn.handle).abort();
+        }
+    }
+}
+
+/// Copies everything `socket` has received to the end of `buf` (the two halves of its ring
+/// when the data wraps). Returns the byte count.
+fn take_all(socket: &mut tcp::Socket, buf: &mut BytesMut) -> usize {
+    let mut total = 0;
+    while socket.can_recv() {
+        let n = socket
+            .recv(|data| {
+                buf.extend_from_slice(data);
+                (data.len(), data.len())
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    total
+}
