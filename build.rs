@@ -1,5 +1,5 @@
 //! Build script of the `tachyon` binary: records the git revision for `--version` and logs.
-//! DPDK detection (the `dpdk` feature) lands here with the kernel-bypass dataplane (issue 4).
+//! Also names the dataplane drivers built in (the `dpdk` feature; ffi/build.rs finds DPDK).
 use std::process::Command;
 
 fn main() {
@@ -12,6 +12,13 @@ fn main() {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=TACHYON_GIT_REV={rev}");
+    // `tachyon --version` names the dataplane drivers compiled in (tests look for "dpdk").
+    let drivers = if std::env::var_os("CARGO_FEATURE_DPDK").is_some() {
+        "kernel tap dpdk"
+    } else {
+        "kernel tap"
+    };
+    println!("cargo:rustc-env=TACHYON_DRIVERS={drivers}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=build.rs");
 }

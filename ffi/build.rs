@@ -13,7 +13,8 @@ mod dpdk {
     use std::path::PathBuf;
     use std::process::Command;
 
-    const MISSING: &str = "the `dpdk` feature needs DPDK 22.11 development files, libclang and pkg-config.\n\
+    const MISSING: &str =
+        "the `dpdk` feature needs DPDK 22.11 development files, libclang and pkg-config.\n\
         On Debian 12: apt-get install -y libdpdk-dev dpdk libclang-dev pkg-config\n\
         (or build without `--features dpdk`: the kernel and TAP drivers need no DPDK)";
 
@@ -41,7 +42,9 @@ mod dpdk {
         println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
         let version = pkg_config(&["--modversion"]).join(" ");
         if !version.starts_with("22.") {
-            println!("cargo:warning=libdpdk {version} found; Tachyon is built and tested against 22.11");
+            println!(
+                "cargo:warning=libdpdk {version} found; Tachyon is built and tested against 22.11"
+            );
         }
         // Passed unchanged: they include `-include rte_config.h` and `-march=...`, which
         // rte_memcpy.h needs under gcc 12.

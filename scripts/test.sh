@@ -3,8 +3,11 @@
 # Python interoperability suite (tests/interop) against the built broker.
 #
 # Runs from any directory, as root on a fresh Debian 12 machine; installs
-# what is missing (Debian: mosquitto, mosquitto-clients; PyPI: paho-mqtt 2.x,
-# pytest). Exits non-zero if any step fails.
+# what is missing (Debian: mosquitto, mosquitto-clients, libdpdk-dev, dpdk,
+# libclang-dev, pkg-config, iproute2; PyPI: paho-mqtt 2.x, pytest). The broker
+# is built with the DPDK driver (--features dpdk), and the user-space dataplane
+# tests (TAP, DPDK net_tap) run in network namespaces they create.
+# Exits non-zero if any step fails.
 #
 # Environment:
 #   INTEROP_TIMEOUT  seconds allowed for the pytest run (default 1200)
@@ -42,13 +45,17 @@ python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v stdbuf >/dev/null 2>&1 || need_apt+=(coreutils)
 # The chart font of `tachyon-bench report` (its test draws a chart).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+# The DPDK driver (ffi/ runs bindgen against libdpdk's headers) and its netns tests.
+for pkg in libdpdk-dev dpdk libclang-dev pkg-config iproute2; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 
 if ((${#need_apt[@]})); then
     echo "installing Debian packages: ${need_apt[*]}"
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${need_apt[@]}"
 else
-    echo "Debian packages present: mosquitto, mosquitto-clients, fonts-dejavu-core"
+    echo "Debian packages present: mosquitto, mosquitto-clients, fonts-dejavu-core, libdpdk-dev, dpdk, libclang-dev, pkg-config, iproute2"
 fi
 
 need_pip=()
@@ -80,8 +87,11 @@ if ! cargo fmt --all -- --check; then
 fi
 
 # ---------------------------------------------------------------------------
-section "cargo build --release --bin tachyon"
-if ! cargo build --release --bin tachyon; then
+# Every cargo step uses the same features, so the binary is built once.
+FEATURES=(--features tachyon/dpdk)
+
+section "cargo build --release --bin tachyon ${FEATURES[*]}"
+if ! cargo build --release --bin tachyon "${FEATURES[@]}"; then
     fail "cargo build"
     echo "build failed: skipping the test steps" >&2
     printf '\nFAILED steps: %s\n' "${FAILED[*]}" >&2
@@ -100,19 +110,19 @@ echo "built $TACHYON_BIN"
 
 # ---------------------------------------------------------------------------
 if cargo nextest --version >/dev/null 2>&1; then
-    section "cargo nextest run --workspace --release"
+    section "cargo nextest run --workspace --release ${FEATURES[*]}"
     nextest_flags=()
     # An empty workspace test set is not a failure of this script.
     nextest_help="$(cargo nextest run --help 2>/dev/null || true)"
     if [[ "$nextest_help" == *--no-tests* ]]; then
         nextest_flags+=(--no-tests=warn)
     fi
-    if ! cargo nextest run --workspace --release "${nextest_flags[@]}"; then
+    if ! cargo nextest run --workspace --release "${FEATURES[@]}" "${nextest_flags[@]}"; then
         fail "cargo nextest"
     fi
 else
-    section "cargo test --workspace --release"
-    if ! cargo test --workspace --release; then
+    section "cargo test --workspace --release ${FEATURES[*]}"
+    if ! cargo test --workspace --release "${FEATURES[@]}"; then
         fail "cargo test"
     fi
 fi
@@ -127,6 +137,8 @@ fi
 # ---------------------------------------------------------------------------
 section "interop tests: python3 -m pytest -q tests/interop"
 export TACHYON_BIN
+# The binary has the DPDK driver: its test must run, not skip.
+export TACHYON_REQUIRE_DPDK=1
 unset TACHYON_BROKER_CMD TACHYON_STRICT
 # Every wait inside the suite is bounded; this is only a backstop. SIGINT
 # lets pytest run its teardowns (which stop the brokers it started).

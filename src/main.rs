@@ -24,7 +24,7 @@ use nix_signals::wait_for_stop_signal;
 use tachyon_controlplane::{Config, Driver};
 
 #[derive(Parser)]
-#[command(name = "tachyon", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TACHYON_GIT_REV"), ")"), about = "MQTT 3.1.1 and 5.0 broker")]
+#[command(name = "tachyon", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TACHYON_GIT_REV"), "; drivers: ", env!("TACHYON_DRIVERS"), ")"), about = "MQTT 3.1.1 and 5.0 broker")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,14 +96,16 @@ fn serve(config: Option<PathBuf>, port: Option<u16>) -> ExitCode {
         config = %config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()),
         "tachyon starting");
 
-    match tachyon_net::limits::raise_nofile_limit() {
-        Ok(n) => tracing::info!(
-            open_files = n,
-            connections_max = n.saturating_sub(16 + 4 * cfg.shard_count() as u64),
-            "open-files limit raised to the hard limit; each connection uses one descriptor"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not raise the open-files limit; `ulimit -n` bounds connections")
+    if cfg.driver() == Driver::Kernel {
+        match tachyon_net::limits::raise_nofile_limit() {
+            Ok(n) => tracing::info!(
+                open_files = n,
+                connections_max = n.saturating_sub(16 + 4 * cfg.shard_count() as u64),
+                "open-files limit raised to the hard limit; each connection uses one descriptor"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not raise the open-files limit; `ulimit -n` bounds connections")
+            }
         }
     }
 
@@ -137,7 +139,9 @@ fn serve(config: Option<PathBuf>, port: Option<u16>) -> ExitCode {
     let result = match cfg.driver() {
         Driver::Kernel => tachyon_net::run(cfg.kernel_config(), engine_cfg, shutdown),
         Driver::Tap => match cfg.tap_config() {
-            Ok(tap) => tachyon_net::userspace::tap::run(tap, cfg.stack_config(), engine_cfg, shutdown),
+            Ok(tap) => {
+                tachyon_net::userspace::tap::run(tap, cfg.stack_config(), engine_cfg, shutdown)
+            }
             Err(e) => return config_error(e),
         },
         Driver::Dpdk => match cfg.dpdk_config() {

@@ -358,11 +358,11 @@ impl Dpdk {
     /// more shards than queues or queues nobody polls, an lcore the host lacks, a mempool too
     /// small for its rings, EAL arguments that the core map owns.
     pub fn dpdk_config(&self, ncpu: usize) -> Result<DpdkConfig, ConfigError> {
-        if let Some(a) = self
-            .eal_args
-            .iter()
-            .find(|a| matches!(a.as_str(), "-l" | "-c" | "--lcores" | "--main-lcore") || a.starts_with("--lcores=") || a.starts_with("--main-lcore="))
-        {
+        if let Some(a) = self.eal_args.iter().find(|a| {
+            matches!(a.as_str(), "-l" | "-c" | "--lcores" | "--main-lcore")
+                || a.starts_with("--lcores=")
+                || a.starts_with("--main-lcore=")
+        }) {
             return Err(invalid(
                 "dpdk.eal_args",
                 format!("{a:?}"),
@@ -398,9 +398,16 @@ impl Dpdk {
             if p.rx_queues == 0 || p.rx_queues > 64 {
                 return Err(invalid(&key("rx_queues"), p.rx_queues, "use 1 ..= 64"));
             }
-            for (k, v) in [("rx_descriptors", p.rx_descriptors), ("tx_descriptors", p.tx_descriptors)] {
+            for (k, v) in [
+                ("rx_descriptors", p.rx_descriptors),
+                ("tx_descriptors", p.tx_descriptors),
+            ] {
                 if !(64..=16384).contains(&v) {
-                    return Err(invalid(&key(k), v, "use 64 ..= 16384 (a power of two suits most NICs)"));
+                    return Err(invalid(
+                        &key(k),
+                        v,
+                        "use 64 ..= 16384 (a power of two suits most NICs)",
+                    ));
                 }
             }
             if p.mempool_cache > MEMPOOL_CACHE_MAX {
@@ -410,7 +417,10 @@ impl Dpdk {
                     &format!("use at most {MEMPOOL_CACHE_MAX} (DPDK's limit)"),
                 ));
             }
-            let needed = p.rx_descriptors as u32 + p.tx_descriptors as u32 + p.mempool_cache + MEMPOOL_MARGIN;
+            let needed = p.rx_descriptors as u32
+                + p.tx_descriptors as u32
+                + p.mempool_cache
+                + MEMPOOL_MARGIN;
             if p.mempool_mbufs < needed {
                 return Err(invalid(
                     &key("mempool_mbufs"),
@@ -449,7 +459,11 @@ impl Dpdk {
             ));
         }
         if self.core_map.len() > tachyon_engine::SHARDS_MAX {
-            return Err(invalid("dpdk.core_map", self.core_map.len(), "use at most 64 shards"));
+            return Err(invalid(
+                "dpdk.core_map",
+                self.core_map.len(),
+                "use at most 64 shards",
+            ));
         }
         let mut shards = Vec::new();
         for (i, e) in self.core_map.iter().enumerate() {
@@ -458,28 +472,45 @@ impl Dpdk {
                 return Err(invalid(
                     &key("lcore"),
                     e.lcore,
-                    &format!("this host has lcores (CPUs) 0..{}; use one of those", ncpu - 1),
+                    &format!(
+                        "this host has lcores (CPUs) 0..{}; use one of those",
+                        ncpu - 1
+                    ),
                 ));
             }
             let Some(p) = self.ports.get(e.port) else {
                 return Err(invalid(
                     &key("port"),
                     e.port,
-                    &format!("there are {} [[dpdk.ports]]; use an index below that", self.ports.len()),
+                    &format!(
+                        "there are {} [[dpdk.ports]]; use an index below that",
+                        self.ports.len()
+                    ),
                 ));
             };
             if e.queue >= p.rx_queues {
                 return Err(invalid(
                     &key("queue"),
                     e.queue,
-                    &format!("port {} has {} queues (rx_queues); use 0 ..= {}", e.port, p.rx_queues, p.rx_queues - 1),
+                    &format!(
+                        "port {} has {} queues (rx_queues); use 0 ..= {}",
+                        e.port,
+                        p.rx_queues,
+                        p.rx_queues - 1
+                    ),
                 ));
             }
-            if let Some(j) = self.core_map[..i].iter().position(|o| o.port == e.port && o.queue == e.queue) {
+            if let Some(j) = self.core_map[..i]
+                .iter()
+                .position(|o| o.port == e.port && o.queue == e.queue)
+            {
                 return Err(invalid(
                     &key("queue"),
                     e.queue,
-                    &format!("shard {j} already polls port {} queue {}; give each shard its own queue", e.port, e.queue),
+                    &format!(
+                        "shard {j} already polls port {} queue {}; give each shard its own queue",
+                        e.port, e.queue
+                    ),
                 ));
             }
             if let Some(j) = self.core_map[..i].iter().position(|o| o.lcore == e.lcore) {
@@ -511,5 +542,115 @@ impl Dpdk {
             ports,
             shards,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const DPDK: &str = r#"
+[dataplane]
+driver = "dpdk"
+[dpdk]
+eal_args = ["--no-huge", "-m", "128"]
+[[dpdk.ports]]
+device = "net_tap0,iface=dtap0"
+address = "10.78.0.2/24"
+rx_queues = 1
+[[dpdk.core_map]]
+lcore = 0
+port = 0
+queue = 0
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "t").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_dpdk_configuration_maps_shards_to_queues() {
+        let c = Config::parse(DPDK, "t").unwrap();
+        assert_eq!(c.shard_count(), 1);
+        let d = c.dpdk_config().unwrap();
+        assert_eq!(d.shards.len(), 1);
+        assert_eq!(d.ports[0].address, std::net::Ipv4Addr::new(10, 78, 0, 2));
+        assert_eq!(d.ports[0].prefix_len, 24);
+        assert_eq!(d.ports[0].mempool_mbufs, 4095);
+    }
+
+    #[test]
+    fn more_shards_than_queues_is_refused() {
+        let text = format!("{DPDK}[[dpdk.core_map]]\nlcore = 0\nport = 0\nqueue = 0\n");
+        let e = err(&text);
+        assert!(
+            e.starts_with(
+                "config: dpdk.core_map = 2 shards is not usable — more shards than queues (1)"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_queue_without_a_shard_is_refused() {
+        let e = err(&DPDK.replace("rx_queues = 1", "rx_queues = 2"));
+        assert!(e.contains("no shard for port 0 queue 1"), "{e}");
+    }
+
+    #[test]
+    fn an_lcore_the_host_lacks_is_refused() {
+        let e = err(&DPDK.replace("lcore = 0", "lcore = 4096"));
+        assert!(e.starts_with("config: dpdk.core_map[0].lcore = 4096 is not usable — this host has lcores (CPUs) 0.."), "{e}");
+    }
+
+    #[test]
+    fn a_mempool_too_small_for_its_rings_is_refused() {
+        let e = err(&DPDK.replace("rx_queues = 1", "rx_queues = 1\nmempool_mbufs = 1000"));
+        assert!(
+            e.contains(
+                "dpdk.ports[0].mempool_mbufs = 1000 is not usable — too small for the rings"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("= 1344"), "{e}");
+    }
+
+    #[test]
+    fn lcores_in_eal_args_are_refused() {
+        let e = err(&DPDK.replace(r#""-m", "128""#, r#""-m", "128", "-l", "0-1""#));
+        assert!(
+            e.contains("dpdk.eal_args = \"-l\" is not usable — remove it"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_port_needs_an_address_with_a_prefix() {
+        let e = err(&DPDK.replace("10.78.0.2/24", "10.78.0.2"));
+        assert!(e.contains("dpdk.ports[0].address = \"10.78.0.2\""), "{e}");
+    }
+
+    #[test]
+    fn tap_settings_are_checked_when_tap_is_the_driver() {
+        let c = Config::parse("[dataplane]\ndriver = \"tap\"\n", "t").unwrap();
+        assert_eq!(c.shard_count(), 1);
+        let t = c.tap_config().unwrap();
+        assert_eq!(t.interface, "tachyon0");
+        let e = err("[dataplane]\ndriver = \"tap\"\n[tap]\nmac = \"01:00:00:00:00:01\"\n");
+        assert!(e.contains("tap.mac"), "{e}");
+        let e = err("[dataplane]\ndriver = \"tap\"\n[tap]\ninterface = \"a-name-far-too-long\"\n");
+        assert!(e.contains("tap.interface"), "{e}");
+        // Not the driver: only parsed.
+        Config::parse("[tap]\nmac = \"01:00:00:00:00:01\"\n", "t").unwrap();
+    }
+
+    #[test]
+    fn the_driver_and_idle_strategy_are_named() {
+        let e = err("[dataplane]\ndriver = \"netmap\"\n");
+        assert_eq!(e, "config: dataplane.driver = \"netmap\" is not usable — use \"kernel\", \"tap\" or \"dpdk\"");
+        let e = err("[userspace]\nidle = \"yield\"\n");
+        assert!(e.contains("userspace.idle"), "{e}");
+        let e = err("[userspace]\nports = []\n");
+        assert!(e.contains("userspace.ports"), "{e}");
     }
 }

@@ -39,7 +39,6 @@ impl Shutdown {
     }
 }
 
-
 /// Stops the whole broker if a shard thread unwinds: a broker with a dead shard would leave
 /// claims, barriers and rings towards it waiting forever.
 pub(crate) struct PanicGuard(pub Arc<Shutdown>, pub usize);

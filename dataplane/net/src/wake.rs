@@ -20,12 +20,13 @@ impl Waker for EventFdWaker {
 /// A waker and the descriptor that becomes readable when it is woken (non-blocking; read it
 /// to reset).
 pub(crate) fn eventfd_waker() -> Result<(Arc<dyn Waker>, OwnedFd), NetError> {
-    let efd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).map_err(
-        |source| NetError::Setup {
-            what: "eventfd()",
-            source,
-        },
-    )?;
+    let efd =
+        EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).map_err(|source| {
+            NetError::Setup {
+                what: "eventfd()",
+                source,
+            }
+        })?;
     let fd = efd
         .as_fd()
         .try_clone_to_owned()

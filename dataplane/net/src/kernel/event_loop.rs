@@ -22,9 +22,9 @@ use tachyon_engine::recycle::Recycler;
 use tachyon_engine::{ConnId, Engine, EngineConfig};
 use tachyon_shard::{Mesh, Port};
 
-use crate::sockets::{conn_id, SocketTable, SLOT_MAX};
 use super::{IdleStrategy, Shutdown};
 use crate::shutdown::{pin_to_core, PanicGuard};
+use crate::sockets::{conn_id, SocketTable, SLOT_MAX};
 
 const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_LISTENER_BASE: u64 = u64::MAX - 1024;

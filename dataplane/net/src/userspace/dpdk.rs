@@ -27,8 +27,8 @@ use tachyon_engine::EngineConfig;
 use tachyon_ffi as ffi;
 use tachyon_shard::Waker;
 
-pub use super::dpdk_config::{DpdkConfig, PortConfig, ShardQueue};
 use super::dpdk_config::{eal_argv, port_name};
+pub use super::dpdk_config::{DpdkConfig, PortConfig, ShardQueue};
 use super::{Frames, InterfaceConfig, ShardDevice, StackConfig};
 use crate::shutdown::Shutdown;
 use crate::NetError;
@@ -42,7 +42,11 @@ const NEIGHBOR_REFRESH: Duration = Duration::from_secs(20);
 const SLEEP_NAP: Duration = Duration::from_micros(200);
 
 fn dpdk_error(what: &str, rc: i32) -> NetError {
-    let errno = if rc < 0 { -rc } else { unsafe { ffi::tachyon_errno() } };
+    let errno = if rc < 0 {
+        -rc
+    } else {
+        unsafe { ffi::tachyon_errno() }
+    };
     NetError::Device(format!(
         "DPDK: {what} failed: {} (errno {errno})",
         ffi::strerror(errno)
@@ -84,8 +88,13 @@ struct PortState {
     mac: [u8; 6],
 }
 
-fn setup_port(index: usize, p: &PortConfig, cfg: &DpdkConfig) -> Result<(PortState, Vec<*mut ffi::rte_mempool>), NetError> {
-    let name = CString::new(port_name(&p.device)).map_err(|_| NetError::Device("dpdk port device contains a NUL byte".into()))?;
+fn setup_port(
+    index: usize,
+    p: &PortConfig,
+    cfg: &DpdkConfig,
+) -> Result<(PortState, Vec<*mut ffi::rte_mempool>), NetError> {
+    let name = CString::new(port_name(&p.device))
+        .map_err(|_| NetError::Device("dpdk port device contains a NUL byte".into()))?;
     let mut id = 0u16;
     // SAFETY: a NUL-terminated name and a valid out-pointer.
     let rc = unsafe { ffi::rte_eth_dev_get_port_by_name(name.as_ptr(), &mut id) };
@@ -123,7 +132,10 @@ fn setup_port(index: usize, p: &PortConfig, cfg: &DpdkConfig) -> Result<(PortSta
         // SAFETY: valid port id.
         let rc = unsafe { ffi::rte_eth_dev_set_mtu(id, p.mtu as u16) };
         if rc != 0 {
-            return Err(dpdk_error(&format!("setting MTU {} on {}", p.mtu, p.device), rc));
+            return Err(dpdk_error(
+                &format!("setting MTU {} on {}", p.mtu, p.device),
+                rc,
+            ));
         }
     }
     // SAFETY: valid port id.
@@ -150,7 +162,13 @@ fn setup_port(index: usize, p: &PortConfig, cfg: &DpdkConfig) -> Result<(PortSta
             )
         };
         if pool.is_null() {
-            let mut e = dpdk_error(&format!("creating the mempool of shard {shard} ({} mbufs)", p.mempool_mbufs), 0);
+            let mut e = dpdk_error(
+                &format!(
+                    "creating the mempool of shard {shard} ({} mbufs)",
+                    p.mempool_mbufs
+                ),
+                0,
+            );
             if let NetError::Device(text) = &mut e {
                 text.push_str(" — give EAL more memory (-m in dpdk.eal_args: about 32 MB per 4095 mbufs without hugepages) or lower mempool_mbufs");
             }
@@ -158,15 +176,30 @@ fn setup_port(index: usize, p: &PortConfig, cfg: &DpdkConfig) -> Result<(PortSta
         }
         // SAFETY: valid port, queue index below the configured count, live mempool.
         let rc = unsafe {
-            ffi::rte_eth_rx_queue_setup(id, q, p.rx_descriptors, socket as u32, std::ptr::null(), pool)
+            ffi::rte_eth_rx_queue_setup(
+                id,
+                q,
+                p.rx_descriptors,
+                socket as u32,
+                std::ptr::null(),
+                pool,
+            )
         };
         if rc != 0 {
-            return Err(dpdk_error(&format!("RX queue {q} setup ({} descriptors)", p.rx_descriptors), rc));
+            return Err(dpdk_error(
+                &format!("RX queue {q} setup ({} descriptors)", p.rx_descriptors),
+                rc,
+            ));
         }
         // SAFETY: as above.
-        let rc = unsafe { ffi::rte_eth_tx_queue_setup(id, q, p.tx_descriptors, socket as u32, std::ptr::null()) };
+        let rc = unsafe {
+            ffi::rte_eth_tx_queue_setup(id, q, p.tx_descriptors, socket as u32, std::ptr::null())
+        };
         if rc != 0 {
-            return Err(dpdk_error(&format!("TX queue {q} setup ({} descriptors)", p.tx_descriptors), rc));
+            return Err(dpdk_error(
+                &format!("TX queue {q} setup ({} descriptors)", p.tx_descriptors),
+                rc,
+            ));
         }
         pools.push(pool);
     }
@@ -184,7 +217,13 @@ fn setup_port(index: usize, p: &PortConfig, cfg: &DpdkConfig) -> Result<(PortSta
     tracing::info!(port = index, device = %p.device, port_id = id, queues = p.rx_queues,
         mac = %super::format_mac(&addr.addr_bytes), link_up = link.link_status() != 0,
         "DPDK port started");
-    Ok((PortState { id, mac: addr.addr_bytes }, pools))
+    Ok((
+        PortState {
+            id,
+            mac: addr.addr_bytes,
+        },
+        pools,
+    ))
 }
 
 /// Runs one poll-mode shard per entry of the core map until `shutdown` is triggered.
@@ -209,7 +248,13 @@ pub fn run(
     for s in &cfg.shards {
         let p = &cfg.ports[s.port];
         let st = &ports[s.port];
-        let device = DpdkQueue::new(st.id, s.queue, pools[s.port][s.queue as usize], p.mtu, s.queue != 0);
+        let device = DpdkQueue::new(
+            st.id,
+            s.queue,
+            pools[s.port][s.queue as usize],
+            p.mtu,
+            s.queue != 0,
+        );
         devices.push(ShardDevice {
             device,
             iface: InterfaceConfig {
@@ -310,7 +355,13 @@ pub struct DpdkQueue {
 unsafe impl Send for DpdkQueue {}
 
 impl DpdkQueue {
-    fn new(port: u16, queue: u16, pool: *mut ffi::rte_mempool, mtu: usize, share_arp: bool) -> DpdkQueue {
+    fn new(
+        port: u16,
+        queue: u16,
+        pool: *mut ffi::rte_mempool,
+        mtu: usize,
+        share_arp: bool,
+    ) -> DpdkQueue {
         DpdkQueue {
             port,
             queue,

@@ -41,7 +41,10 @@ pub struct DpdkConfig {
 pub fn is_pci_address(device: &str) -> bool {
     // dddd:bb:dd.f or bb:dd.f
     let b = device.as_bytes();
-    device.contains(':') && device.contains('.') && b.iter().all(|c| c.is_ascii_hexdigit() || *c == b':' || *c == b'.')
+    device.contains(':')
+        && device.contains('.')
+        && b.iter()
+            .all(|c| c.is_ascii_hexdigit() || *c == b':' || *c == b'.')
 }
 
 /// The EAL name of a port: the PCI address, or a vdev string up to its first comma.
@@ -89,11 +92,25 @@ mod tests {
         let cfg = DpdkConfig {
             eal_args: vec!["--no-huge".into(), "-m".into(), "128".into()],
             ports: vec![port("net_tap0,iface=dtap0"), port("0000:03:00.1")],
-            shards: vec![ShardQueue { lcore: 1, port: 0, queue: 0 }],
+            shards: vec![ShardQueue {
+                lcore: 1,
+                port: 0,
+                queue: 0,
+            }],
         };
         assert_eq!(
             eal_argv(&cfg),
-            ["tachyon", "--no-huge", "-m", "128", "-l", "1", "--vdev=net_tap0,iface=dtap0", "-a", "0000:03:00.1"]
+            [
+                "tachyon",
+                "--no-huge",
+                "-m",
+                "128",
+                "-l",
+                "1",
+                "--vdev=net_tap0,iface=dtap0",
+                "-a",
+                "0000:03:00.1"
+            ]
         );
         assert_eq!(port_name("net_tap0,iface=dtap0"), "net_tap0");
         assert!(is_pci_address("0000:03:00.1") && is_pci_address("03:00.1"));

@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{
+    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
+};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as NetInstant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use tachyon_engine::recycle::Recycler;
 use tachyon_engine::{ConnId, Engine, EngineConfig};
 use tachyon_shard::{Mesh, Port};
@@ -131,7 +133,10 @@ pub(super) fn run_shard<D: Frames>(mut ctx: ShardContext<D>) {
         let _ = addrs.push(cidr);
     });
     if let Some(gw) = ctx.iface.gateway {
-        if let Err(e) = iface.routes_mut().add_default_ipv4_route(Ipv4Address::from(gw)) {
+        if let Err(e) = iface
+            .routes_mut()
+            .add_default_ipv4_route(gw)
+        {
             tracing::warn!(shard = ctx.shard, gateway = %gw, error = ?e, "cannot add the default route");
         }
     }
@@ -425,8 +430,8 @@ impl<D: Frames> Shard<D> {
         let waker = ready::waker(id);
         socket.register_recv_waker(&waker);
         // Send space matters only while output waits for it.
-        let waiting = matches!(conn.phase, Phase::Open | Phase::Flushing { .. })
-            && socket.send_queue() > 0;
+        let waiting =
+            matches!(conn.phase, Phase::Open | Phase::Flushing { .. }) && socket.send_queue() > 0;
         if waiting {
             socket.register_send_waker(&waker);
         }
@@ -459,7 +464,10 @@ impl<D: Frames> Shard<D> {
                 }
                 return;
             }
-            let own = conn.rx.as_ref().is_some_and(|rx| rx.len() > PARTIAL_COPY_MAX);
+            let own = conn
+                .rx
+                .as_ref()
+                .is_some_and(|rx| rx.len() > PARTIAL_COPY_MAX);
             let taken = if own {
                 let rx = conn.rx.as_deref_mut().expect("checked above");
                 take_all(socket, rx)

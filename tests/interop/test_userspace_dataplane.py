@@ -1,0 +1,199 @@
+"""The user-space dataplane: the broker's own TCP/IP stack (smoltcp) over a
+TAP device, and over DPDK's net_tap virtual device with --no-huge.
+
+Each test creates a network namespace, starts the broker inside it, gives the
+kernel side of the interface an address, runs kernel-side MQTT clients inside
+the same namespace (netns_clients.py: QoS 0/1/2 x v3.1.1/v5, 250 concurrent
+connections, mosquitto_pub/sub), stops the broker with SIGTERM (a connected
+v5 client must get DISCONNECT 0x8B) and deletes the namespace. No packet
+leaves the namespace.
+
+Needs root (namespaces, /dev/net/tun). The DPDK test needs a binary built
+with `--features dpdk` (scripts/test.sh builds one and sets
+TACHYON_REQUIRE_DPDK=1, which turns a missing DPDK into a failure).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import TACHYON_BIN, IS_TACHYON, HERE
+
+pytestmark = pytest.mark.tachyon_only("runs Tachyon's user-space drivers")
+
+CLIENT_TIMEOUT = 180.0
+STOP_TIMEOUT = 15.0
+
+
+def _can_use_netns() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, TAP devices)"
+    if subprocess.run(["ip", "-V"], capture_output=True).returncode != 0:
+        return "needs iproute2 (`ip`)"
+    if not os.path.exists("/dev/net/tun"):
+        return "needs /dev/net/tun (modprobe tun)"
+    return None
+
+
+def _has_dpdk() -> bool:
+    out = subprocess.run([TACHYON_BIN, "--version"], capture_output=True, text=True).stdout
+    return "dpdk" in out
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+class Namespace:
+    """A network namespace this test owns; deleted at the end."""
+
+    def __init__(self, name: str):
+        self.name = name
+        _ip("netns", "add", name)
+        _ip("-n", name, "link", "set", "lo", "up")
+
+    def delete(self) -> None:
+        _ip("netns", "del", self.name, check=False)
+
+
+@pytest.fixture
+def netns(request):
+    reason = _can_use_netns()
+    if reason:
+        pytest.skip(reason)
+    ns = Namespace(f"tachyon-t{os.getpid() % 100000}-{request.node.name[-12:].strip('[]_')}")
+    yield ns
+    ns.delete()
+
+
+def _run(netns: Namespace, tmp_path: pathlib.Path, config: str, iface: str, kernel_cidr: str, broker_ip: str) -> str:
+    cfg = tmp_path / "broker.toml"
+    cfg.write_text(config)
+    check = subprocess.run([TACHYON_BIN, "check-config", str(cfg)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    log_path = tmp_path / "broker.log"
+    log = open(log_path, "wb")
+    # `ip netns exec` execs the broker: this pid is the broker's.
+    broker = subprocess.Popen(
+        ["ip", "netns", "exec", netns.name, TACHYON_BIN, "serve", "--config", str(cfg)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    client = None
+    try:
+        deadline = time.monotonic() + 20
+        while _ip("-n", netns.name, "link", "show", iface, check=False).returncode != 0:
+            assert broker.poll() is None, f"broker exited early:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, f"{iface} did not appear:\n{log_path.read_text()}"
+            time.sleep(0.05)
+        _ip("-n", netns.name, "addr", "add", kernel_cidr, "dev", iface)
+        _ip("-n", netns.name, "link", "set", iface, "up")
+
+        client = subprocess.Popen(
+            ["ip", "netns", "exec", netns.name, sys.executable, str(HERE / "netns_clients.py"),
+             "--host", broker_ip, "--await-shutdown"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=HERE,
+            env={**os.environ, "TACHYON_HOST_NETNS": os.readlink("/proc/self/ns/net")},
+        )
+        lines: list[str] = []
+        waiting = threading.Event()
+
+        def reader():
+            for line in client.stdout:
+                lines.append(line.rstrip())
+                if line.startswith("waiting-for-shutdown"):
+                    waiting.set()
+            waiting.set()  # the clients stopped early (a failure, reported below)
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        waiting.wait(CLIENT_TIMEOUT)
+        out = "\n".join(lines)
+        assert any(line.startswith("waiting-for-shutdown") for line in lines), f"clients did not finish their exchanges:\n{out}\n--- broker ---\n{log_path.read_text()[-6000:]}"
+        assert broker.poll() is None, f"broker died:\n{log_path.read_text()[-6000:]}"
+
+        broker.send_signal(signal.SIGTERM)
+        status = broker.wait(STOP_TIMEOUT)
+        client_status = client.wait(30)
+        t.join(5)
+        out = "\n".join(lines)
+        assert client_status == 0, f"clients failed:\n{out}\n--- broker ---\n{log_path.read_text()[-6000:]}"
+        assert status == 0, f"broker exited with {status} after SIGTERM:\n{log_path.read_text()[-6000:]}"
+        for want in ("ok v3.1.1-q0", "ok v3.1.1-q1", "ok v3.1.1-q2", "ok v5-q0", "ok v5-q1", "ok v5-q2",
+                     "ok 250 concurrent connections", "ok mosquitto_pub", "ok DISCONNECT 0x8B"):
+            assert any(line.startswith(want) for line in lines), f"missing {want!r} in:\n{out}"
+        text = log_path.read_text()
+        assert "shard stopped" in text and "tachyon stopped" in text, text[-4000:]
+        assert "panicked" not in text, text[-4000:]
+        return text
+    finally:
+        for p in (client, broker):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+def test_tap_driver_in_a_namespace(netns, tmp_path):
+    text = _run(
+        netns,
+        tmp_path,
+        """
+[dataplane]
+driver = "tap"
+[userspace]
+idle = "sleep"
+[tap]
+interface = "ttap0"
+address = "10.77.0.2/24"
+""",
+        "ttap0",
+        "10.77.0.1/24",
+        "10.77.0.2",
+    )
+    assert "tap interface open" in text
+
+
+def test_dpdk_net_tap_in_a_namespace(netns, tmp_path):
+    if not _has_dpdk():
+        if os.environ.get("TACHYON_REQUIRE_DPDK") == "1":
+            pytest.fail(f"{TACHYON_BIN} was built without DPDK but TACHYON_REQUIRE_DPDK=1")
+        pytest.skip("binary built without --features dpdk")
+    lcore = 1 if (os.cpu_count() or 1) > 1 else 0
+    prefix = f"tachyon-t{os.getpid()}"
+    text = _run(
+        netns,
+        tmp_path,
+        f"""
+[dataplane]
+driver = "dpdk"
+[userspace]
+idle = "spin"
+[dpdk]
+eal_args = ["--no-huge", "-m", "128", "--no-pci", "--no-shconf", "--no-telemetry", "--file-prefix", "{prefix}"]
+[[dpdk.ports]]
+device = "net_tap0,iface=tdpdk0"
+address = "10.78.0.2/24"
+[[dpdk.core_map]]
+lcore = {lcore}
+port = 0
+queue = 0
+""",
+        "tdpdk0",
+        "10.78.0.1/24",
+        "10.78.0.2",
+    )
+    assert "DPDK port started" in text
