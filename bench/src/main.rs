@@ -9,14 +9,20 @@
 //!   relay       a bare MQTT-shaped TCP relay: the machine's forwarding ceiling
 //!   pingpong    loopback TCP ping-pong: the machine's latency floor
 //!   conns       idle connections: broker RSS per connection, setup rate
+//!   jitter      how long a spinning thread loses its core (the floor of any poll-mode shard)
 //!   report      runs of scripts/bench-compare.sh -> docs/benchmarks.md tables and charts
+//!   dpdk-latency, dpdk-echo   (feature `dpdk`) latency through the broker's DPDK path from a
+//!               DPDK + smoltcp client over net_memif, and the bare smoltcp floor
 //! ```
 //!
-//! It links `tachyon-codec` for the wire format and nothing else of the broker.
+//! It links `tachyon-codec` for the wire format; with `dpdk`, also `tachyon-net`'s DPDK device.
 
 mod client;
 mod compare;
 mod conns;
+#[cfg(feature = "dpdk")]
+mod dpdk_latency;
+mod jitter;
 mod load;
 mod payload;
 mod pingpong;
@@ -47,6 +53,14 @@ enum Command {
     Conns(conns::ConnsArgs),
     /// Medians, ratios, targets and PNG charts from a directory of runs (bench-compare.sh).
     Report(compare::ReportArgs),
+    /// How long a spinning thread loses its core (host preemption, interrupts).
+    Jitter(jitter::JitterArgs),
+    /// Open-loop latency through a broker's DPDK path, from a DPDK + smoltcp client.
+    #[cfg(feature = "dpdk")]
+    DpdkLatency(dpdk_latency::DpdkLatencyArgs),
+    /// A bare smoltcp TCP echo server on a DPDK link: the floor of `dpdk-latency`.
+    #[cfg(feature = "dpdk")]
+    DpdkEcho(dpdk_latency::DpdkEchoArgs),
 }
 
 fn main() {
@@ -58,6 +72,11 @@ fn main() {
         Command::Pingpong(a) => pingpong::run(a),
         Command::Conns(a) => conns::run(a),
         Command::Report(a) => compare::run(a),
+        Command::Jitter(a) => jitter::run(a),
+        #[cfg(feature = "dpdk")]
+        Command::DpdkLatency(a) => dpdk_latency::latency(a),
+        #[cfg(feature = "dpdk")]
+        Command::DpdkEcho(a) => dpdk_latency::echo(a),
     };
     if let Err(e) = result {
         eprintln!("tachyon-bench: {e}");

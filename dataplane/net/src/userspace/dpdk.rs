@@ -226,21 +226,38 @@ fn setup_port(
     ))
 }
 
-/// Runs one poll-mode shard per entry of the core map until `shutdown` is triggered.
+/// Started DPDK ports, stopped (with EAL) by [`Ports::stop`].
+pub struct Ports {
+    ids: Vec<u16>,
+}
+
+impl Ports {
+    /// Stops and closes the ports, then releases EAL. Call after every user of the devices
+    /// has stopped.
+    pub fn stop(self) {
+        for &id in &self.ids {
+            // SAFETY: started ports; nothing polls them any more.
+            unsafe {
+                ffi::rte_eth_dev_stop(id);
+                ffi::rte_eth_dev_close(id);
+            }
+        }
+        // SAFETY: every DPDK resource user has stopped.
+        unsafe { ffi::rte_eal_cleanup() };
+    }
+}
+
+/// Starts EAL and the ports of `cfg`: one device per core-map entry, with its addresses and
+/// lcore. The broker runs shards on them; a tool (the bench client) may poll one itself.
 ///
 /// # Errors
 /// [`NetError::Device`] when EAL or a port cannot be set up (the text says what to do).
-pub fn run(
-    cfg: DpdkConfig,
-    stack: StackConfig,
-    engine_cfg: Arc<EngineConfig>,
-    shutdown: Arc<Shutdown>,
-) -> Result<(), NetError> {
-    eal_init(&cfg)?;
+pub fn start(cfg: &DpdkConfig) -> Result<(Vec<ShardDevice<DpdkQueue>>, Ports), NetError> {
+    eal_init(cfg)?;
     let mut ports = Vec::new();
     let mut pools = Vec::new();
     for (i, p) in cfg.ports.iter().enumerate() {
-        let (state, qpools) = setup_port(i, p, &cfg)?;
+        let (state, qpools) = setup_port(i, p, cfg)?;
         ports.push(state);
         pools.push(qpools);
     }
@@ -267,16 +284,27 @@ pub fn run(
             core: Some(s.lcore),
         });
     }
+    Ok((
+        devices,
+        Ports {
+            ids: ports.iter().map(|p| p.id).collect(),
+        },
+    ))
+}
+
+/// Runs one poll-mode shard per entry of the core map until `shutdown` is triggered.
+///
+/// # Errors
+/// [`NetError::Device`] when EAL or a port cannot be set up (the text says what to do).
+pub fn run(
+    cfg: DpdkConfig,
+    stack: StackConfig,
+    engine_cfg: Arc<EngineConfig>,
+    shutdown: Arc<Shutdown>,
+) -> Result<(), NetError> {
+    let (devices, ports) = start(&cfg)?;
     let result = super::run(devices, stack, engine_cfg, shutdown);
-    for st in &ports {
-        // SAFETY: started ports; no shard polls them any more.
-        unsafe {
-            ffi::rte_eth_dev_stop(st.id);
-            ffi::rte_eth_dev_close(st.id);
-        }
-    }
-    // SAFETY: every DPDK resource user has stopped.
-    unsafe { ffi::rte_eal_cleanup() };
+    ports.stop();
     result
 }
 

@@ -133,10 +133,7 @@ pub(super) fn run_shard<D: Frames>(mut ctx: ShardContext<D>) {
         let _ = addrs.push(cidr);
     });
     if let Some(gw) = ctx.iface.gateway {
-        if let Err(e) = iface
-            .routes_mut()
-            .add_default_ipv4_route(gw)
-        {
+        if let Err(e) = iface.routes_mut().add_default_ipv4_route(gw) {
             tracing::warn!(shard = ctx.shard, gateway = %gw, error = ?e, "cannot add the default route");
         }
     }
