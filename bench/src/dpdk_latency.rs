@@ -83,6 +83,11 @@ pub struct DpdkLatencyArgs {
     pub size: usize,
     #[arg(long, default_value_t = 0)]
     pub qos: u8,
+    /// Idle MQTT connections to open to the server before measuring (mqtt mode). They are
+    /// then dropped from this client's stack (the server keeps them), so only the server
+    /// pays for them: this measures the cost of connections per shard.
+    #[arg(long, default_value_t = 0)]
+    pub idle_connections: u32,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -168,6 +173,16 @@ impl Stack {
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
+        );
+        s.set_nagle_enabled(false);
+        s.set_ack_delay(None);
+        s
+    }
+
+    fn socket_small() -> tcp::Socket<'static> {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 2048]),
+            tcp::SocketBuffer::new(vec![0; 2048]),
         );
         s.set_nagle_enabled(false);
         s.set_ack_delay(None);
@@ -313,6 +328,53 @@ fn mqtt_connect(
     }
 }
 
+/// Opens `count` MQTT connections (CONNECT, CONNACK) in batches, then forgets them on this
+/// side without closing: the server holds them as idle connections.
+fn open_idle(stack: &mut Stack, server: SocketAddr, count: u32) -> Result<(), String> {
+    const BATCH: u32 = 64;
+    // Ports of this run only (a previous run's idle connections may still be open).
+    let first_port = 30000 + (std::process::id() % 8) as u16 * 4000;
+    let mut opened = 0;
+    while opened < count {
+        let n = BATCH.min(count - opened);
+        let mut hs = Vec::new();
+        for i in 0..n {
+            let h = stack.sockets.add(Stack::socket_small());
+            let IpAddrV4(ip) = IpAddrV4::of(server)?;
+            let port = first_port + ((opened + i) % 4000) as u16;
+            let cx = stack.iface.context();
+            stack
+                .sockets
+                .get_mut::<tcp::Socket>(h)
+                .connect(cx, (IpAddress::Ipv4(ip), server.port()), port)
+                .map_err(|e| format!("idle connect: {e:?}"))?;
+            hs.push(h);
+        }
+        for (i, &h) in hs.iter().enumerate() {
+            let deadline = Instant::now() + SETUP_TIMEOUT;
+            while !stack.tcp(h).may_send() {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "idle connection {} not established (server limit?)",
+                        opened as usize + i
+                    ));
+                }
+                stack.poll();
+            }
+            let mut rx = BytesMut::new();
+            mqtt_connect(stack, h, &format!("idle-{}", opened as usize + i), &mut rx)?;
+        }
+        // Let the last ACKs go out, then forget the sockets.
+        stack.poll();
+        for h in hs {
+            stack.sockets.remove(h);
+        }
+        opened += n;
+    }
+    eprintln!("{count} idle connections open on the server");
+    Ok(())
+}
+
 /// A PUBLISH frame for `TOPIC` with a `size`-byte payload; returns it and the offset of the
 /// payload (the stamp is patched in per message; QoS 1 packet ids are patched too).
 fn publish_template(size: usize, qos: u8) -> (Vec<u8>, usize) {
@@ -397,7 +459,13 @@ fn measure(
     let mut pub_rx = BytesMut::with_capacity(SOCKET_BUFFER);
     // Fresh local ports per run: a previous run's connections may still be open on the
     // server side (same 4-tuple) if that run was killed.
-    let base = 49152 + (std::process::id() % 4000) as u16 * 4;
+    let base = 20000 + (std::process::id() % 2000) as u16 * 4;
+    if args.idle_connections > 4000 {
+        return Err("--idle-connections: at most 4000".into());
+    }
+    if !echo && args.idle_connections > 0 {
+        open_idle(stack, args.server, args.idle_connections)?;
+    }
     let (publisher, subscriber) = if echo {
         let h = stack.connect(args.server, base)?;
         (h, h)
@@ -548,6 +616,7 @@ fn measure(
         "machine": machine(),
         "config": { "mode": args.mode, "server": args.server.to_string(), "vdev": args.link.vdev,
                     "rate": args.rate, "size_bytes": args.size, "qos": args.qos,
+                    "idle_connections": args.idle_connections,
                     "duration_secs": args.duration, "warmup_secs": args.warmup,
                     "client": "DPDK + smoltcp, spinning on its lcore" },
         "results": {

@@ -9,8 +9,10 @@ use tachyon_codec::*;
 use tachyon_engine::EngineConfig;
 
 fn disconnect_packet(reason: ReasonCode, expiry: Option<u32>) -> Packet {
-    let mut properties = Properties::default();
-    properties.session_expiry_interval = expiry;
+    let properties = Properties {
+        session_expiry_interval: expiry,
+        ..Properties::default()
+    };
     Packet::Disconnect(Disconnect { reason, properties })
 }
 

@@ -403,8 +403,10 @@ pub fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool, id: u16) -> 
 }
 
 pub fn will(topic: &str, payload: &[u8], delay: Option<u32>) -> Will {
-    let mut properties = Properties::default();
-    properties.will_delay_interval = delay;
+    let properties = Properties {
+        will_delay_interval: delay,
+        ..Properties::default()
+    };
     Will {
         topic: s(topic),
         payload: Bytes::copy_from_slice(payload),

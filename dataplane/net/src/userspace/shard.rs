@@ -31,8 +31,11 @@ use crate::sockets::{conn_id, slot_number, SlotAllocator, SocketTable};
 
 /// Frames taken from the device per pass before the application runs.
 const INGRESS_BUDGET: usize = 512;
-/// Egress rounds per pass (each round sends at most one segment per socket).
+/// Egress rounds per pass at most (each round sends at most one segment per socket, and
+/// visits every socket: a round costs ~20 ns per connection).
 const EGRESS_ROUNDS: usize = 64;
+/// Bytes one egress round is assumed to send per socket (a segment at the usual MSS).
+const SEGMENT_BYTES: usize = 1400;
 /// Bytes taken from one socket per pass before others get a turn.
 const READ_BUDGET_BYTES: usize = 1 << 20;
 const MAIL_BUDGET: usize = 4096;
@@ -68,6 +71,8 @@ pub(super) struct ShardContext<D> {
 enum Phase {
     /// In the listen pool, waiting for a SYN.
     Listening,
+    /// Out of the pool: a SYN arrived, the handshake is under way.
+    Accepting,
     /// A connection the engine knows.
     Open,
     /// The engine closed it; its last output is being written.
@@ -101,6 +106,8 @@ struct Shard<D: Frames> {
     open: usize,
     /// Listening sockets per port.
     listening: Vec<usize>,
+    /// Sockets in `Accepting`.
+    half_open: usize,
     accepting: bool,
     ready: Vec<ConnId>,
     /// Connections with input left unread (budget, or held back by backpressure).
@@ -108,8 +115,14 @@ struct Shard<D: Frames> {
     closing: Vec<ConnId>,
     /// Something was written into a socket since the last egress.
     egress_due: bool,
-    /// smoltcp's next deadline (retransmission, delayed ACK, keep-alive).
-    poll_at: Option<NetInstant>,
+    /// Egress rounds the next egress needs: one, or more after a large write.
+    egress_rounds: usize,
+    /// The listen pool lost a socket since it was last filled.
+    pool_short: bool,
+    /// When egress last ran, ms: it also runs once per millisecond for TCP's timers
+    /// (retransmission, keep-alive), without asking smoltcp when they are due (that question
+    /// visits every socket).
+    egress_ms: u64,
     refused_logged_ms: Option<u64>,
 }
 
@@ -153,12 +166,15 @@ pub(super) fn run_shard<D: Frames>(mut ctx: ShardContext<D>) {
         next_conn: 1,
         open: 0,
         listening: vec![0; ports],
+        half_open: 0,
         accepting: true,
         ready: Vec::new(),
         backlog: Vec::new(),
         closing: Vec::new(),
         egress_due: false,
-        poll_at: None,
+        egress_rounds: 1,
+        pool_short: true,
+        egress_ms: 0,
         refused_logged_ms: None,
     };
     shard.fill_listen_pool(0);
@@ -207,7 +223,11 @@ impl<D: Frames> Shard<D> {
                     .poll_ingress_single(ts, &mut self.ctx.device, &mut self.sockets)
                 {
                     PollIngressSingleResult::None => break,
-                    _ => frames += 1,
+                    PollIngressSingleResult::SocketStateChanged => {
+                        frames += 1;
+                        self.claim_listeners(now);
+                    }
+                    PollIngressSingleResult::PacketProcessed => frames += 1,
                 }
             }
             // 2. Sockets that smoltcp marked ready, then those left with unread input.
@@ -240,14 +260,16 @@ impl<D: Frames> Shard<D> {
             // 4. Engine output into the sockets; closes; mail out.
             self.flush_all(now);
             self.expire_closing(now);
-            if self.accepting {
+            if self.accepting && self.pool_short {
                 self.fill_listen_pool(now);
             }
             self.port.flush(&mut self.engine);
-            // 5. Egress when something was received or written, or a TCP timer is due.
-            let timer_due = self.poll_at.is_some_and(|t| t <= ts);
-            if frames > 0 || self.egress_due || timer_due {
-                self.egress(ts);
+            // 5. Egress when a socket woke (data, a state change, send space while output
+            // waits) or was written, and every millisecond for TCP's timers. Frames that
+            // woke nobody (pure ACKs) need no egress; ARP and resets were answered during
+            // ingress.
+            if worked || self.egress_due || now != self.egress_ms {
+                self.egress(now, ts);
             }
             if let Some(deadline) = drain_deadline {
                 if self.open == 0 || now >= deadline {
@@ -262,7 +284,7 @@ impl<D: Frames> Shard<D> {
         // Whatever is still open is reset (the resets go out before the sockets are dropped).
         self.abort_all();
         let (now, ts) = self.clock();
-        self.egress(ts);
+        self.egress(now, ts);
         let ids: Vec<ConnId> = self.conns.ids().collect();
         for id in ids {
             self.remove(now, id);
@@ -281,8 +303,11 @@ impl<D: Frames> Shard<D> {
             }
             PollIdle::Sleep => {
                 let mut max = SLEEP_MAX;
-                if let Some(t) = self.poll_at {
-                    max = max.min(Duration::from_micros((t - ts).total_micros()));
+                // Sleeping is for development: here the walk over every socket is affordable.
+                match self.iface.poll_at(ts, &self.sockets) {
+                    Some(t) if t <= ts => max = Duration::ZERO,
+                    Some(t) => max = max.min(Duration::from_micros((t - ts).total_micros())),
+                    None => {}
                 }
                 if let Some(t) = self.engine.poll_deadline() {
                     max = max.min(Duration::from_millis(t.saturating_sub(now)));
@@ -298,8 +323,10 @@ impl<D: Frames> Shard<D> {
         }
     }
 
-    fn egress(&mut self, ts: NetInstant) {
-        for _ in 0..EGRESS_ROUNDS {
+    fn egress(&mut self, now: u64, ts: NetInstant) {
+        // Every round visits every socket, so run as many as the largest write needs, not
+        // one more to find out that nothing is left (what is left goes out on the next pass).
+        for _ in 0..self.egress_rounds.min(EGRESS_ROUNDS) {
             match self
                 .iface
                 .poll_egress(ts, &mut self.ctx.device, &mut self.sockets)
@@ -310,17 +337,22 @@ impl<D: Frames> Shard<D> {
         }
         self.ctx.device.flush_tx();
         self.egress_due = false;
-        self.poll_at = self.iface.poll_at(ts, &self.sockets);
+        self.egress_rounds = 1;
+        self.egress_ms = now;
     }
 
     /// Keeps `listen_pool` sockets listening on every port while connections are below the
     /// limit. A SYN beyond the pool (or the limit) is answered with a reset by smoltcp.
     fn fill_listen_pool(&mut self, now: u64) {
+        // Cleared here, set again wherever a listening socket leaves the pool (and stays set
+        // while the connection limit keeps the pool short).
+        self.pool_short = false;
         let stack = self.ctx.stack.clone();
         for (index, &port) in stack.ports.iter().enumerate() {
             while self.listening[index] < stack.listen_pool {
-                let total = self.open + self.listening.iter().sum::<usize>();
+                let total = self.open + self.half_open + self.listening.iter().sum::<usize>();
                 if total >= stack.max_connections {
+                    self.pool_short = true;
                     if self.listening[index] == 0
                         && self.refused_logged_ms.is_none_or(|t| now >= t + 10_000)
                     {
@@ -332,6 +364,7 @@ impl<D: Frames> Shard<D> {
                     return;
                 }
                 let Some(slot) = self.slots.take() else {
+                    self.pool_short = true;
                     return;
                 };
                 let mut socket = tcp::Socket::new(
@@ -365,12 +398,37 @@ impl<D: Frames> Shard<D> {
         }
     }
 
+    /// A SYN took a listening socket: replace it at once, before the next frame, so that a
+    /// burst of SYNs finds the pool full (smoltcp has no backlog; a SYN that finds no
+    /// listening socket is reset).
+    fn claim_listeners(&mut self, now: u64) {
+        ready::take(&mut self.ready);
+        let mut claimed = false;
+        for &id in &self.ready {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            if conn.phase == Phase::Listening
+                && self.sockets.get::<tcp::Socket>(conn.handle).state() != tcp::State::Listen
+            {
+                conn.phase = Phase::Accepting;
+                self.listening[conn.port] -= 1;
+                self.half_open += 1;
+                self.pool_short = true;
+                claimed = true;
+            }
+        }
+        if claimed && self.accepting {
+            self.fill_listen_pool(now);
+        }
+    }
+
     fn stop_listening(&mut self) {
         self.accepting = false;
         let ids: Vec<ConnId> = self
             .conns
             .iter_mut()
-            .filter(|(_, c)| c.phase == Phase::Listening)
+            .filter(|(_, c)| matches!(c.phase, Phase::Listening | Phase::Accepting))
             .map(|(id, _)| id)
             .collect();
         for id in ids {
@@ -385,8 +443,23 @@ impl<D: Frames> Shard<D> {
         };
         let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
         match conn.phase {
-            Phase::Listening => match socket.state() {
-                tcp::State::Listen | tcp::State::SynReceived => {}
+            Phase::Listening | Phase::Accepting => match socket.state() {
+                tcp::State::Listen => {
+                    if conn.phase == Phase::Accepting {
+                        // The handshake was reset and smoltcp listens again: back in the pool.
+                        conn.phase = Phase::Listening;
+                        self.half_open -= 1;
+                        self.listening[conn.port] += 1;
+                    }
+                }
+                tcp::State::SynReceived => {
+                    if conn.phase == Phase::Listening {
+                        conn.phase = Phase::Accepting;
+                        self.listening[conn.port] -= 1;
+                        self.half_open += 1;
+                        self.pool_short = true;
+                    }
+                }
                 tcp::State::Closed => {
                     // A half-open connection was reset: listen again.
                     let port = self.ctx.stack.ports[conn.port];
@@ -394,12 +467,22 @@ impl<D: Frames> Shard<D> {
                         self.remove(now, id);
                         return;
                     }
+                    if conn.phase == Phase::Accepting {
+                        conn.phase = Phase::Listening;
+                        self.half_open -= 1;
+                        self.listening[conn.port] += 1;
+                    }
                 }
                 _ => {
                     // Established (or already half-closed by a fast peer): a connection.
+                    if conn.phase == Phase::Listening {
+                        self.listening[conn.port] -= 1;
+                    } else {
+                        self.half_open -= 1;
+                    }
+                    self.pool_short = true; // and room under the limit changed
                     conn.phase = Phase::Open;
                     let peer = peer_of(socket);
-                    self.listening[conn.port] -= 1;
                     self.open += 1;
                     self.engine.handle_open(now, id, peer);
                     self.read(now, id);
@@ -601,6 +684,10 @@ impl<D: Frames> Shard<D> {
         }
         let drained = out.is_empty();
         self.egress_due |= wrote;
+        if wrote {
+            let rounds = socket.send_queue().div_ceil(SEGMENT_BYTES).max(1);
+            self.egress_rounds = self.egress_rounds.max(rounds);
+        }
         if failed {
             // The socket cannot send any more (reset): the connection is gone.
             if conn.phase == Phase::Open {
@@ -657,7 +744,7 @@ impl<D: Frames> Shard<D> {
                     }
                 }
                 Phase::Flushing { .. } | Phase::Lingering { .. } => self.closing.push(id),
-                Phase::Open | Phase::Listening => {}
+                Phase::Open | Phase::Listening | Phase::Accepting => {}
             }
         }
     }
@@ -667,8 +754,11 @@ impl<D: Frames> Shard<D> {
         let Some(conn) = self.conns.remove(id) else {
             return;
         };
+        // Whatever goes, the pool may be refilled (a slot and room under the limit freed).
+        self.pool_short = true;
         match conn.phase {
             Phase::Listening => self.listening[conn.port] -= 1,
+            Phase::Accepting => self.half_open -= 1,
             Phase::Open | Phase::Flushing { .. } => {
                 self.open -= 1;
                 self.engine.handle_closed(now, id);
