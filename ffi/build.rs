@@ -73,6 +73,7 @@ mod dpdk {
             .allowlist_function("rte_eth_dev_(count_avail|configure|start|stop|close|info_get|socket_id|get_port_by_name|set_mtu)")
             .allowlist_function("rte_eth_(rx|tx)_queue_setup")
             .allowlist_function("rte_eth_macaddr_get")
+            .allowlist_function("rte_eth_dev_default_mac_addr_set")
             .allowlist_function("rte_eth_link_get_nowait")
             .allowlist_function("rte_eth_promiscuous_enable")
             .allowlist_function("rte_eth_stats_get")

@@ -3,6 +3,7 @@
 #
 #   floor      tachyon-bench dpdk-echo <-> dpdk-latency --mode echo   (bare smoltcp, net_memif)
 #   dpdk       tachyon (driver dpdk, net_memif)  <-> dpdk-latency --mode mqtt
+#              (and once more with 1000 idle connections held by the shard)
 #   kernel     tachyon (kernel sockets, busy-polling shard) <-> tachyon-bench latency (loopback)
 #   mosquitto  mosquitto                                    <-> tachyon-bench latency (loopback)
 #
@@ -97,8 +98,8 @@ idle = "spin"
 level = "warn"
 EOF
 
-client_dpdk() { # mode qos rate json
-    ip netns exec "$NS" timeout 120 "$BENCH" dpdk-latency --mode "$1" --qos "$2" --rate "$3" \
+client_dpdk() { # mode qos rate json [more arguments]
+    ip netns exec "$NS" timeout 180 "$BENCH" dpdk-latency --mode "$1" --qos "$2" --rate "$3" "${@:5}" \
         --duration "$DURATION" --warmup "$WARMUP" --size 64 --lcore "$CLIENT_CORE" \
         --vdev "net_memif0,role=client,id=0,socket-abstract=no,socket=$SOCK" \
         --address 10.79.0.3/24 --server 10.79.0.2:1883 --eal "$EAL_CLIENT" \
@@ -139,6 +140,9 @@ for rep in $(seq "$REPS"); do
     for qos in 0 1; do
         for rate in $RATES; do client_dpdk mqtt "$qos" "$rate" "$OUT/dpdk-q$qos-$rate-r$rep.json"; done
     done
+    # The cost of connections on a shard: 1000 idle ones held by the broker (last: they stay).
+    rate=${RATES%% *}
+    client_dpdk mqtt 0 "$rate" "$OUT/dpdk1000-q0-$rate-r$rep.json" --idle-connections 1000
     stop
 
     log "repetition $rep/$REPS: tachyon on kernel sockets (busy-polling shard, loopback)"
@@ -165,6 +169,7 @@ import glob, json, statistics, sys
 out, rates = sys.argv[1], [int(r) for r in sys.argv[2].split()]
 rows = [("floor", "bare smoltcp echo (DPDK, memif)", [0]),
         ("dpdk", "Tachyon, DPDK path (memif)", [0, 1]),
+        ("dpdk1000", "Tachyon, DPDK path, 1000 idle connections on the shard", [0]),
         ("kernel", "Tachyon, kernel path (loopback, spinning shard)", [0, 1]),
         ("mosquitto", "Mosquitto 2.0 (loopback)", [0, 1])]
 print("| path | QoS | rate | p50 µs | p99 µs | p99.9 µs | max µs | runs |")

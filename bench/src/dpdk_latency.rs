@@ -128,6 +128,7 @@ impl Stack {
             eal_args: eal,
             ports: vec![PortConfig {
                 device: link.vdev.clone(),
+                mac: None,
                 address,
                 prefix_len: prefix,
                 gateway: None,

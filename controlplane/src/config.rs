@@ -554,6 +554,30 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_configuration_is_valid() {
+        for (name, text) in [
+            ("dev.toml", include_str!("../../configs/dev.toml")),
+            (
+                "bench-one-shard.toml",
+                include_str!("../../configs/bench-one-shard.toml"),
+            ),
+            ("tap-dev.toml", include_str!("../../configs/tap-dev.toml")),
+            (
+                "dpdk-vdev.toml",
+                include_str!("../../configs/dpdk-vdev.toml"),
+            ),
+        ] {
+            if let Err(e) = Config::parse(text, name) {
+                // dpdk-vdev.toml polls on lcore 1: a one-CPU host cannot run it.
+                assert!(
+                    name == "dpdk-vdev.toml" && host_cpus() < 2,
+                    "configs/{name}: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn port_override_changes_first_listener() {
         let mut c = Config::default_dev();
         c.override_port(1999);

@@ -127,6 +127,9 @@ pub struct Dpdk {
 pub struct DpdkPort {
     /// PCI address of a NIC (or VF) bound to vfio-pci, or a vdev string.
     pub device: String,
+    /// The port's MAC address; left out, the device keeps its own.
+    #[serde(default)]
+    pub mac: Option<String>,
     pub address: String,
     #[serde(default)]
     pub gateway: Option<String>,
@@ -198,6 +201,18 @@ fn parse_gateway(key: &str, text: &Option<String>) -> Result<Option<Ipv4Addr>, C
             )
         }),
     }
+}
+
+fn parse_unicast_mac(key: &str, text: &str) -> Result<[u8; 6], ConfigError> {
+    parse_mac(text)
+        .filter(|m| m[0] & 1 == 0 && *m != [0; 6])
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!("{text:?}"),
+                "use a unicast MAC address, e.g. \"02:00:00:00:00:01\" (locally administered)",
+            )
+        })
 }
 
 impl Dataplane {
@@ -313,15 +328,7 @@ impl Tap {
         }
         let (address, prefix_len) = parse_cidr("tap.address", &self.address)?;
         let gateway = parse_gateway("tap.gateway", &self.gateway)?;
-        let mac = parse_mac(&self.mac)
-            .filter(|m| m[0] & 1 == 0 && *m != [0; 6])
-            .ok_or_else(|| {
-                invalid(
-                    "tap.mac",
-                    format!("{:?}", self.mac),
-                    "use a unicast MAC address, e.g. \"02:00:00:00:00:01\" (locally administered)",
-                )
-            })?;
+        let mac = parse_unicast_mac("tap.mac", &self.mac)?;
         if !(576..=9000).contains(&self.mtu) {
             return Err(invalid("tap.mtu", self.mtu, "use 576 ..= 9000"));
         }
@@ -388,6 +395,10 @@ impl Dpdk {
             }
             let (address, prefix_len) = parse_cidr(&key("address"), &p.address)?;
             let gateway = parse_gateway(&key("gateway"), &p.gateway)?;
+            let mac = match &p.mac {
+                None => None,
+                Some(text) => Some(parse_unicast_mac(&key("mac"), text)?),
+            };
             if !(576..=DPDK_MTU_MAX).contains(&p.mtu) {
                 return Err(invalid(
                     &key("mtu"),
@@ -432,6 +443,7 @@ impl Dpdk {
             }
             ports.push(PortConfig {
                 device: p.device.clone(),
+                mac,
                 address,
                 prefix_len,
                 gateway,

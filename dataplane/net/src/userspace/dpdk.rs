@@ -208,6 +208,17 @@ fn setup_port(
     if rc != 0 {
         return Err(dpdk_error("rte_eth_dev_start", rc));
     }
+    if let Some(mac) = p.mac {
+        let mut want = ffi::rte_ether_addr { addr_bytes: mac };
+        // SAFETY: valid port and address.
+        let rc = unsafe { ffi::rte_eth_dev_default_mac_addr_set(id, &mut want) };
+        if rc != 0 {
+            return Err(dpdk_error(
+                &format!("setting MAC {} on {} (for an SR-IOV VF, set it on the PF: ip link set PF vf N mac ...)", super::format_mac(&mac), p.device),
+                rc,
+            ));
+        }
+    }
     let mut addr = ffi::rte_ether_addr::default();
     // SAFETY: valid port and out-pointer.
     unsafe { ffi::rte_eth_macaddr_get(id, &mut addr) };

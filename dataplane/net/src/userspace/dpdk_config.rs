@@ -7,6 +7,8 @@ pub struct PortConfig {
     /// A PCI address (`0000:03:00.0`, passed to EAL with `-a`) or a virtual device string
     /// (`net_tap0,iface=dtap0`, passed with `--vdev`).
     pub device: String,
+    /// The port's MAC address; `None` keeps the one the device has.
+    pub mac: Option<[u8; 6]>,
     pub address: std::net::Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Option<std::net::Ipv4Addr>,
@@ -79,6 +81,7 @@ mod tests {
     fn eal_arguments_follow_the_core_map_and_ports() {
         let port = |device: &str| PortConfig {
             device: device.into(),
+            mac: None,
             address: [10, 0, 0, 2].into(),
             prefix_len: 24,
             gateway: None,
