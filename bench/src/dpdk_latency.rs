@@ -126,19 +126,7 @@ impl Stack {
             .collect();
         let cfg = DpdkConfig {
             eal_args: eal,
-            ports: vec![PortConfig {
-                device: link.vdev.clone(),
-                mac: None,
-                address,
-                prefix_len: prefix,
-                gateway: None,
-                mtu: 1500,
-                rx_queues: 1,
-                rx_descriptors: 512,
-                tx_descriptors: 512,
-                mempool_mbufs: 4095,
-                mempool_cache: 256,
-            }],
+            ports: vec![PortConfig::with_defaults(&link.vdev, address, prefix)],
             shards: vec![ShardQueue {
                 lcore: link.lcore,
                 port: 0,

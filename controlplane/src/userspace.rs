@@ -148,19 +148,19 @@ pub struct DpdkPort {
 }
 
 fn default_mtu() -> usize {
-    1500
+    PortConfig::DEFAULT_MTU
 }
 fn one() -> u16 {
     1
 }
 fn default_descriptors() -> u16 {
-    512
+    PortConfig::DEFAULT_DESCRIPTORS
 }
 fn default_mbufs() -> u32 {
-    4095
+    PortConfig::DEFAULT_MEMPOOL_MBUFS
 }
 fn default_cache() -> u32 {
-    256
+    PortConfig::DEFAULT_MEMPOOL_CACHE
 }
 
 /// One shard: the core it polls from and the queue it polls.

@@ -49,6 +49,14 @@ def _has_dpdk() -> bool:
     return "dpdk" in out
 
 
+def _require_dpdk() -> None:
+    """Skips without DPDK in the binary, or fails when the run demands it (scripts/test.sh)."""
+    if not _has_dpdk():
+        if os.environ.get("TACHYON_REQUIRE_DPDK") == "1":
+            pytest.fail(f"{TACHYON_BIN} was built without DPDK but TACHYON_REQUIRE_DPDK=1")
+        pytest.skip("binary built without --features dpdk")
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
@@ -169,10 +177,7 @@ address = "10.77.0.2/24"
 
 
 def test_dpdk_net_tap_in_a_namespace(netns, tmp_path):
-    if not _has_dpdk():
-        if os.environ.get("TACHYON_REQUIRE_DPDK") == "1":
-            pytest.fail(f"{TACHYON_BIN} was built without DPDK but TACHYON_REQUIRE_DPDK=1")
-        pytest.skip("binary built without --features dpdk")
+    _require_dpdk()
     lcore = 1 if (os.cpu_count() or 1) > 1 else 0
     prefix = f"tachyon-t{os.getpid()}"
     text = _run(
@@ -205,10 +210,7 @@ def test_dpdk_two_queues_two_shards(netns, tmp_path):
     queue per flow), one shard per queue. Connections land on both shards, messages cross
     between them, and the shard of queue 1 learns peers' MACs although ARP may arrive on
     queue 0 (synthetic ARP requests)."""
-    if not _has_dpdk():
-        if os.environ.get("TACHYON_REQUIRE_DPDK") == "1":
-            pytest.fail(f"{TACHYON_BIN} was built without DPDK but TACHYON_REQUIRE_DPDK=1")
-        pytest.skip("binary built without --features dpdk")
+    _require_dpdk()
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs two CPUs (one shard each)")
     prefix = f"tachyon-t{os.getpid()}-2q"

@@ -8,6 +8,7 @@
 //! - [`userspace`]: a poll-mode shard per NIC queue with its own smoltcp TCP/IP stack, over a
 //!   TAP device (development, no DPDK) or a DPDK port queue (feature `dpdk`).
 
+mod error;
 pub mod kernel;
 pub mod limits;
 mod shutdown;
@@ -15,5 +16,6 @@ mod sockets;
 pub mod userspace;
 mod wake;
 
-pub use kernel::{run, IdleStrategy, KernelConfig, NetError};
+pub use error::NetError;
+pub use kernel::{run, IdleStrategy, KernelConfig};
 pub use shutdown::Shutdown;

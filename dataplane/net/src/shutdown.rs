@@ -68,3 +68,19 @@ pub(crate) fn pin_to_core(shard: usize, core: usize) {
         }
     }
 }
+
+/// Waits for every shard thread. A panicking shard is a bug: the others are stopped too
+/// rather than run half a broker.
+pub(crate) fn join_shards(
+    handles: Vec<std::thread::JoinHandle<()>>,
+    shutdown: &Shutdown,
+) -> Result<(), crate::NetError> {
+    let mut result = Ok(());
+    for (shard, h) in handles.into_iter().enumerate() {
+        if h.join().is_err() {
+            shutdown.trigger();
+            result = Err(crate::NetError::ShardPanicked { shard });
+        }
+    }
+    result
+}

@@ -20,6 +20,8 @@ use nix::sys::socket::{
 use tachyon_engine::EngineConfig;
 use tachyon_shard::{Mesh, Waker};
 
+pub use crate::error::NetError;
+use crate::shutdown::join_shards;
 pub use crate::shutdown::Shutdown;
 use crate::wake::eventfd_waker;
 
@@ -49,56 +51,6 @@ pub struct KernelConfig {
     /// How long shutdown waits for output to drain before closing sockets.
     pub shutdown_drain_ms: u64,
 }
-
-/// An operating error of the driver, with what to do about it.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum NetError {
-    Bind {
-        addr: SocketAddr,
-        source: nix::Error,
-    },
-    Setup {
-        what: &'static str,
-        source: nix::Error,
-    },
-    Thread(std::io::Error),
-    ShardPanicked {
-        shard: usize,
-    },
-    /// A user-space device (TAP, DPDK) cannot be set up; the text says what to do.
-    Device(String),
-}
-
-impl std::fmt::Display for NetError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NetError::Bind { addr, source } => match source {
-                nix::Error::EADDRINUSE => write!(
-                    f,
-                    "listener {addr}: address already in use — another broker (mosquitto?) may be running; stop it or choose another port with -p or listeners[].bind"
-                ),
-                nix::Error::EACCES => write!(
-                    f,
-                    "listener {addr}: permission denied — ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port >= 1024"
-                ),
-                nix::Error::EADDRNOTAVAIL => write!(
-                    f,
-                    "listener {addr}: address not available on this host — bind to an address of a local interface (e.g. 127.0.0.1 or 0.0.0.0)"
-                ),
-                e => write!(f, "listener {addr}: cannot bind: {e}"),
-            },
-            NetError::Setup { what, source } => write!(f, "kernel driver: {what} failed: {source}"),
-            NetError::Thread(e) => write!(f, "kernel driver: cannot start shard thread: {e}"),
-            NetError::Device(text) => f.write_str(text),
-            NetError::ShardPanicked { shard } => {
-                write!(f, "shard {shard} stopped with a panic (a bug: please report it with the log)")
-            }
-        }
-    }
-}
-
-impl std::error::Error for NetError {}
 
 fn listener(addr: SocketAddr, backlog: i32) -> Result<OwnedFd, NetError> {
     let family = if addr.is_ipv4() {
@@ -191,13 +143,5 @@ pub fn run(
             .map_err(NetError::Thread)?;
         handles.push(h);
     }
-    let mut result = Ok(());
-    for (shard, h) in handles.into_iter().enumerate() {
-        if h.join().is_err() {
-            // A panicking shard is a bug; stop the others too rather than run half a broker.
-            shutdown.trigger();
-            result = Err(NetError::ShardPanicked { shard });
-        }
-    }
-    result
+    join_shards(handles, &shutdown)
 }

@@ -21,6 +21,31 @@ pub struct PortConfig {
     pub mempool_cache: u32,
 }
 
+impl PortConfig {
+    pub const DEFAULT_MTU: usize = 1500;
+    pub const DEFAULT_DESCRIPTORS: u16 = 512;
+    /// 2^n - 1 mbufs use a mempool's memory best.
+    pub const DEFAULT_MEMPOOL_MBUFS: u32 = 4095;
+    pub const DEFAULT_MEMPOOL_CACHE: u32 = 256;
+
+    /// One queue, default rings and mempool, the device's own MAC, no gateway.
+    pub fn with_defaults(device: &str, address: std::net::Ipv4Addr, prefix_len: u8) -> PortConfig {
+        PortConfig {
+            device: device.into(),
+            mac: None,
+            address,
+            prefix_len,
+            gateway: None,
+            mtu: Self::DEFAULT_MTU,
+            rx_queues: 1,
+            rx_descriptors: Self::DEFAULT_DESCRIPTORS,
+            tx_descriptors: Self::DEFAULT_DESCRIPTORS,
+            mempool_mbufs: Self::DEFAULT_MEMPOOL_MBUFS,
+            mempool_cache: Self::DEFAULT_MEMPOOL_CACHE,
+        }
+    }
+}
+
 /// Which core polls which queue.
 #[derive(Debug, Clone, Copy)]
 pub struct ShardQueue {
@@ -79,19 +104,7 @@ mod tests {
 
     #[test]
     fn eal_arguments_follow_the_core_map_and_ports() {
-        let port = |device: &str| PortConfig {
-            device: device.into(),
-            mac: None,
-            address: [10, 0, 0, 2].into(),
-            prefix_len: 24,
-            gateway: None,
-            mtu: 1500,
-            rx_queues: 1,
-            rx_descriptors: 512,
-            tx_descriptors: 512,
-            mempool_mbufs: 4095,
-            mempool_cache: 256,
-        };
+        let port = |device: &str| PortConfig::with_defaults(device, [10, 0, 0, 2].into(), 24);
         let cfg = DpdkConfig {
             eal_args: vec!["--no-huge".into(), "-m".into(), "128".into()],
             ports: vec![port("net_tap0,iface=dtap0"), port("0000:03:00.1")],

@@ -32,7 +32,7 @@ use std::time::Duration;
 use tachyon_engine::EngineConfig;
 use tachyon_shard::{Mesh, Waker};
 
-use crate::shutdown::Shutdown;
+use crate::shutdown::{join_shards, Shutdown};
 use crate::NetError;
 
 /// What a poll-mode shard does after a pass that found nothing to do.
@@ -139,14 +139,7 @@ pub fn run<D: Frames>(
             .map_err(NetError::Thread)?;
         handles.push(h);
     }
-    let mut result = Ok(());
-    for (shard, h) in handles.into_iter().enumerate() {
-        if h.join().is_err() {
-            shutdown.trigger();
-            result = Err(NetError::ShardPanicked { shard });
-        }
-    }
-    result
+    join_shards(handles, &shutdown)
 }
 
 /// `02:00:00:00:00:01`.
