@@ -344,6 +344,9 @@ const SCRATCH_LOW: usize = 8 * 1024;
 /// chunks of several buffers (up to the soft output bound each), so the pool must outnumber
 /// what they hold; after a second without output it shrinks to `SCRATCH_POOL_IDLE`.
 const SCRATCH_POOL: usize = 32;
+/// Spare message `Arc`s kept for reuse: enough for the acknowledgements of a few full QoS
+/// 1/2 windows arriving together (~150 bytes each: at most ~150 KiB per shard).
+pub(crate) const SPARE_MESSAGES: usize = 1024;
 const SCRATCH_POOL_IDLE: usize = 2;
 
 /// One broker shard. See the crate docs for the handle/poll contract.
@@ -376,11 +379,11 @@ pub struct Engine {
     pub(crate) share_encodes: bool,
     pub(crate) shared_encode: Option<(Arc<Message>, EncodingKey, Bytes)>,
     pub(crate) scratch_refilled_ms: u64,
-    /// Reused by `deliver_local` so that matching does not allocate per message.
-    /// A message `Arc` nobody else holds, reused for the next PUBLISH (see `message_arc`).
-    pub(crate) spare_message: Option<Arc<Message>>,
+    /// Message `Arc`s nobody else holds, reused for the next PUBLISHes (see `message_arc`).
+    pub(crate) spare_messages: Vec<Arc<Message>>,
     /// The last message copied for a queue, and its copy (see `enqueue`).
     pub(crate) compact_cache: Option<(Arc<Message>, Arc<Message>)>,
+    /// Reused by `deliver_local` so that matching does not allocate per message.
     pub(crate) match_scratch: Vec<(SessionKey, SubscriptionOptions, Option<u32>)>,
     pub(crate) barriers: IdMap<u64, crate::barrier::Barrier>,
     pub(crate) next_barrier: u64,
@@ -449,7 +452,7 @@ impl Engine {
             shared_encode: None,
             match_scratch: Vec::new(),
             compact_cache: None,
-            spare_message: None,
+            spare_messages: Vec::with_capacity(SPARE_MESSAGES),
             barriers: IdMap::default(),
             next_barrier: 1,
             barrier_ctx: None,

@@ -52,6 +52,19 @@ impl Message {
             .map(|t| (t.saturating_sub(now_ms).div_ceil(1000)).min(u32::MAX as u64) as u32)
     }
 
+    /// An empty message (holds no buffer): what a spare `Arc<Message>` keeps meanwhile.
+    pub fn empty() -> Message {
+        Message {
+            topic: Utf8Str::from_static(""),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: None,
+            expires_at_ms: None,
+            origin: None,
+        }
+    }
+
     /// A copy whose topic and payload own their memory (not slices of a receive buffer).
     pub fn owned_copy(&self) -> Message {
         Message {

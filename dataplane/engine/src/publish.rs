@@ -14,7 +14,7 @@ use tachyon_codec::{
     PublishHead, QoS, ReasonCode,
 };
 
-use crate::engine::{Engine, SessionKey};
+use crate::engine::{Engine, SessionKey, SPARE_MESSAGES};
 use crate::mail::{home_shard, Mail, SharedTarget};
 use crate::message::Message;
 use crate::session::{Delivery, Inflight, OutState};
@@ -152,10 +152,11 @@ impl Engine {
         }
     }
 
-    /// Wraps a message in an `Arc`, reusing the last one if nobody else holds it: a message
-    /// delivered on this shard only (the common QoS 0 case) then costs no allocation.
+    /// Wraps a message in an `Arc`, reusing a spare one: a message delivered on this shard
+    /// only (the common QoS 0 case), or one whose QoS 1/2 flows have all completed, costs no
+    /// allocation.
     fn message_arc(&mut self, msg: Message) -> Arc<Message> {
-        if let Some(mut spare) = self.spare_message.take() {
+        while let Some(mut spare) = self.spare_messages.pop() {
             if let Some(slot) = Arc::get_mut(&mut spare) {
                 *slot = msg;
                 return spare;
@@ -166,8 +167,20 @@ impl Engine {
 
     /// Keeps `msg` for reuse if it went nowhere else (no queue, no inflight, no other shard).
     fn recycle_message(&mut self, msg: Arc<Message>) {
-        if Arc::strong_count(&msg) == 1 {
-            self.spare_message = Some(msg);
+        if Arc::strong_count(&msg) == 1 && self.spare_messages.len() < SPARE_MESSAGES {
+            self.spare_messages.push(msg);
+        }
+    }
+
+    /// Keeps the message of a completed outbound flow for reuse, emptied first: a spare may
+    /// wait a while, and its topic and payload would pin the publisher's receive buffer.
+    fn recycle_completed(&mut self, mut msg: Arc<Message>) {
+        if self.spare_messages.len() >= SPARE_MESSAGES {
+            return;
+        }
+        if let Some(slot) = Arc::get_mut(&mut msg) {
+            *slot = Message::empty();
+            self.spare_messages.push(msg);
         }
     }
 
@@ -308,7 +321,7 @@ impl Engine {
         tag: (ShardId, u64, u64),
     ) {
         // Encodings are shared between this message's subscribers only, and the message is
-        // not held after (its `Arc` is reused for the next PUBLISH: `message_arc`).
+        // not held after (its `Arc` may be reused for the next PUBLISH: `message_arc`).
         self.share_encodes = true;
         self.deliver_local_inner(now, msg, normal, shared, tag);
         self.share_encodes = false;
@@ -764,7 +777,9 @@ impl Engine {
             .get(&pid.get())
             .is_some_and(|i| i.state == expected)
         {
-            s.complete(pid.get());
+            if let Some(done) = s.complete(pid.get()) {
+                self.recycle_completed(done.delivery.msg);
+            }
             self.fill_window(now, key);
         }
     }

@@ -1,6 +1,7 @@
-//! Heap allocations on the QoS 0 fast path, counted by a counting global allocator: one
-//! publisher, ten subscribers on the same shard, steady state. The standard is zero
-//! allocations per message (after warm-up: buffers and tables have reached their size).
+//! Heap allocations on the fast path, counted by a counting global allocator: QoS 0 fan-out
+//! to ten subscribers, and a QoS 1 publisher-subscriber pair whose subscriber acknowledges,
+//! on one shard, steady state. The standard is zero allocations per message (after warm-up:
+//! buffers and tables have reached their size).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +42,14 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The counters are process-wide: tests that read them take turns (`cargo test` runs tests
+/// on parallel threads; nextest runs each in its own process).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn bytes_of(p: &Packet) -> BytesMut {
     let mut b = BytesMut::new();
     encode(p, V5, &mut b).unwrap();
@@ -77,6 +86,7 @@ fn connect(e: &mut Engine, now: u64, id: u64, client: &str) {
 /// Steady-state QoS 0 fan-out on one shard allocates nothing per message.
 #[test]
 fn qos0_fan_out_steady_state_allocates_nothing_per_message() {
+    let _turn = serial();
     let mut e = Engine::new(0, 1, Arc::new(EngineConfig::default()));
     let now = 1000;
     connect(&mut e, now, 1, "pub");
@@ -135,10 +145,95 @@ fn qos0_fan_out_steady_state_allocates_nothing_per_message() {
     );
 }
 
+/// Steady-state QoS 1 forwarding (the subscriber acknowledges each delivery, within its
+/// window) allocates nothing per message: the message `Arc` of a completed flow is reused.
+#[test]
+fn qos1_pair_steady_state_allocates_nothing_per_message() {
+    let _turn = serial();
+    let mut e = Engine::new(0, 1, Arc::new(EngineConfig::default()));
+    let now = 1000;
+    connect(&mut e, now, 1, "pub");
+    connect(&mut e, now, 2, "sub");
+    let sub = Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Properties::default(),
+        filters: vec![(
+            Utf8Str::from_static("bench/+"),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+        )],
+    };
+    let mut b = bytes_of(&Packet::Subscribe(sub));
+    e.handle_bytes(now, ConnId(2), &mut b);
+    drain(&mut e);
+    let batch = 50u16; // below the default inflight window
+    let mut ingress = BytesMut::with_capacity(256 * 1024);
+    let mut acks = BytesMut::with_capacity(64 * 1024);
+    let mut next_pid = 1u16;
+    let mut out_pid = 1u16;
+    let mut publishes = Vec::new();
+    for i in 0..batch {
+        publishes.push(bytes_of(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: Utf8Str::from_static("bench/t"),
+            packet_id: PacketId::new(i + 1),
+            properties: Properties::default(),
+            payload: bytes::Bytes::from_static(&[7u8; 64]),
+        })));
+    }
+    let mut puback = Vec::new();
+    for i in 1..=u16::MAX {
+        puback.push(bytes_of(&Packet::PubAck(PubResp::new(
+            PacketId::new(i).unwrap(),
+            ReasonCode::SUCCESS,
+        ))));
+    }
+    let mut run = |e: &mut Engine, rounds: usize| {
+        for _ in 0..rounds {
+            if ingress.capacity() - ingress.len() < 128 * batch as usize {
+                ingress.reserve(256 * 1024);
+            }
+            for p in &publishes {
+                ingress.extend_from_slice(p);
+            }
+            next_pid = next_pid.wrapping_add(batch);
+            e.handle_bytes(now, ConnId(1), &mut ingress);
+            drain(e);
+            // The subscriber acknowledges what it got (the engine numbers them in order).
+            if acks.capacity() - acks.len() < 8 * batch as usize {
+                acks.reserve(64 * 1024);
+            }
+            for _ in 0..batch {
+                acks.extend_from_slice(&puback[out_pid as usize - 1]);
+                out_pid = if out_pid == u16::MAX { 1 } else { out_pid + 1 };
+            }
+            e.handle_bytes(now, ConnId(2), &mut acks);
+            drain(e);
+        }
+    };
+    run(&mut e, 200); // warm-up
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let rounds = 200;
+    run(&mut e, rounds);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let messages = (rounds * batch as usize) as u64;
+    eprintln!("{allocations} allocations for {messages} QoS 1 messages forwarded and acknowledged");
+    assert_eq!(e.stats().messages_sent[1], 2 * messages);
+    assert!(
+        allocations * 20 < messages,
+        "{allocations} allocations for {messages} messages"
+    );
+}
+
 /// What an idle connection costs the engine (a deterministic count, not a timing): N clients connect (clean start, keep alive 0, as
 /// `tachyon-bench conns` does) and stay; the heap in use grows by this much per connection.
 #[test]
 fn idle_connection_heap_per_connection() {
+    let _turn = serial();
     let mut e = Engine::new(0, 1, Arc::new(EngineConfig::default()));
     connect(&mut e, 1000, 1, "warm");
     let n = 10_000u64;
