@@ -68,7 +68,7 @@ pub struct StackConfig {
     pub listen_pool: usize,
     pub socket_rx_buffer: usize,
     pub socket_tx_buffer: usize,
-    /// Connections one shard accepts; beyond it SYNs are answered with a reset.
+    /// Sockets one shard holds (connections and its listen pool); beyond it SYNs are reset.
     pub max_connections: usize,
     pub idle: PollIdle,
     pub ring_capacity: usize,
