@@ -31,6 +31,7 @@ mod lifecycle;
 pub mod mail;
 pub mod message;
 mod out;
+pub mod persist;
 mod publish;
 pub mod recycle;
 pub mod session;
