@@ -78,7 +78,8 @@ def netns(request):
     reason = _can_use_netns()
     if reason:
         pytest.skip(reason)
-    ns = Namespace(f"tachyon-t{os.getpid() % 100000}-{request.node.name[-12:].strip('[]_')}")
+    tag = re.sub(r"[^A-Za-z0-9]", "", request.node.name)[-14:]
+    ns = Namespace(f"tachyon-t{os.getpid() % 100000}-{tag}")
     yield ns
     ns.delete()
 
@@ -156,15 +157,16 @@ def _run(netns: Namespace, tmp_path: pathlib.Path, config: str, iface: str, kern
                 p.wait(10)
 
 
-def test_tap_driver_in_a_namespace(netns, tmp_path):
+@pytest.mark.parametrize("idle", ["sleep", "pause"])
+def test_tap_driver_in_a_namespace(netns, tmp_path, idle):
     text = _run(
         netns,
         tmp_path,
-        """
+        f"""
 [dataplane]
 driver = "tap"
 [userspace]
-idle = "sleep"
+idle = "{idle}"
 [tap]
 interface = "ttap0"
 address = "10.77.0.2/24"
