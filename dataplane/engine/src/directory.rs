@@ -392,6 +392,8 @@ impl Engine {
 
     /// Removes a session from this shard (unsubscribing it from the tries) and returns it.
     pub(crate) fn take_session(&mut self, skey: SessionKey) -> Option<Session> {
+        // It leaves this shard's list of queues to copy (`compact_aged_queues`): copy now.
+        self.compact_queue(skey);
         self.unregister_subscriptions(skey);
         let mut s = self.sessions.remove(skey)?;
         self.clear_congestion(&mut s);

@@ -383,6 +383,10 @@ pub struct Engine {
     pub(crate) spare_messages: Vec<Arc<Message>>,
     /// The last message copied for a queue, and its copy (see `enqueue`).
     pub(crate) compact_cache: Option<(Arc<Message>, Arc<Message>)>,
+    /// Sessions whose queues hold messages that still share a receive buffer (see
+    /// `enqueue`), checked by `compact_aged_queues`.
+    pub(crate) pinning: Vec<SessionKey>,
+    pub(crate) pinning_checked_ms: u64,
     /// Reused by `deliver_local` so that matching does not allocate per message.
     pub(crate) match_scratch: Vec<(SessionKey, SubscriptionOptions, Option<u32>)>,
     pub(crate) barriers: IdMap<u64, crate::barrier::Barrier>,
@@ -453,6 +457,8 @@ impl Engine {
             match_scratch: Vec::new(),
             compact_cache: None,
             spare_messages: Vec::with_capacity(SPARE_MESSAGES),
+            pinning: Vec::new(),
+            pinning_checked_ms: 0,
             barriers: IdMap::default(),
             next_barrier: 1,
             barrier_ctx: None,
@@ -652,6 +658,7 @@ impl Engine {
         self.compact_timers();
         self.check_congestion(now);
         self.check_output_congestion(now);
+        self.compact_aged_queues(now);
         if self.scratch_pool.len() > SCRATCH_POOL_IDLE && now > self.scratch_refilled_ms + 1000 {
             self.scratch_pool.trim(SCRATCH_POOL_IDLE);
         }

@@ -210,8 +210,9 @@ impl Engine {
         self.redispatch_shared(now, skey);
         // Offline now: it no longer slows publishers down.
         self.update_congestion(skey);
-        // Inflight messages now wait for the client to come back, maybe long: give them their
-        // own bytes so that they do not pin receive buffers (queued ones already have).
+        // Inflight and queued messages now wait for the client to come back, maybe long:
+        // give them their own bytes so that they do not pin receive buffers.
+        self.compact_queue(skey);
         if let Some(f) = self.sessions.get_mut(skey).and_then(|s| s.flows_if_any()) {
             let mut inflight = std::mem::take(&mut f.inflight);
             for inf in inflight.values_mut() {

@@ -15,6 +15,11 @@ use tachyon_codec::{
 };
 
 use crate::engine::{Engine, SessionKey, SPARE_MESSAGES};
+
+/// How long a queued message may keep sharing the publisher's receive buffer before it gets
+/// its own bytes (see `Engine::enqueue`).
+const QUEUE_PIN_MAX_MS: u64 = 100;
+const QUEUE_PIN_CHECK_MS: u64 = 10;
 use crate::mail::{home_shard, Mail, SharedTarget};
 use crate::message::Message;
 use crate::session::{Delivery, Inflight, OutState};
@@ -571,17 +576,77 @@ impl Engine {
             }
             return;
         }
-        // Queued messages may wait long: give them their own bytes so that they do not pin
-        // the publisher's receive buffer. One copy per message, shared by the sessions it is
-        // queued for (consecutive deliveries of one message hit this cache).
-        d.msg = self.compacted(d.msg);
+        // Queued messages may wait long: they get their own bytes so that they do not pin
+        // the publisher's receive buffer (one copy per message, shared by the sessions it is
+        // queued for: consecutive deliveries of one message hit this cache). For a connected
+        // session that keeps up, the copy waits: most such messages leave within
+        // milliseconds (a full inflight window, e.g. fan-in), and copying each would cost
+        // allocations per message. What is still queued after `QUEUE_PIN_MAX_MS` is copied
+        // then, and all of it when the client goes away (`compact_queue`).
+        let lazy = s.conn.is_some() && !s.slow;
+        if !lazy {
+            d.msg = self.compacted(d.msg);
+        }
+        let now = self.now_ms;
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
         let f = s.flows_mut();
         f.queue_bytes += size;
         f.queue.push_back(d);
+        if lazy && f.uncompacted_since_ms.is_none() {
+            f.uncompacted_since_ms = Some(now);
+            self.pinning.push(key);
+        }
         self.update_congestion(key);
+    }
+
+    /// Gives every queued message of `key` its own bytes.
+    pub(crate) fn compact_queue(&mut self, key: SessionKey) {
+        let Some(f) = self.sessions.get_mut(key).and_then(|s| s.flows_if_any()) else {
+            return;
+        };
+        if f.uncompacted_since_ms.take().is_none() {
+            return;
+        }
+        let mut queue = std::mem::take(&mut f.queue);
+        for d in queue.iter_mut() {
+            d.msg = self.compacted(d.msg.clone());
+        }
+        if let Some(f) = self.sessions.get_mut(key).and_then(|s| s.flows_if_any()) {
+            f.queue = queue;
+        }
+    }
+
+    /// Copies the queues that have held shared receive buffers for longer than
+    /// `QUEUE_PIN_MAX_MS` (checked every few milliseconds).
+    pub(crate) fn compact_aged_queues(&mut self, now: u64) {
+        if self.pinning.is_empty() || now < self.pinning_checked_ms + QUEUE_PIN_CHECK_MS {
+            return;
+        }
+        self.pinning_checked_ms = now;
+        let mut pinning = std::mem::take(&mut self.pinning);
+        pinning.retain(|&key| {
+            let Some(f) = self.sessions.get_mut(key).and_then(|s| s.flows_if_any()) else {
+                return false;
+            };
+            match f.uncompacted_since_ms {
+                None => false,
+                Some(_) if f.queue.is_empty() => {
+                    // Everything it held has left: nothing to copy.
+                    f.uncompacted_since_ms = None;
+                    false
+                }
+                Some(t) if now >= t + QUEUE_PIN_MAX_MS => {
+                    self.compact_queue(key);
+                    false
+                }
+                Some(_) => true,
+            }
+        });
+        // Sessions registered meanwhile (none: compaction does not enqueue) are kept too.
+        pinning.append(&mut self.pinning);
+        self.pinning = pinning;
     }
 
     pub(crate) fn compacted(&mut self, msg: Arc<Message>) -> Arc<Message> {

@@ -74,6 +74,9 @@ pub struct Flows {
     /// Messages waiting for the inflight window or for the client to come back.
     pub queue: VecDeque<Delivery>,
     pub queue_bytes: usize,
+    /// When the oldest queued message that still shares the publisher's receive buffer was
+    /// queued (`None`: every queued message has its own bytes). See `Engine::enqueue`.
+    pub uncompacted_since_ms: Option<u64>,
     /// Inbound QoS 2 Packet Identifiers answered with PUBREC and waiting for PUBREL: a
     /// retransmitted PUBLISH with one of these is not forwarded again (v5 [MQTT-4.3.3-10]).
     pub qos2_incoming: KeyedSet<u16>,
@@ -87,6 +90,7 @@ impl Flows {
         resend: VecDeque::new(),
         queue: VecDeque::new(),
         queue_bytes: 0,
+        uncompacted_since_ms: None,
         qos2_incoming: KeyedSet::with_hasher(crate::hash::Keyed),
     };
 }

@@ -229,6 +229,158 @@ fn qos1_pair_steady_state_allocates_nothing_per_message() {
     );
 }
 
+/// Fan-in beyond a subscriber's window (v5 Receive Maximum 10, 8 publishers): messages wait
+/// in its queue for a moment, and that allocates nothing per message (they keep sharing the
+/// publishers' receive buffers while the subscriber keeps up). Then, after 100 ms and when the
+/// subscriber goes away, the waiting ones get their own bytes and still arrive intact.
+#[test]
+fn qos1_fan_in_through_the_queue_allocates_nothing_per_message() {
+    let _turn = serial();
+    let mut e = Engine::new(0, 1, Arc::new(EngineConfig::default()));
+    let now = 1000;
+    for p in 0..8u64 {
+        connect(&mut e, now, 1 + p, &format!("pub{p}"));
+    }
+    e.handle_open(now, ConnId(100), "127.0.0.1:1".parse().unwrap());
+    let c = Connect {
+        version: V5,
+        clean_start: true,
+        keep_alive_secs: 0,
+        client_id: Utf8Str::from_static("sub"),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties {
+            receive_maximum: Some(10),
+            ..Properties::default()
+        },
+    };
+    let mut b = bytes_of(&Packet::Connect(Box::new(c)));
+    e.handle_bytes(now, ConnId(100), &mut b);
+    drain(&mut e);
+    let sub = Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Properties::default(),
+        filters: vec![(
+            Utf8Str::from_static("in/+"),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+        )],
+    };
+    let mut b = bytes_of(&Packet::Subscribe(sub));
+    e.handle_bytes(now, ConnId(100), &mut b);
+    drain(&mut e);
+    let frame = |i: u16| {
+        bytes_of(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: Utf8Str::from_static("in/t"),
+            packet_id: PacketId::new(i + 1),
+            properties: Properties::default(),
+            payload: bytes::Bytes::copy_from_slice(&[i as u8; 64]),
+        }))
+    };
+    let publishes: Vec<BytesMut> = (0..5).map(frame).collect();
+    let acks: Vec<BytesMut> = (1..=u16::MAX)
+        .map(|i| {
+            bytes_of(&Packet::PubAck(PubResp::new(
+                PacketId::new(i).unwrap(),
+                ReasonCode::SUCCESS,
+            )))
+        })
+        .collect();
+    let mut ingress = BytesMut::with_capacity(256 * 1024);
+    let mut ackbuf = BytesMut::with_capacity(64 * 1024);
+    let mut next_ack = 1usize;
+    let mut acked = 0u64;
+    // Each round: 8 publishers send 5 each (40), the subscriber acknowledges 40: at most 10
+    // in flight, the rest queued meanwhile.
+    let mut round = |e: &mut Engine, ack: bool| {
+        for p in 0..8u64 {
+            if ingress.capacity() - ingress.len() < 4096 {
+                ingress.reserve(256 * 1024);
+            }
+            for f in &publishes {
+                ingress.extend_from_slice(f);
+            }
+            e.handle_bytes(now, ConnId(1 + p), &mut ingress);
+            drain(e);
+        }
+        if ack {
+            for _ in 0..4 {
+                if ackbuf.capacity() - ackbuf.len() < 1024 {
+                    ackbuf.reserve(64 * 1024);
+                }
+                for _ in 0..10 {
+                    ackbuf.extend_from_slice(&acks[next_ack - 1]);
+                    next_ack = if next_ack == u16::MAX as usize {
+                        1
+                    } else {
+                        next_ack + 1
+                    };
+                    acked += 1;
+                }
+                e.handle_bytes(now, ConnId(100), &mut ackbuf);
+                drain(e);
+            }
+        }
+    };
+    for _ in 0..100 {
+        round(&mut e, true); // warm-up
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let rounds = 200;
+    for _ in 0..rounds {
+        round(&mut e, true);
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let messages = rounds as u64 * 40;
+    eprintln!("{allocations} allocations for {messages} QoS 1 messages through the queue");
+    assert!(
+        allocations * 20 < messages,
+        "{allocations} allocations for {messages} messages"
+    );
+    assert_eq!(e.stats().dropped_queue_full, 0);
+
+    // The subscriber stops acknowledging: 30 of the next 40 wait in its queue. 100 ms later
+    // a tick gives each its own bytes (a copy: allocations), and they are delivered after.
+    round(&mut e, false);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    e.handle_tick(now + 50);
+    assert!(
+        ALLOCATIONS.load(Ordering::Relaxed) - before < 5,
+        "not yet: they are young"
+    );
+    e.handle_tick(now + 200);
+    let copies = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert!(
+        copies >= 30,
+        "{copies} allocations: the aged queue was copied"
+    );
+    let sent_before = e.stats().messages_sent[1];
+    for _ in 0..4 {
+        for _ in 0..10 {
+            ackbuf.extend_from_slice(&acks[next_ack - 1]);
+            next_ack = if next_ack == u16::MAX as usize {
+                1
+            } else {
+                next_ack + 1
+            };
+        }
+        e.handle_bytes(now + 200, ConnId(100), &mut ackbuf);
+        drain(&mut e);
+    }
+    assert_eq!(
+        e.stats().messages_sent[1] - sent_before,
+        30,
+        "the copied messages went out"
+    );
+    assert!(acked >= messages);
+}
+
 /// What an idle connection costs the engine (a deterministic count, not a timing): N clients connect (clean start, keep alive 0, as
 /// `tachyon-bench conns` does) and stay; the heap in use grows by this much per connection.
 #[test]
