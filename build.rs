@@ -20,5 +20,12 @@ fn main() {
     };
     println!("cargo:rustc-env=TACHYON_DRIVERS={drivers}");
     println!("cargo:rerun-if-changed=.git/HEAD");
+    // HEAD names a branch whose ref file changes on every commit: watch that file too.
+    if let Ok(head) = std::fs::read_to_string(".git/HEAD") {
+        if let Some(r) = head.trim().strip_prefix("ref: ") {
+            println!("cargo:rerun-if-changed=.git/{r}");
+        }
+    }
+    println!("cargo:rerun-if-changed=.git/packed-refs");
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -69,6 +69,9 @@ pub struct Userspace {
     pub socket_rx_buffer: usize,
     pub socket_tx_buffer: usize,
     pub max_connections_per_shard: usize,
+    /// smoltcp interfaces per shard, each holding the connections that hash to it: smoltcp's
+    /// per-socket scans then cover one bucket, not the whole shard.
+    pub socket_buckets: usize,
     /// "spin", "pause" or "sleep" (development).
     pub idle: String,
 }
@@ -81,6 +84,7 @@ impl Default for Userspace {
             socket_rx_buffer: 65536,
             socket_tx_buffer: 65536,
             max_connections_per_shard: 1024,
+            socket_buckets: 16,
             idle: "spin".into(),
         }
     }
@@ -275,6 +279,13 @@ impl Userspace {
                 "use at most userspace.max_connections_per_shard",
             ));
         }
+        if self.socket_buckets == 0 || self.socket_buckets > 1024 {
+            return Err(invalid(
+                "userspace.socket_buckets",
+                self.socket_buckets,
+                "use 1 ..= 1024 (about one per 64 connections a shard holds)",
+            ));
+        }
         if !matches!(self.idle.as_str(), "spin" | "pause" | "sleep") {
             return Err(invalid(
                 "userspace.idle",
@@ -297,7 +308,11 @@ impl Userspace {
             socket_rx_buffer: self.socket_rx_buffer,
             socket_tx_buffer: self.socket_tx_buffer,
             // The pool counts against the limit: room for the listening sockets too.
-            max_connections: self.max_connections_per_shard + self.listen_pool * ports,
+            // The pools count against the limit: room for the listening sockets too (at least
+            // two per bucket and port).
+            max_connections: self.max_connections_per_shard
+                + self.listen_pool.max(2 * self.socket_buckets) * ports,
+            socket_buckets: self.socket_buckets,
             idle: match self.idle.as_str() {
                 "pause" => PollIdle::Pause,
                 "sleep" => PollIdle::Sleep,

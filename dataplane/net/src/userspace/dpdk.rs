@@ -10,16 +10,13 @@
 //! builds each segment straight in a fresh mbuf (copy 2), sent in a burst after each poll.
 //!
 //! ARP with several queues: RSS hashes only IP flows, so ARP replies and requests land on
-//! queue 0, and the stacks of the other queues would never learn a peer's MAC. Each queue
-//! therefore notes the (IP, MAC) of the peers whose frames it receives and, for a new or
-//! stale one, first hands its stack a synthetic ARP request from that peer: smoltcp learns
-//! the neighbour from it (and answers it, which the peer ignores or takes as a refresh).
+//! queue 0. The shards of the other queues learn their peers' MACs from their frames (the
+//! synthetic ARP requests of `buckets`).
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::raw::c_char;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant as NetInstant;
@@ -35,9 +32,6 @@ use crate::NetError;
 
 const BURST: usize = 32;
 const ETHERNET_HEADER: usize = 14;
-/// A peer's neighbour entry is refreshed this often on queues other than 0 (smoltcp keeps
-/// entries for 60 s).
-const NEIGHBOR_REFRESH: Duration = Duration::from_secs(20);
 /// Longest nap of the `sleep` idle strategy (DPDK has no descriptor to wait on).
 const SLEEP_NAP: Duration = Duration::from_micros(200);
 
@@ -276,13 +270,7 @@ pub fn start(cfg: &DpdkConfig) -> Result<(Vec<ShardDevice<DpdkQueue>>, Ports), N
     for s in &cfg.shards {
         let p = &cfg.ports[s.port];
         let st = &ports[s.port];
-        let device = DpdkQueue::new(
-            st.id,
-            s.queue,
-            pools[s.port][s.queue as usize],
-            p.mtu,
-            s.queue != 0,
-        );
+        let device = DpdkQueue::new(st.id, s.queue, pools[s.port][s.queue as usize], p.mtu);
         devices.push(ShardDevice {
             device,
             iface: InterfaceConfig {
@@ -382,11 +370,6 @@ pub struct DpdkQueue {
     tx: TxBatch,
     rx_frames: u64,
     rx_dropped: u64,
-    /// Peers seen on this queue and when their neighbour entry was last refreshed (queues
-    /// other than 0 only; see the module comment).
-    neighbors: Option<HashMap<u32, Instant>>,
-    arp_frame: [u8; 42],
-    arp_pending: bool,
 }
 
 // SAFETY: the raw pointers are mbufs and a mempool that only this queue's shard thread uses
@@ -394,13 +377,7 @@ pub struct DpdkQueue {
 unsafe impl Send for DpdkQueue {}
 
 impl DpdkQueue {
-    fn new(
-        port: u16,
-        queue: u16,
-        pool: *mut ffi::rte_mempool,
-        mtu: usize,
-        share_arp: bool,
-    ) -> DpdkQueue {
+    fn new(port: u16, queue: u16, pool: *mut ffi::rte_mempool, mtu: usize) -> DpdkQueue {
         DpdkQueue {
             port,
             queue,
@@ -421,42 +398,36 @@ impl DpdkQueue {
             },
             rx_frames: 0,
             rx_dropped: 0,
-            neighbors: share_arp.then(HashMap::new),
-            arp_frame: [0; 42],
-            arp_pending: false,
         }
     }
 
-    /// For a queue other than 0: if `frame` is IPv4 from a peer not refreshed lately, builds
-    /// a synthetic ARP request from it in `arp_frame` and returns true.
-    fn note_peer(&mut self, frame: &[u8]) -> bool {
-        let Some(known) = self.neighbors.as_mut() else {
-            return false;
-        };
-        // Ethernet: dst 0..6, src 6..12, type 12..14; IPv4 source address at 14 + 12.
-        if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
-            return false;
+    /// The next received single-segment mbuf (chained ones are dropped and counted).
+    fn next_mbuf(&mut self) -> Option<*mut ffi::rte_mbuf> {
+        loop {
+            if self.rx_next == self.rx_count {
+                // SAFETY: room for BURST mbuf pointers.
+                let n = unsafe {
+                    ffi::tachyon_rx_burst(self.port, self.queue, self.rx.as_mut_ptr(), BURST as u16)
+                };
+                self.rx_count = n as usize;
+                self.rx_next = 0;
+                if n == 0 {
+                    return None;
+                }
+            }
+            let m = self.rx[self.rx_next];
+            self.rx_next += 1;
+            // SAFETY: a received mbuf.
+            if unsafe { ffi::tachyon_pktmbuf_nb_segs(m) } != 1 {
+                // Jumbo frames in chained mbufs are not supported (MTU <= mbuf size).
+                self.rx_dropped += 1;
+                // SAFETY: ours; dropped.
+                unsafe { ffi::tachyon_pktmbuf_free(m) };
+                continue;
+            }
+            self.rx_frames += 1;
+            return Some(m);
         }
-        let ip = u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]]);
-        let now = Instant::now();
-        match known.get(&ip) {
-            Some(t) if now.duration_since(*t) < NEIGHBOR_REFRESH => return false,
-            _ => {}
-        }
-        if known.len() > 65_536 {
-            known.clear();
-        }
-        known.insert(ip, now);
-        let a = &mut self.arp_frame;
-        a[0..6].copy_from_slice(&frame[0..6]); // to us
-        a[6..12].copy_from_slice(&frame[6..12]); // from the peer
-        a[12..14].copy_from_slice(&[0x08, 0x06]);
-        a[14..22].copy_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]); // Ethernet/IPv4, request
-        a[22..28].copy_from_slice(&frame[6..12]); // sender MAC
-        a[28..32].copy_from_slice(&frame[26..30]); // sender IP
-        a[32..38].copy_from_slice(&[0; 6]); // target MAC unknown
-        a[38..42].copy_from_slice(&frame[30..34]); // target IP: ours
-        true
     }
 }
 
@@ -470,29 +441,31 @@ impl Drop for DpdkQueue {
     }
 }
 
-/// A received frame; the mbuf goes back to its pool after smoltcp has read it.
-pub enum DpdkRx<'a> {
-    Mbuf(*mut ffi::rte_mbuf),
-    Synthetic(&'a [u8]),
+/// A received frame: one single-segment mbuf, returned to its pool when dropped.
+pub struct DpdkRx(*mut ffi::rte_mbuf);
+
+impl AsRef<[u8]> for DpdkRx {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: a received single-segment mbuf (see `next_mbuf`), alive until this drops.
+        unsafe {
+            std::slice::from_raw_parts(
+                ffi::tachyon_pktmbuf_mtod(self.0) as *const u8,
+                ffi::tachyon_pktmbuf_data_len(self.0) as usize,
+            )
+        }
+    }
 }
 
-impl RxToken for DpdkRx<'_> {
+impl Drop for DpdkRx {
+    fn drop(&mut self) {
+        // SAFETY: ours since rx_burst; nothing refers to it any more.
+        unsafe { ffi::tachyon_pktmbuf_free(self.0) };
+    }
+}
+
+impl RxToken for DpdkRx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        match self {
-            DpdkRx::Synthetic(frame) => f(frame),
-            DpdkRx::Mbuf(m) => {
-                // SAFETY: a received single-segment mbuf (checked in `receive`); the slice
-                // lives until the mbuf is freed below.
-                let r = unsafe {
-                    let data = ffi::tachyon_pktmbuf_mtod(m) as *const u8;
-                    let len = ffi::tachyon_pktmbuf_data_len(m) as usize;
-                    f(std::slice::from_raw_parts(data, len))
-                };
-                // SAFETY: ours since rx_burst; nothing refers to it any more.
-                unsafe { ffi::tachyon_pktmbuf_free(m) };
-                r
-            }
-        }
+        f(self.as_ref())
     }
 }
 
@@ -530,54 +503,12 @@ impl TxToken for DpdkTx<'_> {
 }
 
 impl Device for DpdkQueue {
-    type RxToken<'a> = DpdkRx<'a>;
+    type RxToken<'a> = DpdkRx;
     type TxToken<'a> = DpdkTx<'a>;
 
-    fn receive(&mut self, _: NetInstant) -> Option<(DpdkRx<'_>, DpdkTx<'_>)> {
-        if self.arp_pending {
-            self.arp_pending = false;
-            return Some((DpdkRx::Synthetic(&self.arp_frame), DpdkTx(&mut self.tx)));
-        }
-        loop {
-            if self.rx_next == self.rx_count {
-                // SAFETY: room for BURST mbuf pointers.
-                let n = unsafe {
-                    ffi::tachyon_rx_burst(self.port, self.queue, self.rx.as_mut_ptr(), BURST as u16)
-                };
-                self.rx_count = n as usize;
-                self.rx_next = 0;
-                if n == 0 {
-                    return None;
-                }
-            }
-            let m = self.rx[self.rx_next];
-            // SAFETY: a received mbuf.
-            let segs = unsafe { ffi::tachyon_pktmbuf_nb_segs(m) };
-            if segs != 1 {
-                // Jumbo frames in chained mbufs are not supported (MTU <= mbuf size).
-                self.rx_next += 1;
-                self.rx_dropped += 1;
-                // SAFETY: ours; dropped.
-                unsafe { ffi::tachyon_pktmbuf_free(m) };
-                continue;
-            }
-            if self.neighbors.is_some() {
-                // SAFETY: as in DpdkRx::consume; only read here.
-                let frame = unsafe {
-                    std::slice::from_raw_parts(
-                        ffi::tachyon_pktmbuf_mtod(m) as *const u8,
-                        ffi::tachyon_pktmbuf_data_len(m) as usize,
-                    )
-                };
-                if self.note_peer(frame) {
-                    // The synthetic request first; this frame on the next call.
-                    return Some((DpdkRx::Synthetic(&self.arp_frame), DpdkTx(&mut self.tx)));
-                }
-            }
-            self.rx_next += 1;
-            self.rx_frames += 1;
-            return Some((DpdkRx::Mbuf(m), DpdkTx(&mut self.tx)));
-        }
+    fn receive(&mut self, _: NetInstant) -> Option<(DpdkRx, DpdkTx<'_>)> {
+        let m = self.next_mbuf()?;
+        Some((DpdkRx(m), DpdkTx(&mut self.tx)))
     }
 
     fn transmit(&mut self, _: NetInstant) -> Option<DpdkTx<'_>> {
@@ -594,6 +525,16 @@ impl Device for DpdkQueue {
 }
 
 impl Frames for DpdkQueue {
+    type Frame = DpdkRx;
+
+    fn receive_frame(&mut self) -> Option<DpdkRx> {
+        self.next_mbuf().map(DpdkRx)
+    }
+
+    fn receives_arp(&self) -> bool {
+        self.queue == 0
+    }
+
     fn on_thread_start(&mut self, shard: usize) -> Result<(), String> {
         // A registered thread gets an lcore id, hence the mempool's per-lcore cache.
         // SAFETY: called once on a thread EAL did not create.

@@ -17,6 +17,7 @@
 //! sockets' wakers mark them ready ([`ready`]). Hence the connection limit per shard
 //! (`max_connections`), measured in docs/benchmarks.md.
 
+mod buckets;
 mod ready;
 mod shard;
 pub mod tap;
@@ -70,6 +71,8 @@ pub struct StackConfig {
     pub socket_tx_buffer: usize,
     /// Sockets one shard holds (connections and its listen pool); beyond it SYNs are reset.
     pub max_connections: usize,
+    /// smoltcp interfaces per shard, each with a share of the connections (see `buckets`).
+    pub socket_buckets: usize,
     pub idle: PollIdle,
     pub ring_capacity: usize,
     pub shutdown_drain_ms: u64,
@@ -78,6 +81,14 @@ pub struct StackConfig {
 /// A source and sink of Ethernet frames for one shard: a smoltcp `Device` plus what a poll
 /// loop needs around it.
 pub trait Frames: smoltcp::phy::Device + Send + 'static {
+    /// A received frame the shard holds until its bucket's stack reads it (see `buckets`).
+    type Frame: AsRef<[u8]>;
+    /// The next received frame, if any.
+    fn receive_frame(&mut self) -> Option<Self::Frame>;
+    /// Whether ARP arrives here (DPDK: only on queue 0; the others learn from frames).
+    fn receives_arp(&self) -> bool {
+        true
+    }
     /// Runs on the shard's thread before its first poll (DPDK registers the thread there).
     fn on_thread_start(&mut self, _shard: usize) -> Result<(), String> {
         Ok(())

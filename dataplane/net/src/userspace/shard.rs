@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use smoltcp::iface::{
-    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
-};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as NetInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
@@ -25,6 +23,7 @@ use tachyon_engine::recycle::Recycler;
 use tachyon_engine::{ConnId, Engine, EngineConfig};
 use tachyon_shard::{Mesh, Port};
 
+use super::buckets::{self, Bucket, BucketDevice};
 use super::{ready, Frames, InterfaceConfig, PollIdle, StackConfig};
 use crate::shutdown::{pin_to_core, PanicGuard, Shutdown};
 use crate::sockets::{conn_id, slot_number, SlotAllocator, SocketTable};
@@ -84,6 +83,8 @@ enum Phase {
 
 struct Conn {
     handle: SocketHandle,
+    /// The socket bucket (`buckets`) that holds it.
+    bucket: u16,
     phase: Phase,
     /// Index into `StackConfig::ports` of the port it listened on.
     port: usize,
@@ -93,8 +94,9 @@ struct Conn {
 
 struct Shard<D: Frames> {
     ctx: ShardContext<D>,
-    iface: Interface,
-    sockets: SocketSet<'static>,
+    buckets: Vec<Bucket<D::Frame>>,
+    /// Listening sockets kept per bucket and port.
+    bucket_pool: usize,
     conns: SocketTable<Conn>,
     slots: SlotAllocator,
     engine: Engine,
@@ -104,8 +106,6 @@ struct Shard<D: Frames> {
     next_conn: u64,
     /// Connections in `Open` or `Flushing`.
     open: usize,
-    /// Listening sockets per port.
-    listening: Vec<usize>,
     /// Sockets in `Accepting`.
     half_open: usize,
     accepting: bool,
@@ -115,6 +115,9 @@ struct Shard<D: Frames> {
     closing: Vec<ConnId>,
     /// Something was written into a socket since the last egress.
     egress_due: bool,
+    /// Buckets whose sockets were written, closed or read since the last egress (their
+    /// stacks have segments to send: data, FIN, reset, window update).
+    touched: Vec<u16>,
     /// Egress rounds the next egress needs: one, or more after a large write.
     egress_rounds: usize,
     /// The listen pool lost a socket since it was last filled.
@@ -137,26 +140,34 @@ pub(super) fn run_shard<D: Frames>(mut ctx: ShardContext<D>) {
         return;
     }
     let now = NetInstant::from_micros(ctx.epoch.elapsed().as_micros() as i64);
-    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(ctx.iface.mac)));
-    config.random_seed = seed(ctx.shard);
-    let mut iface = Interface::new(config, &mut ctx.device, now);
-    iface.update_ip_addrs(|addrs| {
-        let cidr = IpCidr::new(IpAddress::Ipv4(ctx.iface.address), ctx.iface.prefix_len);
-        // One address fits: the capacity is at least one.
-        let _ = addrs.push(cidr);
-    });
-    if let Some(gw) = ctx.iface.gateway {
-        if let Err(e) = iface.routes_mut().add_default_ipv4_route(gw) {
-            tracing::warn!(shard = ctx.shard, gateway = %gw, error = ?e, "cannot add the default route");
+    let ports = ctx.stack.ports.len();
+    let n = ctx.stack.socket_buckets.max(1);
+    let mut buckets = Vec::with_capacity(n);
+    for b in 0..n {
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(ctx.iface.mac)));
+        config.random_seed = seed(ctx.shard) ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut iface = Interface::new(config, &mut ctx.device, now);
+        iface.update_ip_addrs(|addrs| {
+            let cidr = IpCidr::new(IpAddress::Ipv4(ctx.iface.address), ctx.iface.prefix_len);
+            // One address fits: the capacity is at least one.
+            let _ = addrs.push(cidr);
+        });
+        if let Some(gw) = ctx.iface.gateway {
+            if let Err(e) = iface.routes_mut().add_default_ipv4_route(gw) {
+                tracing::warn!(shard = ctx.shard, gateway = %gw, error = ?e, "cannot add the default route");
+            }
         }
+        buckets.push(Bucket::new(iface, ports));
     }
+    // A claimed listening socket is replaced before the next frame, so a small pool per
+    // bucket absorbs a burst of SYNs.
+    let bucket_pool = ctx.stack.listen_pool.div_ceil(n).max(2);
     let engine = Engine::new(ctx.shard, ctx.shard_count, ctx.engine_cfg.clone());
     let port = Port::new(ctx.shard, ctx.mesh.clone());
-    let ports = ctx.stack.ports.len();
     let mut shard = Shard {
         ctx,
-        iface,
-        sockets: SocketSet::new(Vec::new()),
+        buckets,
+        bucket_pool,
         conns: SocketTable::new(),
         slots: SlotAllocator::default(),
         engine,
@@ -165,13 +176,13 @@ pub(super) fn run_shard<D: Frames>(mut ctx: ShardContext<D>) {
         ingress_pool: Recycler::new(INGRESS_CAPACITY, INGRESS_POOL),
         next_conn: 1,
         open: 0,
-        listening: vec![0; ports],
         half_open: 0,
         accepting: true,
         ready: Vec::new(),
         backlog: Vec::new(),
         closing: Vec::new(),
         egress_due: false,
+        touched: Vec::new(),
         egress_rounds: 1,
         pool_short: true,
         egress_ms: 0,
@@ -215,21 +226,9 @@ impl<D: Frames> Shard<D> {
         let mut drain_deadline: Option<u64> = None;
         loop {
             let (now, ts) = self.clock();
-            // 1. Ingress until the device is empty (bounded).
-            let mut frames = 0;
-            while frames < INGRESS_BUDGET {
-                match self
-                    .iface
-                    .poll_ingress_single(ts, &mut self.ctx.device, &mut self.sockets)
-                {
-                    PollIngressSingleResult::None => break,
-                    PollIngressSingleResult::SocketStateChanged => {
-                        frames += 1;
-                        self.claim_listeners(now);
-                    }
-                    PollIngressSingleResult::PacketProcessed => frames += 1,
-                }
-            }
+            // 1. Ingress until the device is empty (bounded): frames to their buckets, then
+            // each bucket's stack.
+            let frames = self.ingress(now, ts);
             // 2. Sockets that smoltcp marked ready, then those left with unread input.
             ready::take(&mut self.ready);
             let mut ready = std::mem::take(&mut self.ready);
@@ -265,9 +264,9 @@ impl<D: Frames> Shard<D> {
             }
             self.port.flush(&mut self.engine);
             // 5. Egress when a socket woke (data, a state change, send space while output
-            // waits) or was written, and every millisecond for TCP's timers. Frames that
-            // woke nobody (pure ACKs) need no egress; ARP and resets were answered during
-            // ingress.
+            // waits) or was written, and every millisecond for TCP's timers; only buckets that
+            // had traffic, except on the millisecond. Frames that woke nobody (pure ACKs)
+            // need no egress; ARP and resets were answered during ingress.
             if worked || self.egress_due || now != self.egress_ms {
                 self.egress(now, ts);
             }
@@ -304,10 +303,12 @@ impl<D: Frames> Shard<D> {
             PollIdle::Sleep => {
                 let mut max = SLEEP_MAX;
                 // Sleeping is for development: here the walk over every socket is affordable.
-                match self.iface.poll_at(ts, &self.sockets) {
-                    Some(t) if t <= ts => max = Duration::ZERO,
-                    Some(t) => max = max.min(Duration::from_micros((t - ts).total_micros())),
-                    None => {}
+                for b in &mut self.buckets {
+                    match b.iface.poll_at(ts, &b.sockets) {
+                        Some(t) if t <= ts => max = Duration::ZERO,
+                        Some(t) => max = max.min(Duration::from_micros((t - ts).total_micros())),
+                        None => {}
+                    }
                 }
                 if let Some(t) = self.engine.poll_deadline() {
                     max = max.min(Duration::from_millis(t.saturating_sub(now)));
@@ -323,16 +324,64 @@ impl<D: Frames> Shard<D> {
         }
     }
 
+    /// Reads frames off the device into their buckets' queues, then lets each bucket's stack
+    /// process them. Returns the number of device frames.
+    fn ingress(&mut self, now: u64, ts: NetInstant) -> usize {
+        let n = self.buckets.len();
+        let arp_native = self.ctx.device.receives_arp();
+        let mut frames = 0;
+        while frames < INGRESS_BUDGET {
+            let Some(frame) = self.ctx.device.receive_frame() else {
+                break;
+            };
+            let b = buckets::bucket_of(frame.as_ref(), n);
+            self.buckets[b].push(frame, !(arp_native && b == 0), now);
+            frames += 1;
+        }
+        for i in 0..n {
+            if self.buckets[i].rx.is_empty() {
+                continue;
+            }
+            self.buckets[i].dirty = true;
+            loop {
+                let b = &mut self.buckets[i];
+                let mut dev = BucketDevice {
+                    rx: &mut b.rx,
+                    dev: &mut self.ctx.device,
+                };
+                match b.iface.poll_ingress_single(ts, &mut dev, &mut b.sockets) {
+                    PollIngressSingleResult::None => break,
+                    PollIngressSingleResult::SocketStateChanged => self.claim_listeners(now),
+                    PollIngressSingleResult::PacketProcessed => {}
+                }
+            }
+        }
+        frames
+    }
+
     fn egress(&mut self, now: u64, ts: NetInstant) {
-        // Every round visits every socket, so run as many as the largest write needs, not
-        // one more to find out that nothing is left (what is left goes out on the next pass).
-        for _ in 0..self.egress_rounds.min(EGRESS_ROUNDS) {
-            match self
-                .iface
-                .poll_egress(ts, &mut self.ctx.device, &mut self.sockets)
-            {
-                PollResult::None => break,
-                PollResult::SocketStateChanged => {}
+        for b in self.touched.drain(..) {
+            self.buckets[b as usize].dirty = true;
+        }
+        let all = now != self.egress_ms;
+        // Every round visits every socket of its bucket, so run as many as the largest write
+        // needs, not one more to find out that nothing is left (what is left goes out on the
+        // next pass).
+        let rounds = self.egress_rounds.min(EGRESS_ROUNDS);
+        for b in &mut self.buckets {
+            if !(all || b.dirty) {
+                continue;
+            }
+            b.dirty = false;
+            let mut dev = BucketDevice {
+                rx: &mut b.rx,
+                dev: &mut self.ctx.device,
+            };
+            for _ in 0..rounds {
+                match b.iface.poll_egress(ts, &mut dev, &mut b.sockets) {
+                    PollResult::None => break,
+                    PollResult::SocketStateChanged => {}
+                }
             }
         }
         self.ctx.device.flush_tx();
@@ -348,54 +397,79 @@ impl<D: Frames> Shard<D> {
         // while the connection limit keeps the pool short).
         self.pool_short = false;
         let stack = self.ctx.stack.clone();
-        for (index, &port) in stack.ports.iter().enumerate() {
-            while self.listening[index] < stack.listen_pool {
-                let total = self.open + self.half_open + self.listening.iter().sum::<usize>();
-                if total >= stack.max_connections {
-                    self.pool_short = true;
-                    if self.listening[index] == 0
-                        && self.refused_logged_ms.is_none_or(|t| now >= t + 10_000)
-                    {
-                        tracing::warn!(shard = self.ctx.shard, connections = self.open,
-                            max = stack.max_connections,
-                            "connection limit of the shard reached; new connections are reset (raise userspace.max_connections_per_shard or add shards)");
-                        self.refused_logged_ms = Some(now);
+        for bucket in 0..self.buckets.len() {
+            for (index, &port) in stack.ports.iter().enumerate() {
+                while self.buckets[bucket].listening[index] < self.bucket_pool {
+                    if !self.add_listener(now, &stack, bucket, index, port) {
+                        return;
                     }
-                    return;
                 }
-                let Some(slot) = self.slots.take() else {
-                    self.pool_short = true;
-                    return;
-                };
-                let mut socket = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; stack.socket_rx_buffer]),
-                    tcp::SocketBuffer::new(vec![0; stack.socket_tx_buffer]),
-                );
-                // Low latency: no Nagle, no delayed ACK; congestion control on.
-                socket.set_nagle_enabled(false);
-                socket.set_ack_delay(None);
-                socket.set_congestion_control(tcp::CongestionControl::Cubic);
-                if let Err(e) = socket.listen(port) {
-                    tracing::error!(shard = self.ctx.shard, port, error = ?e, "cannot listen");
-                    self.slots.give_back(slot);
-                    return;
-                }
-                let id = conn_id(self.ctx.shard, self.next_conn, slot);
-                self.next_conn += 1;
-                socket.register_recv_waker(&ready::waker(id));
-                let handle = self.sockets.add(socket);
-                self.conns.insert(
-                    id,
-                    Conn {
-                        handle,
-                        phase: Phase::Listening,
-                        port: index,
-                        rx: None,
-                    },
-                );
-                self.listening[index] += 1;
             }
         }
+    }
+
+    /// Adds one listening socket to `bucket` for port `ports[index]`; false when the
+    /// connection limit or the slots are exhausted (or listening fails).
+    fn add_listener(
+        &mut self,
+        now: u64,
+        stack: &StackConfig,
+        bucket: usize,
+        index: usize,
+        port: u16,
+    ) -> bool {
+        let listening: usize = self
+            .buckets
+            .iter()
+            .map(|b| b.listening.iter().sum::<usize>())
+            .sum();
+        let total = self.open + self.half_open + listening;
+        if total >= stack.max_connections {
+            self.pool_short = true;
+            if self.buckets[bucket].listening[index] == 0
+                && self.refused_logged_ms.is_none_or(|t| now >= t + 10_000)
+            {
+                tracing::warn!(shard = self.ctx.shard, connections = self.open,
+                    max = stack.max_connections,
+                    "connection limit of the shard reached; new connections are reset (raise userspace.max_connections_per_shard or add shards)");
+                self.refused_logged_ms = Some(now);
+            }
+            return false;
+        }
+        let Some(slot) = self.slots.take() else {
+            self.pool_short = true;
+            return false;
+        };
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; stack.socket_rx_buffer]),
+            tcp::SocketBuffer::new(vec![0; stack.socket_tx_buffer]),
+        );
+        // Low latency: no Nagle, no delayed ACK; congestion control on.
+        socket.set_nagle_enabled(false);
+        socket.set_ack_delay(None);
+        socket.set_congestion_control(tcp::CongestionControl::Cubic);
+        if let Err(e) = socket.listen(port) {
+            tracing::error!(shard = self.ctx.shard, port, error = ?e, "cannot listen");
+            self.slots.give_back(slot);
+            return false;
+        }
+        let id = conn_id(self.ctx.shard, self.next_conn, slot);
+        self.next_conn += 1;
+        socket.register_recv_waker(&ready::waker(id));
+        let b = &mut self.buckets[bucket];
+        let handle = b.sockets.add(socket);
+        b.listening[index] += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                handle,
+                bucket: bucket as u16,
+                phase: Phase::Listening,
+                port: index,
+                rx: None,
+            },
+        );
+        true
     }
 
     /// A SYN took a listening socket: replace it at once, before the next frame, so that a
@@ -408,11 +482,12 @@ impl<D: Frames> Shard<D> {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
+            let b = &mut self.buckets[conn.bucket as usize];
             if conn.phase == Phase::Listening
-                && self.sockets.get::<tcp::Socket>(conn.handle).state() != tcp::State::Listen
+                && b.sockets.get::<tcp::Socket>(conn.handle).state() != tcp::State::Listen
             {
                 conn.phase = Phase::Accepting;
-                self.listening[conn.port] -= 1;
+                b.listening[conn.port] -= 1;
                 self.half_open += 1;
                 self.pool_short = true;
                 claimed = true;
@@ -441,7 +516,13 @@ impl<D: Frames> Shard<D> {
         let Some(conn) = self.conns.get_mut(id) else {
             return; // a stale wake of a removed socket
         };
-        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        // Whatever it was woken for (data read: a window update; a state change) may have
+        // something for its stack to send.
+        self.touched.push(conn.bucket);
+        let Bucket {
+            sockets, listening, ..
+        } = &mut self.buckets[conn.bucket as usize];
+        let socket = sockets.get_mut::<tcp::Socket>(conn.handle);
         match conn.phase {
             Phase::Listening | Phase::Accepting => match socket.state() {
                 tcp::State::Listen => {
@@ -449,13 +530,13 @@ impl<D: Frames> Shard<D> {
                         // The handshake was reset and smoltcp listens again: back in the pool.
                         conn.phase = Phase::Listening;
                         self.half_open -= 1;
-                        self.listening[conn.port] += 1;
+                        listening[conn.port] += 1;
                     }
                 }
                 tcp::State::SynReceived => {
                     if conn.phase == Phase::Listening {
                         conn.phase = Phase::Accepting;
-                        self.listening[conn.port] -= 1;
+                        listening[conn.port] -= 1;
                         self.half_open += 1;
                         self.pool_short = true;
                     }
@@ -470,13 +551,13 @@ impl<D: Frames> Shard<D> {
                     if conn.phase == Phase::Accepting {
                         conn.phase = Phase::Listening;
                         self.half_open -= 1;
-                        self.listening[conn.port] += 1;
+                        listening[conn.port] += 1;
                     }
                 }
                 _ => {
                     // Established (or already half-closed by a fast peer): a connection.
                     if conn.phase == Phase::Listening {
-                        self.listening[conn.port] -= 1;
+                        listening[conn.port] -= 1;
                     } else {
                         self.half_open -= 1;
                     }
@@ -506,7 +587,9 @@ impl<D: Frames> Shard<D> {
         let Some(conn) = self.conns.get(id) else {
             return;
         };
-        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        let socket = self.buckets[conn.bucket as usize]
+            .sockets
+            .get_mut::<tcp::Socket>(conn.handle);
         let waker = ready::waker(id);
         socket.register_recv_waker(&waker);
         // Send space matters only while output waits for it.
@@ -536,7 +619,10 @@ impl<D: Frames> Shard<D> {
             if conn.phase != Phase::Open {
                 return;
             }
-            let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+            self.touched.push(conn.bucket); // reading may open the window: an update to send
+            let socket = self.buckets[conn.bucket as usize]
+                .sockets
+                .get_mut::<tcp::Socket>(conn.handle);
             if !socket.can_recv() {
                 if !socket.may_recv() {
                     // FIN received and everything read, or the connection was reset.
@@ -602,7 +688,9 @@ impl<D: Frames> Shard<D> {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
-        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        let socket = self.buckets[conn.bucket as usize]
+            .sockets
+            .get_mut::<tcp::Socket>(conn.handle);
         socket.close();
         conn.phase = Phase::Lingering {
             deadline_ms: now + CLOSE_LINGER_MS,
@@ -610,6 +698,7 @@ impl<D: Frames> Shard<D> {
         self.open -= 1;
         self.closing.push(id);
         self.egress_due = true;
+        self.touched.push(conn.bucket);
         self.engine.handle_closed(now, id);
     }
 
@@ -618,7 +707,9 @@ impl<D: Frames> Shard<D> {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
-        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        let socket = self.buckets[conn.bucket as usize]
+            .sockets
+            .get_mut::<tcp::Socket>(conn.handle);
         while socket.can_recv() {
             let _ = socket.recv(|b| (b.len(), ()));
         }
@@ -656,7 +747,9 @@ impl<D: Frames> Shard<D> {
         if !matches!(conn.phase, Phase::Open | Phase::Flushing { .. }) {
             return;
         }
-        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        let socket = self.buckets[conn.bucket as usize]
+            .sockets
+            .get_mut::<tcp::Socket>(conn.handle);
         let Some(out) = self.engine.out_queue(id) else {
             return;
         };
@@ -685,6 +778,7 @@ impl<D: Frames> Shard<D> {
         let drained = out.is_empty();
         self.egress_due |= wrote;
         if wrote {
+            self.touched.push(conn.bucket);
             let rounds = socket.send_queue().div_ceil(SEGMENT_BYTES).max(1);
             self.egress_rounds = self.egress_rounds.max(rounds);
         }
@@ -704,6 +798,7 @@ impl<D: Frames> Shard<D> {
             };
             self.open -= 1;
             self.egress_due = true;
+            self.touched.push(conn.bucket);
             self.engine.handle_closed(now, id);
         }
     }
@@ -719,7 +814,9 @@ impl<D: Frames> Shard<D> {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
-            let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+            let socket = self.buckets[conn.bucket as usize]
+                .sockets
+                .get_mut::<tcp::Socket>(conn.handle);
             match conn.phase {
                 Phase::Lingering { .. }
                     if matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait) =>
@@ -731,6 +828,7 @@ impl<D: Frames> Shard<D> {
                     conn.phase = Phase::Lingering { deadline_ms: now };
                     self.open -= 1;
                     self.egress_due = true;
+                    self.touched.push(conn.bucket);
                     self.engine.handle_closed(now, id);
                     self.closing.push(id);
                 }
@@ -738,6 +836,7 @@ impl<D: Frames> Shard<D> {
                     if socket.is_open() {
                         socket.abort();
                         self.egress_due = true;
+                        self.touched.push(conn.bucket);
                         self.closing.push(id);
                     } else {
                         self.remove(now, id);
@@ -757,7 +856,7 @@ impl<D: Frames> Shard<D> {
         // Whatever goes, the pool may be refilled (a slot and room under the limit freed).
         self.pool_short = true;
         match conn.phase {
-            Phase::Listening => self.listening[conn.port] -= 1,
+            Phase::Listening => self.buckets[conn.bucket as usize].listening[conn.port] -= 1,
             Phase::Accepting => self.half_open -= 1,
             Phase::Open | Phase::Flushing { .. } => {
                 self.open -= 1;
@@ -765,13 +864,21 @@ impl<D: Frames> Shard<D> {
             }
             Phase::Lingering { .. } => {}
         }
-        self.sockets.remove(conn.handle);
+        self.buckets[conn.bucket as usize]
+            .sockets
+            .remove(conn.handle);
         self.slots.give_back(slot_number(id));
     }
 
     fn abort_all(&mut self) {
+        for b in &mut self.buckets {
+            b.dirty = true;
+        }
         for (_, conn) in self.conns.iter_mut() {
-            self.sockets.get_mut::<tcp::Socket>(conn.handle).abort();
+            self.buckets[conn.bucket as usize]
+                .sockets
+                .get_mut::<tcp::Socket>(conn.handle)
+                .abort();
         }
     }
 }

@@ -1,0 +1,220 @@
+//! Socket buckets: a shard's TCP sockets split over several smoltcp `Interface`s by a hash
+//! of each connection's addresses, so that smoltcp's per-socket work stays within a bucket.
+//!
+//! smoltcp finds the socket of an incoming segment by a linear scan, and every egress pass
+//! visits every socket of its `SocketSet`: with one set, each message pays for every
+//! connection of the shard. The shard therefore reads frames off the device itself, hashes
+//! each TCP frame's (source address, source port, destination port) to a bucket, and lets
+//! only that bucket's `Interface` process it; egress runs only for buckets that had traffic
+//! (and for all once per millisecond, for TCP's timers). A message then pays for the
+//! connections of one bucket.
+//!
+//! Frames that are not TCP over IPv4 (ARP, ICMP) go to bucket 0. The other buckets never see
+//! ARP, so each feeds its stack a synthetic ARP request built from a new (or, every 20 s, a
+//! known) peer's frame before that frame: smoltcp learns the neighbour from it (and answers
+//! it, which the peer ignores or takes as a refresh).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use smoltcp::iface::{Interface, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, RxToken};
+use smoltcp::time::Instant as NetInstant;
+
+use super::Frames;
+
+/// A peer's neighbour entry is refreshed this often (smoltcp keeps entries for 60 s).
+const NEIGHBOR_REFRESH: Duration = Duration::from_secs(20);
+/// Peers remembered per bucket before the table is cleared.
+const NEIGHBORS_MAX: usize = 65_536;
+
+/// A frame waiting for its bucket's `Interface`.
+pub(super) enum Queued<F> {
+    Device(F),
+    /// A synthetic ARP request (see the module comment).
+    Arp([u8; 42]),
+}
+
+pub(super) struct Bucket<F> {
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
+    pub rx: VecDeque<Queued<F>>,
+    /// Had traffic or writes since its last egress.
+    pub dirty: bool,
+    /// Listening sockets per port.
+    pub listening: Vec<usize>,
+    /// Peers whose MAC this bucket's stack was told, and when (IPv4 address, ms).
+    neighbors: HashMap<u32, u64>,
+}
+
+impl<F> Bucket<F> {
+    pub fn new(iface: Interface, ports: usize) -> Bucket<F> {
+        Bucket {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            rx: VecDeque::new(),
+            dirty: false,
+            listening: vec![0; ports],
+            neighbors: HashMap::new(),
+        }
+    }
+
+    /// Queues `frame`, preceded by a synthetic ARP request when its sender is new to this
+    /// bucket or was last refreshed long ago (buckets that do not receive ARP).
+    pub fn push(&mut self, frame: F, arp_from_frames: bool, now_ms: u64)
+    where
+        F: AsRef<[u8]>,
+    {
+        if arp_from_frames {
+            if let Some((ip, arp)) = synthetic_arp(frame.as_ref()) {
+                let stale = self
+                    .neighbors
+                    .get(&ip)
+                    .is_none_or(|&t| now_ms >= t + NEIGHBOR_REFRESH.as_millis() as u64);
+                if stale {
+                    if self.neighbors.len() >= NEIGHBORS_MAX {
+                        self.neighbors.clear();
+                    }
+                    self.neighbors.insert(ip, now_ms);
+                    self.rx.push_back(Queued::Arp(arp));
+                }
+            }
+        }
+        self.rx.push_back(Queued::Device(frame));
+    }
+}
+
+/// The bucket for `frame` among `n`: TCP over IPv4 by (source address, source port,
+/// destination port); anything else bucket 0.
+pub(super) fn bucket_of(frame: &[u8], n: usize) -> usize {
+    if n <= 1 || frame.len() < 14 + 20 + 4 || frame[12..14] != [0x08, 0x00] {
+        return 0;
+    }
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0x0F) * 4;
+    if ip[9] != 6 || ihl < 20 || ip.len() < ihl + 4 {
+        return 0;
+    }
+    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let ports = u32::from_be_bytes([ip[ihl], ip[ihl + 1], ip[ihl + 2], ip[ihl + 3]]);
+    // A multiplicative hash of the two words (the peer chooses ports, but a bucket is only a
+    // share of one shard's work: skew costs time, not correctness).
+    let h = (u64::from(src) << 32 | u64::from(ports)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> 32) as usize) % n
+}
+
+/// For an IPv4 frame: its sender's address, and an ARP request from the sender (its MAC and
+/// IP) for the frame's destination IP (ours).
+fn synthetic_arp(frame: &[u8]) -> Option<(u32, [u8; 42])> {
+    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ip = u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]]);
+    let mut a = [0u8; 42];
+    a[0..6].copy_from_slice(&frame[0..6]); // to us
+    a[6..12].copy_from_slice(&frame[6..12]); // from the peer
+    a[12..14].copy_from_slice(&[0x08, 0x06]);
+    a[14..22].copy_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]); // Ethernet/IPv4, request
+    a[22..28].copy_from_slice(&frame[6..12]); // sender MAC
+    a[28..32].copy_from_slice(&frame[26..30]); // sender IP
+    a[38..42].copy_from_slice(&frame[30..34]); // target IP: ours
+    Some((ip, a))
+}
+
+/// A bucket's view of the shard's device: it receives the frames queued for the bucket and
+/// transmits through the device.
+pub(super) struct BucketDevice<'a, D: Frames> {
+    pub rx: &'a mut VecDeque<Queued<D::Frame>>,
+    pub dev: &'a mut D,
+}
+
+pub(super) struct QueuedToken<F>(Queued<F>);
+
+impl<F: AsRef<[u8]>> RxToken for QueuedToken<F> {
+    fn consume<R, G: FnOnce(&[u8]) -> R>(self, f: G) -> R {
+        match &self.0 {
+            Queued::Device(frame) => f(frame.as_ref()),
+            Queued::Arp(a) => f(a),
+        }
+        // The device frame (an mbuf) is released when the token drops here.
+    }
+}
+
+impl<D: Frames> Device for BucketDevice<'_, D> {
+    type RxToken<'b>
+        = QueuedToken<D::Frame>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = D::TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, ts: NetInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let frame = self.rx.pop_front()?;
+        let tx = self.dev.transmit(ts)?;
+        Some((QueuedToken(frame), tx))
+    }
+
+    fn transmit(&mut self, ts: NetInstant) -> Option<Self::TxToken<'_>> {
+        self.dev.transmit(ts)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.dev.capabilities()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp_frame(src: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&src);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn a_connection_always_lands_in_the_same_bucket_and_connections_spread() {
+        let mut counts = [0usize; 16];
+        for port in 40_000..41_000u16 {
+            let f = tcp_frame([10, 0, 0, 1], port, 1883);
+            let b = bucket_of(&f, 16);
+            assert_eq!(b, bucket_of(&f, 16));
+            counts[b] += 1;
+        }
+        // 1000 connections over 16 buckets: none empty, none with more than twice its share.
+        assert!(counts.iter().all(|&c| c > 0 && c < 125), "{counts:?}");
+    }
+
+    #[test]
+    fn arp_and_short_frames_go_to_bucket_zero() {
+        let mut arp = tcp_frame([10, 0, 0, 1], 1, 2);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(bucket_of(&arp, 16), 0);
+        assert_eq!(bucket_of(&[0u8; 20], 16), 0);
+        let mut udp = tcp_frame([10, 0, 0, 1], 1, 2);
+        udp[23] = 17;
+        assert_eq!(bucket_of(&udp, 16), 0);
+    }
+
+    #[test]
+    fn a_synthetic_arp_request_comes_from_the_frames_sender() {
+        let f = tcp_frame([10, 0, 0, 7], 1, 2);
+        let (ip, a) = synthetic_arp(&f).unwrap();
+        assert_eq!(ip, u32::from_be_bytes([10, 0, 0, 7]));
+        assert_eq!(&a[22..28], &f[6..12]);
+        assert_eq!(&a[28..32], &[10, 0, 0, 7]);
+        assert_eq!(&a[38..42], &[10, 0, 0, 2]);
+        assert_eq!(&a[20..22], &[0, 1], "a request");
+    }
+}
