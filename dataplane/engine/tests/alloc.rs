@@ -83,6 +83,33 @@ fn connect(e: &mut Engine, now: u64, id: u64, client: &str) {
     drain(e);
 }
 
+fn subscribe(e: &mut Engine, now: u64, conn: u64, filter: &'static str, qos: QoS) {
+    let sub = Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Properties::default(),
+        filters: vec![(
+            Utf8Str::from_static(filter),
+            SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            },
+        )],
+    };
+    let mut b = bytes_of(&Packet::Subscribe(sub));
+    e.handle_bytes(now, ConnId(conn), &mut b);
+    drain(e);
+}
+
+/// Amortised buffer growth (ingress, scratch, queues) may allocate rarely; per message,
+/// nothing: fewer than one allocation per 20 messages.
+fn assert_none_per_message(allocations: u64, messages: u64, what: &str) {
+    eprintln!("{allocations} allocations for {messages} {what}");
+    assert!(
+        allocations * 20 < messages,
+        "{allocations} allocations for {messages} {what}"
+    );
+}
+
 /// Steady-state QoS 0 fan-out on one shard allocates nothing per message.
 #[test]
 fn qos0_fan_out_steady_state_allocates_nothing_per_message() {
@@ -92,17 +119,7 @@ fn qos0_fan_out_steady_state_allocates_nothing_per_message() {
     connect(&mut e, now, 1, "pub");
     for s in 0..10u64 {
         connect(&mut e, now, 10 + s, &format!("sub{s}"));
-        let sub = Subscribe {
-            packet_id: PacketId::new(1).unwrap(),
-            properties: Properties::default(),
-            filters: vec![(
-                Utf8Str::from_static("bench/+"),
-                SubscriptionOptions::default(),
-            )],
-        };
-        let mut b = bytes_of(&Packet::Subscribe(sub));
-        e.handle_bytes(now, ConnId(10 + s), &mut b);
-        drain(&mut e);
+        subscribe(&mut e, now, 10 + s, "bench/+", QoS::AtMostOnce);
     }
     let publish = Packet::Publish(Publish {
         dup: false,
@@ -135,13 +152,11 @@ fn qos0_fan_out_steady_state_allocates_nothing_per_message() {
     run(&mut e, rounds);
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     let messages = (rounds * batch) as u64;
-    eprintln!("{allocations} allocations for {messages} messages fanned out to 10 subscribers");
     assert_eq!(e.stats().messages_sent[0], (2 * rounds * batch * 10) as u64);
-    // Amortised buffer growth (the ingress and scratch buffers) may allocate rarely; per
-    // message, nothing.
-    assert!(
-        allocations * 20 < messages,
-        "{allocations} allocations for {messages} messages"
+    assert_none_per_message(
+        allocations,
+        messages,
+        "messages fanned out to 10 subscribers",
     );
 }
 
@@ -154,20 +169,7 @@ fn qos1_pair_steady_state_allocates_nothing_per_message() {
     let now = 1000;
     connect(&mut e, now, 1, "pub");
     connect(&mut e, now, 2, "sub");
-    let sub = Subscribe {
-        packet_id: PacketId::new(1).unwrap(),
-        properties: Properties::default(),
-        filters: vec![(
-            Utf8Str::from_static("bench/+"),
-            SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..SubscriptionOptions::default()
-            },
-        )],
-    };
-    let mut b = bytes_of(&Packet::Subscribe(sub));
-    e.handle_bytes(now, ConnId(2), &mut b);
-    drain(&mut e);
+    subscribe(&mut e, now, 2, "bench/+", QoS::AtLeastOnce);
     let batch = 50u16; // below the default inflight window
     let mut ingress = BytesMut::with_capacity(256 * 1024);
     let mut acks = BytesMut::with_capacity(64 * 1024);
@@ -221,18 +223,18 @@ fn qos1_pair_steady_state_allocates_nothing_per_message() {
     run(&mut e, rounds);
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     let messages = (rounds * batch as usize) as u64;
-    eprintln!("{allocations} allocations for {messages} QoS 1 messages forwarded and acknowledged");
     assert_eq!(e.stats().messages_sent[1], 2 * messages);
-    assert!(
-        allocations * 20 < messages,
-        "{allocations} allocations for {messages} messages"
+    assert_none_per_message(
+        allocations,
+        messages,
+        "QoS 1 messages forwarded and acknowledged",
     );
 }
 
 /// Fan-in beyond a subscriber's window (v5 Receive Maximum 10, 8 publishers): messages wait
 /// in its queue for a moment, and that allocates nothing per message (they keep sharing the
-/// publishers' receive buffers while the subscriber keeps up). Then, after 100 ms and when the
-/// subscriber goes away, the waiting ones get their own bytes and still arrive intact.
+/// publishers' receive buffers while the subscriber keeps up). Then, when they have waited
+/// 100 ms, they get their own bytes (a copy each) and still go out.
 #[test]
 fn qos1_fan_in_through_the_queue_allocates_nothing_per_message() {
     let _turn = serial();
@@ -258,20 +260,7 @@ fn qos1_fan_in_through_the_queue_allocates_nothing_per_message() {
     let mut b = bytes_of(&Packet::Connect(Box::new(c)));
     e.handle_bytes(now, ConnId(100), &mut b);
     drain(&mut e);
-    let sub = Subscribe {
-        packet_id: PacketId::new(1).unwrap(),
-        properties: Properties::default(),
-        filters: vec![(
-            Utf8Str::from_static("in/+"),
-            SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..SubscriptionOptions::default()
-            },
-        )],
-    };
-    let mut b = bytes_of(&Packet::Subscribe(sub));
-    e.handle_bytes(now, ConnId(100), &mut b);
-    drain(&mut e);
+    subscribe(&mut e, now, 100, "in/+", QoS::AtLeastOnce);
     let frame = |i: u16| {
         bytes_of(&Packet::Publish(Publish {
             dup: false,
