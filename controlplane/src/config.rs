@@ -61,8 +61,11 @@ pub struct Shards {
     /// Pin shard i to `cores[i % len]` (or to core i when `cores` is empty).
     pub pin_cores: bool,
     pub cores: Vec<usize>,
-    /// "block" (sleep in epoll_wait) or "spin" (busy-poll, lowest latency, 100% CPU).
+    /// "block" (sleep in epoll_wait), "spin" (busy-poll, lowest latency, 100% CPU) or
+    /// "hybrid" (busy-poll for `spin_us` after the last event, then block).
     pub idle: String,
+    /// Busy-poll time after the last event with `idle = "hybrid"`, microseconds.
+    pub spin_us: u32,
     /// Messages each cross-shard ring holds.
     pub ring_capacity: usize,
 }
@@ -74,6 +77,7 @@ impl Default for Shards {
             pin_cores: true,
             cores: Vec::new(),
             idle: "block".into(),
+            spin_us: 200,
             ring_capacity: 65536,
         }
     }
@@ -304,11 +308,18 @@ impl Config {
                 "use at most 64 shards (0 = one per core)",
             ));
         }
-        if self.shards.idle != "block" && self.shards.idle != "spin" {
+        if !matches!(self.shards.idle.as_str(), "block" | "spin" | "hybrid") {
             return Err(invalid(
                 "shards.idle",
                 format!("{:?}", self.shards.idle),
-                "use \"block\" or \"spin\"",
+                "use \"block\", \"spin\" or \"hybrid\"",
+            ));
+        }
+        if self.shards.spin_us == 0 || self.shards.spin_us > 1_000_000 {
+            return Err(invalid(
+                "shards.spin_us",
+                self.shards.spin_us,
+                "use 1 ..= 1000000 microseconds",
             ));
         }
         if self.shards.ring_capacity < 64 {
@@ -464,10 +475,12 @@ impl Config {
                 .collect(),
             shard_count: n,
             cores,
-            idle: if self.shards.idle == "spin" {
-                IdleStrategy::Spin
-            } else {
-                IdleStrategy::Block
+            idle: match self.shards.idle.as_str() {
+                "spin" => IdleStrategy::Spin,
+                "hybrid" => IdleStrategy::Hybrid {
+                    spin_us: self.shards.spin_us,
+                },
+                _ => IdleStrategy::Block,
             },
             ring_capacity: self.shards.ring_capacity,
             listen_backlog: self.net.listen_backlog,
@@ -575,6 +588,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn hybrid_idle_takes_its_spin_time() {
+        let c = Config::parse("[shards]\nidle = \"hybrid\"\nspin_us = 50\n", "t").unwrap();
+        assert_eq!(c.kernel_config().idle, IdleStrategy::Hybrid { spin_us: 50 });
+        let e = Config::parse("[shards]\nidle = \"yield\"\n", "t").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("use \"block\", \"spin\" or \"hybrid\""),
+            "{e}"
+        );
+        let e = Config::parse("[shards]\nspin_us = 0\n", "t").unwrap_err();
+        assert!(e.to_string().contains("shards.spin_us = 0"), "{e}");
     }
 
     #[test]

@@ -153,10 +153,10 @@ class Broker:
         return f"<Broker pid={self.proc.pid} port={self.port}>"
 
 
-def _command(port: int) -> list[str]:
+def _command(port: int, config: pathlib.Path = CONFIG) -> list[str]:
     if BROKER_CMD:
         return shlex.split(BROKER_CMD.format(port=port))
-    return [TACHYON_BIN, "serve", "--config", str(CONFIG), "-p", str(port)]
+    return [TACHYON_BIN, "serve", "--config", str(config), "-p", str(port)]
 
 
 def _mqtt_probe(port: int, deadline: float) -> None:
@@ -169,12 +169,13 @@ def _mqtt_probe(port: int, deadline: float) -> None:
         c.close()
 
 
-def start_broker(workdir: pathlib.Path, nofile: int | None = None) -> Broker:
-    """Starts the broker; `nofile` caps its open-files limit (soft and hard)."""
+def start_broker(workdir: pathlib.Path, nofile: int | None = None, config: pathlib.Path = CONFIG) -> Broker:
+    """Starts the broker; `nofile` caps its open-files limit (soft and hard); `config` is
+    Tachyon's configuration file (tests/interop/broker.toml by default)."""
     last_error = ""
     for attempt in range(3):
         port = free_port()
-        cmd = _command(port)
+        cmd = _command(port, config)
         log_path = workdir / f"broker-{attempt}.log"
         logf = open(log_path, "wb")
         env = dict(os.environ)

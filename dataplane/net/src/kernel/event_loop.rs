@@ -109,6 +109,8 @@ struct Shard {
     start: Instant,
     /// Connections whose read budget ran out before EAGAIN (edge-triggered: revisit them).
     backlog: Vec<ConnId>,
+    /// When epoll last reported something (for `IdleStrategy::Hybrid`).
+    last_event: Instant,
     /// The backlog being worked through (swapped with `backlog`, so neither reallocates).
     backlog_work: Vec<ConnId>,
     /// Kept open so that EMFILE can be answered by accepting and closing (see `accept_all`).
@@ -170,6 +172,7 @@ pub(super) fn run_shard(ctx: ShardContext) {
         next_conn: 1,
         start: epoch,
         backlog: Vec::new(),
+        last_event: Instant::now(),
         backlog_work: Vec::new(),
         reserve_fd,
         listening: true,
@@ -207,7 +210,14 @@ impl Shard {
             if self.engine.congested() {
                 timeout_ms = timeout_ms.min(1);
             }
-            if busy || self.ctx.idle == IdleStrategy::Spin || drain_deadline.is_some() {
+            let spinning = match self.ctx.idle {
+                IdleStrategy::Spin => true,
+                IdleStrategy::Block => false,
+                IdleStrategy::Hybrid { spin_us } => {
+                    self.last_event.elapsed() < std::time::Duration::from_micros(spin_us.into())
+                }
+            };
+            if busy || spinning || drain_deadline.is_some() {
                 timeout_ms = if drain_deadline.is_some() {
                     timeout_ms.min(10)
                 } else {
@@ -231,6 +241,9 @@ impl Shard {
             };
             if parked {
                 self.ctx.mesh.unpark(self.ctx.shard);
+            }
+            if n > 0 {
+                self.last_event = Instant::now();
             }
             let now = self.now();
             for ev in &events[..n] {

@@ -32,6 +32,10 @@ pub enum IdleStrategy {
     Block,
     /// Never block: poll epoll with a zero timeout (lowest latency, one core at 100%).
     Spin,
+    /// Poll with a zero timeout for this many microseconds after the last event, then block:
+    /// traffic that keeps coming finds the shard awake (no wake-up of a halted core), an
+    /// idle shard costs nothing.
+    Hybrid { spin_us: u32 },
 }
 
 /// Settings of the kernel driver.
