@@ -103,14 +103,15 @@ pub struct Entry {
 
 impl Entry {
     /// Builds an entry from a PUBLISH whose topic is resolved (its Packet Identifier, Topic
-    /// Alias and Subscription Identifiers are per transmission and not kept).
+    /// Alias and Subscription Identifiers are per transmission and not kept). `None` if the
+    /// PUBLISH cannot be encoded (never a panic on what a client sent).
     pub fn new(
         publish: &Publish,
         qos: u8,
         sub_ids: Vec<u32>,
         expires_unix_ms: Option<u64>,
         origin: Option<String>,
-    ) -> Entry {
+    ) -> Option<Entry> {
         let mut p = publish.clone();
         p.packet_id = None;
         p.dup = false;
@@ -121,15 +122,14 @@ impl Entry {
             p.packet_id = tachyon_codec::PacketId::new(1);
         }
         let mut out = BytesMut::new();
-        encode(&Packet::Publish(p), ProtocolVersion::V5, &mut out)
-            .expect("a decoded PUBLISH re-encodes");
-        Entry {
+        encode(&Packet::Publish(p), ProtocolVersion::V5, &mut out).ok()?;
+        Some(Entry {
             publish: out.freeze(),
             qos,
             sub_ids,
             expires_unix_ms,
             origin,
-        }
+        })
     }
 
     /// The stored PUBLISH, decoded.

@@ -29,6 +29,7 @@ fn entry(topic: &str, payload: &[u8]) -> Entry {
         Some(1_700_000_000_000),
         Some("pub".into()),
     )
+    .unwrap()
 }
 
 fn round_trip(r: &Record) -> Record {
@@ -122,7 +123,7 @@ fn every_record_round_trips() {
 #[test]
 fn a_stored_message_keeps_its_properties() {
     let p = publish("t/1", b"\x00\xffbytes", QoS::ExactlyOnce, true);
-    let e = Entry::new(&p, 2, vec![], None, None);
+    let e = Entry::new(&p, 2, vec![], None, None).unwrap();
     let back = e.decode_publish().unwrap();
     assert_eq!(back.topic, p.topic);
     assert_eq!(back.payload, p.payload);

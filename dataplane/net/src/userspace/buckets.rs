@@ -15,6 +15,7 @@
 //! it, which the peer ignores or takes as a refresh).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::time::Duration;
 
 use smoltcp::iface::{Interface, SocketSet};
@@ -44,7 +45,7 @@ pub(super) struct Bucket<F> {
     /// Listening sockets per port.
     pub listening: Vec<usize>,
     /// Peers whose MAC this bucket's stack was told, and when (IPv4 address, ms).
-    neighbors: HashMap<u32, u64>,
+    neighbors: HashMap<u32, u64, BuildHasherDefault<AddrHasher>>,
 }
 
 impl<F> Bucket<F> {
@@ -55,7 +56,7 @@ impl<F> Bucket<F> {
             rx: VecDeque::new(),
             dirty: false,
             listening: vec![0; ports],
-            neighbors: HashMap::new(),
+            neighbors: HashMap::default(),
         }
     }
 
@@ -66,7 +67,9 @@ impl<F> Bucket<F> {
         F: AsRef<[u8]>,
     {
         if arp_from_frames {
-            if let Some((ip, arp)) = synthetic_arp(frame.as_ref()) {
+            let f = frame.as_ref();
+            if let Some(ip) = ipv4_source(f) {
+                // One lookup per frame: the request is built only for a new or stale peer.
                 let stale = self
                     .neighbors
                     .get(&ip)
@@ -76,7 +79,7 @@ impl<F> Bucket<F> {
                         self.neighbors.clear();
                     }
                     self.neighbors.insert(ip, now_ms);
-                    self.rx.push_back(Queued::Arp(arp));
+                    self.rx.push_back(Queued::Arp(synthetic_arp(f)));
                 }
             }
         }
@@ -103,13 +106,19 @@ pub(super) fn bucket_of(frame: &[u8], n: usize) -> usize {
     ((h >> 32) as usize) % n
 }
 
-/// For an IPv4 frame: its sender's address, and an ARP request from the sender (its MAC and
-/// IP) for the frame's destination IP (ours).
-fn synthetic_arp(frame: &[u8]) -> Option<(u32, [u8; 42])> {
+/// The IPv4 source address of an Ethernet frame carrying IPv4.
+fn ipv4_source(frame: &[u8]) -> Option<u32> {
     if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
         return None;
     }
-    let ip = u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]]);
+    Some(u32::from_be_bytes([
+        frame[26], frame[27], frame[28], frame[29],
+    ]))
+}
+
+/// For an IPv4 frame (checked by `ipv4_source`): an ARP request from its sender (MAC and IP)
+/// for its destination IP (ours).
+fn synthetic_arp(frame: &[u8]) -> [u8; 42] {
     let mut a = [0u8; 42];
     a[0..6].copy_from_slice(&frame[0..6]); // to us
     a[6..12].copy_from_slice(&frame[6..12]); // from the peer
@@ -118,7 +127,26 @@ fn synthetic_arp(frame: &[u8]) -> Option<(u32, [u8; 42])> {
     a[22..28].copy_from_slice(&frame[6..12]); // sender MAC
     a[28..32].copy_from_slice(&frame[26..30]); // sender IP
     a[38..42].copy_from_slice(&frame[30..34]); // target IP: ours
-    Some((ip, a))
+    a
+}
+
+/// Hashes a peer's IPv4 address with one multiplication (the peer does not choose its
+/// address freely, and a collision only costs a probe).
+#[derive(Default)]
+pub(super) struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// A bucket's view of the shard's device: it receives the frames queued for the bucket and
@@ -210,8 +238,9 @@ mod tests {
     #[test]
     fn a_synthetic_arp_request_comes_from_the_frames_sender() {
         let f = tcp_frame([10, 0, 0, 7], 1, 2);
-        let (ip, a) = synthetic_arp(&f).unwrap();
-        assert_eq!(ip, u32::from_be_bytes([10, 0, 0, 7]));
+        assert_eq!(ipv4_source(&f), Some(u32::from_be_bytes([10, 0, 0, 7])));
+        assert_eq!(ipv4_source(&f[..20]), None);
+        let a = synthetic_arp(&f);
         assert_eq!(&a[22..28], &f[6..12]);
         assert_eq!(&a[28..32], &[10, 0, 0, 7]);
         assert_eq!(&a[38..42], &[10, 0, 0, 2]);
