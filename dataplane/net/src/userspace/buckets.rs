@@ -44,8 +44,7 @@ pub(super) struct Bucket<F> {
     pub dirty: bool,
     /// Listening sockets per port.
     pub listening: Vec<usize>,
-    /// Peers whose MAC this bucket's stack was told, and when (IPv4 address, ms).
-    neighbors: HashMap<u32, u64, BuildHasherDefault<AddrHasher>>,
+    neighbors: Neighbors,
 }
 
 impl<F> Bucket<F> {
@@ -56,34 +55,48 @@ impl<F> Bucket<F> {
             rx: VecDeque::new(),
             dirty: false,
             listening: vec![0; ports],
-            neighbors: HashMap::default(),
+            neighbors: Neighbors::default(),
         }
     }
 
     /// Queues `frame`, preceded by a synthetic ARP request when its sender is new to this
-    /// bucket or was last refreshed long ago (buckets that do not receive ARP).
+    /// bucket, changed its MAC or was last refreshed long ago (buckets that do not receive
+    /// ARP).
     pub fn push(&mut self, frame: F, arp_from_frames: bool, now_ms: u64)
     where
         F: AsRef<[u8]>,
     {
         if arp_from_frames {
-            let f = frame.as_ref();
-            if let Some(ip) = ipv4_source(f) {
-                // One lookup per frame: the request is built only for a new or stale peer.
-                let stale = self
-                    .neighbors
-                    .get(&ip)
-                    .is_none_or(|&t| now_ms >= t + NEIGHBOR_REFRESH.as_millis() as u64);
-                if stale {
-                    if self.neighbors.len() >= NEIGHBORS_MAX {
-                        self.neighbors.clear();
-                    }
-                    self.neighbors.insert(ip, now_ms);
-                    self.rx.push_back(Queued::Arp(synthetic_arp(f)));
-                }
+            if let Some(arp) = self.neighbors.tell(frame.as_ref(), now_ms) {
+                self.rx.push_back(Queued::Arp(arp));
             }
         }
         self.rx.push_back(Queued::Device(frame));
+    }
+}
+
+/// The peers a bucket's stack was told about: IPv4 address -> (MAC, when in ms).
+#[derive(Default)]
+pub(super) struct Neighbors(HashMap<u32, ([u8; 6], u64), BuildHasherDefault<AddrHasher>>);
+
+impl Neighbors {
+    /// For an IPv4 frame from a new peer, a peer whose MAC changed (a restarted client on a
+    /// virtual device, a moved address) or one due for refresh: the synthetic ARP request
+    /// to feed the stack first. One lookup per frame otherwise.
+    pub fn tell(&mut self, frame: &[u8], now_ms: u64) -> Option<[u8; 42]> {
+        let ip = ipv4_source(frame)?;
+        let mac: [u8; 6] = frame[6..12].try_into().expect("checked by ipv4_source");
+        let fresh = self.0.get(&ip).is_some_and(|&(known, t)| {
+            known == mac && now_ms < t + NEIGHBOR_REFRESH.as_millis() as u64
+        });
+        if fresh {
+            return None;
+        }
+        if self.0.len() >= NEIGHBORS_MAX {
+            self.0.clear();
+        }
+        self.0.insert(ip, (mac, now_ms));
+        Some(synthetic_arp(frame))
     }
 }
 
@@ -233,6 +246,27 @@ mod tests {
         let mut udp = tcp_frame([10, 0, 0, 1], 1, 2);
         udp[23] = 17;
         assert_eq!(bucket_of(&udp, 16), 0);
+    }
+
+    #[test]
+    fn a_bucket_is_told_of_a_peer_once_and_again_when_its_mac_changes() {
+        let mut n = Neighbors::default();
+        let f = tcp_frame([10, 0, 0, 7], 1, 2);
+        assert!(n.tell(&f, 0).is_some(), "a new peer");
+        assert!(n.tell(&f, 10).is_none(), "known");
+        let mut moved = f.clone();
+        moved[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+        let arp = n.tell(&moved, 20).expect("the peer's MAC changed");
+        assert_eq!(&arp[22..28], &[2, 0, 0, 0, 0, 9]);
+        assert!(n.tell(&moved, 30).is_none());
+        assert!(
+            n.tell(&moved, 40 + NEIGHBOR_REFRESH.as_millis() as u64)
+                .is_some(),
+            "refresh"
+        );
+        let mut arp_frame = f;
+        arp_frame[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(n.tell(&arp_frame, 50).is_none(), "not IPv4");
     }
 
     #[test]

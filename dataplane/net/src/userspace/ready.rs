@@ -35,12 +35,17 @@ pub(super) fn waker(id: ConnId) -> Waker {
     unsafe { Waker::from_raw(RawWaker::new(id.0 as *const (), &VTABLE)) }
 }
 
-/// Moves the ids woken since the last call into `into` (sorted, without duplicates).
-pub(super) fn take(into: &mut Vec<ConnId>) {
+/// Moves the ids woken since the last call to the end of `into`, as they came.
+pub(super) fn append(into: &mut Vec<ConnId>) {
     READY.with(|r| {
         let mut r = r.borrow_mut();
         into.extend(r.drain(..).map(ConnId));
     });
+}
+
+/// Moves the ids woken since the last call into `into`, then sorts it and drops duplicates.
+pub(super) fn take(into: &mut Vec<ConnId>) {
+    append(into);
     into.sort_unstable();
     into.dedup();
 }

@@ -476,9 +476,12 @@ impl<D: Frames> Shard<D> {
     /// burst of SYNs finds the pool full (smoltcp has no backlog; a SYN that finds no
     /// listening socket is reset).
     fn claim_listeners(&mut self, now: u64) {
-        ready::take(&mut self.ready);
+        // smoltcp reports every processed frame as a possible state change: look only at the
+        // sockets woken by this one (sorting waits for the end of ingress).
+        let start = self.ready.len();
+        ready::append(&mut self.ready);
         let mut claimed = false;
-        for &id in &self.ready {
+        for &id in &self.ready[start..] {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
