@@ -10,9 +10,9 @@
 //! connections of one bucket.
 //!
 //! Frames that are not TCP over IPv4 (ARP, ICMP) go to bucket 0. The other buckets never see
-//! ARP, so each feeds its stack a synthetic ARP request built from a new (or, every 20 s, a
-//! known) peer's frame before that frame: smoltcp learns the neighbour from it (and answers
-//! it, which the peer ignores or takes as a refresh).
+//! ARP, so each feeds its stack a synthetic ARP request built from a peer's frame before that
+//! frame when the peer is new, its MAC changed, or every 20 s: smoltcp learns the neighbour
+//! from it (and answers it, which the peer ignores or takes as a refresh).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
