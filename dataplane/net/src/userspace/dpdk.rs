@@ -39,6 +39,7 @@ fn dpdk_error(what: &str, rc: i32) -> NetError {
     let errno = if rc < 0 {
         -rc
     } else {
+        // SAFETY: reads this thread's rte_errno; no other effect.
         unsafe { ffi::tachyon_errno() }
     };
     NetError::Device(format!(
@@ -560,6 +561,10 @@ impl Frames for DpdkQueue {
 
     fn waker(&self) -> Arc<dyn Waker> {
         Arc::new(NoWake)
+    }
+
+    fn dropped_frames(&self) -> u64 {
+        self.rx_dropped + self.tx.dropped + self.tx.alloc_failed
     }
 
     fn report(&self) -> String {

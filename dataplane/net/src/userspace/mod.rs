@@ -99,6 +99,11 @@ pub trait Frames: smoltcp::phy::Device + Send + 'static {
     fn wait(&mut self, max: Duration);
     /// How other shards wake this one when they send it mail while it sleeps.
     fn waker(&self) -> Arc<dyn Waker>;
+    /// Frames lost so far (a full TX ring, no free buffer, an unsupported frame): the shard
+    /// warns when this grows, since each loss costs a connection a retransmission timeout.
+    fn dropped_frames(&self) -> u64 {
+        0
+    }
     /// Counters worth a log line at stop (frames dropped for lack of buffers, ...).
     fn report(&self) -> String {
         String::new()

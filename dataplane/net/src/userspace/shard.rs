@@ -127,6 +127,8 @@ struct Shard<D: Frames> {
     /// visits every socket).
     egress_ms: u64,
     refused_logged_ms: Option<u64>,
+    /// Frames the device had lost at the last check, and when that was (ms).
+    drops_seen: (u64, u64),
 }
 
 pub(super) fn run_shard<D: Frames>(mut ctx: ShardContext<D>) {
@@ -187,6 +189,7 @@ pub(super) fn run_shard<D: Frames>(mut ctx: ShardContext<D>) {
         pool_short: true,
         egress_ms: 0,
         refused_logged_ms: None,
+        drops_seen: (0, 0),
     };
     shard.fill_listen_pool(0);
     shard.run();
@@ -359,11 +362,29 @@ impl<D: Frames> Shard<D> {
         frames
     }
 
+    /// Once every 10 s at most: a warning if the device lost frames since the last one.
+    fn check_drops(&mut self, now: u64) {
+        let (seen, at) = self.drops_seen;
+        if now < at + 10_000 {
+            return;
+        }
+        let dropped = self.ctx.device.dropped_frames();
+        if dropped > seen {
+            tracing::warn!(shard = self.ctx.shard, lost = dropped - seen, total = dropped,
+                device = %self.ctx.device.report(),
+                "frames lost by the device (each costs its connection a retransmission timeout, 1 s at least): raise dpdk.ports[].tx_descriptors and mempool_mbufs, or spread the load over more shards");
+        }
+        self.drops_seen = (dropped, now);
+    }
+
     fn egress(&mut self, now: u64, ts: NetInstant) {
         for b in self.touched.drain(..) {
             self.buckets[b as usize].dirty = true;
         }
         let all = now != self.egress_ms;
+        if all {
+            self.check_drops(now);
+        }
         // Every round visits every socket of its bucket, so run as many as the largest write
         // needs, not one more to find out that nothing is left (what is left goes out on the
         // next pass).

@@ -230,6 +230,10 @@ impl Frames for TapDevice {
         self.waker.clone()
     }
 
+    fn dropped_frames(&self) -> u64 {
+        self.tx_dropped
+    }
+
     fn report(&self) -> String {
         format!(
             "tap: {} frames received, {} sent, {} dropped on send",
