@@ -242,7 +242,7 @@ impl Shard {
             if parked {
                 self.ctx.mesh.unpark(self.ctx.shard);
             }
-            if n > 0 {
+            if n > 0 && matches!(self.ctx.idle, IdleStrategy::Hybrid { .. }) {
                 self.last_event = Instant::now();
             }
             let now = self.now();
