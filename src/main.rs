@@ -40,6 +40,9 @@ enum Command {
         /// Port of the first listener (overrides the configuration, like `mosquitto -p`).
         #[arg(long, short = 'p')]
         port: Option<u16>,
+        /// Data directory of the WAL (overrides durability.data_dir; default ./data).
+        #[arg(long)]
+        data_dir: Option<String>,
     },
     /// Validate a configuration file and exit (0 = usable).
     CheckConfig { file: PathBuf },
@@ -58,7 +61,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Serve { config, port } => serve(config, port),
+        Command::Serve {
+            config,
+            port,
+            data_dir,
+        } => serve(config, port, data_dir),
     }
 }
 
@@ -77,7 +84,7 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-fn serve(config: Option<PathBuf>, port: Option<u16>) -> ExitCode {
+fn serve(config: Option<PathBuf>, port: Option<u16>, data_dir: Option<String>) -> ExitCode {
     let mut cfg = match &config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
@@ -90,6 +97,9 @@ fn serve(config: Option<PathBuf>, port: Option<u16>) -> ExitCode {
     };
     if let Some(p) = port {
         cfg.override_port(p);
+    }
+    if let Some(d) = &data_dir {
+        cfg.override_data_dir(d);
     }
     init_logging(&cfg);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), rev = env!("TACHYON_GIT_REV"),
@@ -136,16 +146,22 @@ fn serve(config: Option<PathBuf>, port: Option<u16>) -> ExitCode {
         .unwrap_or(0)
         ^ ((std::process::id() as u64) << 32);
     let engine_cfg = cfg.engine_config(boot_nonce);
+    let durability = cfg.durability_config();
+    let durability = durability.as_ref();
     let result = match cfg.driver() {
-        Driver::Kernel => tachyon_net::run(cfg.kernel_config(), engine_cfg, shutdown),
+        Driver::Kernel => tachyon_net::run(cfg.kernel_config(), engine_cfg, durability, shutdown),
         Driver::Tap => match cfg.tap_config() {
-            Ok(tap) => {
-                tachyon_net::userspace::tap::run(tap, cfg.stack_config(), engine_cfg, shutdown)
-            }
+            Ok(tap) => tachyon_net::userspace::tap::run(
+                tap,
+                cfg.stack_config(),
+                engine_cfg,
+                durability,
+                shutdown,
+            ),
             Err(e) => return config_error(e),
         },
         Driver::Dpdk => match cfg.dpdk_config() {
-            Ok(dpdk) => run_dpdk(dpdk, cfg.stack_config(), engine_cfg, shutdown),
+            Ok(dpdk) => run_dpdk(dpdk, cfg.stack_config(), engine_cfg, durability, shutdown),
             Err(e) => return config_error(e),
         },
     };
@@ -172,9 +188,10 @@ fn run_dpdk(
     dpdk: tachyon_net::userspace::dpdk_config::DpdkConfig,
     stack: tachyon_net::userspace::StackConfig,
     engine_cfg: Arc<tachyon_engine::EngineConfig>,
+    durability: Option<&tachyon_net::durable::DurabilityConfig>,
     shutdown: Arc<tachyon_net::Shutdown>,
 ) -> Result<(), tachyon_net::NetError> {
-    tachyon_net::userspace::dpdk::run(dpdk, stack, engine_cfg, shutdown)
+    tachyon_net::userspace::dpdk::run(dpdk, stack, engine_cfg, durability, shutdown)
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -182,6 +199,7 @@ fn run_dpdk(
     _: tachyon_net::userspace::dpdk_config::DpdkConfig,
     _: tachyon_net::userspace::StackConfig,
     _: Arc<tachyon_engine::EngineConfig>,
+    _: Option<&tachyon_net::durable::DurabilityConfig>,
     _: Arc<tachyon_net::Shutdown>,
 ) -> Result<(), tachyon_net::NetError> {
     Err(tachyon_net::NetError::Device(

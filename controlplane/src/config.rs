@@ -31,6 +31,8 @@ pub struct Config {
     #[serde(default)]
     pub log: Log,
     #[serde(default)]
+    pub durability: Durability,
+    #[serde(default)]
     pub dataplane: Dataplane,
     #[serde(default)]
     pub userspace: Userspace,
@@ -201,6 +203,91 @@ impl Default for Log {
             level: "info".into(),
             format: "text".into(),
         }
+    }
+}
+
+/// `[durability]`: the data directory and what an acknowledgement promises
+/// (docs/durability.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Durability {
+    /// false: nothing is written; sessions and retained messages live in memory only.
+    pub enabled: bool,
+    /// Where the WAL lives (`tachyon serve --data-dir` overrides it).
+    pub data_dir: String,
+    /// "sync": PUBACK/PUBREC (and CONNACK, SUBACK of persistent sessions) only once what
+    /// they promise is on disk (msync), group-committed; "none": at once, the kernel writes
+    /// the pages back later (survives a crash of the broker, not of the machine).
+    pub sync: String,
+    /// Group commit: a batch closes this many microseconds after its first record (0: at
+    /// the end of the shard's loop pass), or at `group_commit_records`.
+    pub group_commit_us: u32,
+    pub group_commit_records: u32,
+    /// Size of each preallocated segment file.
+    pub segment_mb: u64,
+    /// Write a snapshot and delete older segments after this much log.
+    pub snapshot_after_mb: u64,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            enabled: true,
+            data_dir: "./data".into(),
+            sync: "sync".into(),
+            group_commit_us: 0,
+            group_commit_records: 4096,
+            segment_mb: 64,
+            snapshot_after_mb: 256,
+        }
+    }
+}
+
+impl Durability {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.sync != "sync" && self.sync != "none" {
+            return Err(invalid(
+                "durability.sync",
+                format!("{:?}", self.sync),
+                "use \"sync\" (acknowledged = on disk) or \"none\" (acknowledged at once; a machine crash can lose messages)",
+            ));
+        }
+        if self.data_dir.is_empty() {
+            return Err(invalid(
+                "durability.data_dir",
+                "\"\"",
+                "name a directory, e.g. \"./data\" (or set durability.enabled = false)",
+            ));
+        }
+        if !(1..=4096).contains(&self.segment_mb) {
+            return Err(invalid(
+                "durability.segment_mb",
+                self.segment_mb,
+                "use 1 ..= 4096 (MiB)",
+            ));
+        }
+        if self.group_commit_us > 1_000_000 {
+            return Err(invalid(
+                "durability.group_commit_us",
+                self.group_commit_us,
+                "use 0 ..= 1000000 microseconds",
+            ));
+        }
+        if self.group_commit_records == 0 {
+            return Err(invalid(
+                "durability.group_commit_records",
+                0,
+                "use at least 1",
+            ));
+        }
+        if self.snapshot_after_mb == 0 {
+            return Err(invalid(
+                "durability.snapshot_after_mb",
+                0,
+                "use at least 1 (MiB)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -381,6 +468,7 @@ impl Config {
         if l.max_queued_messages == 0 {
             return Err(invalid("limits.max_queued_messages", 0, "use at least 1"));
         }
+        self.durability.validate()?;
         self.dataplane.validate()?;
         self.userspace.validate()?;
         // The sections of the driver in use are checked fully; the others only parse.
@@ -397,6 +485,33 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Where and how the WAL is written; `None` when durability is off.
+    pub fn durability_config(&self) -> Option<tachyon_net::durable::DurabilityConfig> {
+        let d = &self.durability;
+        if !d.enabled {
+            return None;
+        }
+        Some(tachyon_net::durable::DurabilityConfig {
+            data_dir: d.data_dir.clone().into(),
+            sync: if d.sync == "none" {
+                tachyon_wal::SyncPolicy::None
+            } else {
+                tachyon_wal::SyncPolicy::Sync {
+                    max_delay_us: d.group_commit_us,
+                    max_records: d.group_commit_records,
+                }
+            },
+            segment_bytes: d.segment_mb << 20,
+            snapshot_after_bytes: d.snapshot_after_mb << 20,
+        })
+    }
+
+    /// Uses `dir` as the data directory (`tachyon serve --data-dir`), durability on.
+    pub fn override_data_dir(&mut self, dir: &str) {
+        self.durability.enabled = true;
+        self.durability.data_dir = dir.to_owned();
     }
 
     /// Overrides the first listener's port (`tachyon serve -p`).
@@ -602,6 +717,22 @@ mod tests {
         );
         let e = Config::parse("[shards]\nspin_us = 0\n", "t").unwrap_err();
         assert!(e.to_string().contains("shards.spin_us = 0"), "{e}");
+    }
+
+    #[test]
+    fn durability_defaults_to_sync_in_data_and_names_bad_keys() {
+        let c = Config::default_dev();
+        let d = c.durability_config().expect("on by default");
+        assert_eq!(d.data_dir, std::path::PathBuf::from("./data"));
+        assert!(matches!(d.sync, tachyon_wal::SyncPolicy::Sync { .. }));
+        let e = Config::parse("[durability]\nsync = \"fsync\"\n", "t").unwrap_err();
+        assert!(e.to_string().contains("durability.sync = \"fsync\""), "{e}");
+        let e = Config::parse("[durability]\nsegment_mb = 0\n", "t").unwrap_err();
+        assert!(e.to_string().contains("durability.segment_mb = 0"), "{e}");
+        let c = Config::parse("[durability]\nenabled = false\n", "t").unwrap();
+        assert!(c.durability_config().is_none());
+        let c = Config::parse("[durability]\nsync = \"none\"\n", "t").unwrap();
+        assert_eq!(c.durability_config().unwrap().sync, tachyon_wal::SyncPolicy::None);
     }
 
     #[test]

@@ -31,8 +31,13 @@ pub(crate) enum AfterBarrier {
 
 #[derive(Debug, Default)]
 pub(crate) struct Barrier {
-    remaining: u32,
+    pub remaining: u32,
     then: Vec<AfterBarrier>,
+    /// Release this connection's output (kept out of `then`: a barrier per QoS 1 message
+    /// that waits for the log should not allocate).
+    pub release: Option<ConnId>,
+    /// Acknowledge this barrier of another shard.
+    pub reply: Option<(ShardId, u64)>,
 }
 
 impl Engine {
@@ -91,12 +96,10 @@ impl Engine {
         let pending = self.barriers.get(&id).is_some_and(|b| b.remaining > 0);
         if !pending {
             // Actions registered while the barrier was open (a held connection) run too.
-            let own = self
-                .barriers
-                .remove(&id)
-                .map(|b| b.then)
-                .unwrap_or_default();
-            for a in own.into_iter().chain(then) {
+            if let Some(b) = self.barriers.remove(&id) {
+                self.barrier_done(b);
+            }
+            for a in then {
                 self.after_barrier(a);
             }
             return;
@@ -120,6 +123,25 @@ impl Engine {
             return;
         }
         let b = self.barriers.remove(&id).expect("present");
+        self.barrier_done(b);
+    }
+
+    /// Runs barrier `id` now if nothing is outstanding (a barrier not opened with
+    /// `begin_barrier`, see `persist::emit`).
+    pub(crate) fn close_barrier(&mut self, id: u64) {
+        if self.barriers.get(&id).is_some_and(|b| b.remaining == 0) {
+            let b = self.barriers.remove(&id).expect("present");
+            self.barrier_done(b);
+        }
+    }
+
+    fn barrier_done(&mut self, b: Barrier) {
+        if let Some(conn) = b.release {
+            self.after_barrier(AfterBarrier::Release(conn));
+        }
+        if let Some((shard, barrier)) = b.reply {
+            self.send_mail(shard, Mail::RouteAck { barrier });
+        }
         for a in b.then {
             self.after_barrier(a);
         }

@@ -67,6 +67,14 @@ pub struct EngineConfig {
     /// Outbound PUBLISHes whose payload is at most this size are copied into the header chunk;
     /// larger payloads are sent by reference (writev), saving the copy.
     pub inline_payload_max: usize,
+    /// Log the durable state (persistent sessions, their QoS 1/2 messages and flows,
+    /// retained messages) for the WAL (`persist::emit`).
+    pub log_state: bool,
+    /// Hold acknowledgements until the records they promise are durable (durability
+    /// `sync`); false acknowledges at once (`none`).
+    pub acks_wait_for_log: bool,
+    /// Unix time in milliseconds at engine time 0 (records store Unix times).
+    pub unix_epoch_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +102,9 @@ impl Default for EngineConfig {
             boot_nonce: 0,
             connect_timeout_ms: 10_000,
             inline_payload_max: 512,
+            log_state: false,
+            acks_wait_for_log: false,
+            unix_epoch_ms: 0,
         }
     }
 }

@@ -288,10 +288,15 @@ impl Engine {
         let barrier = self.begin_barrier();
         let mut then = Vec::new();
         let mut present = false;
+        // The session is written to the log whole (new generation) unless resumed in place.
+        let mut fresh = true;
+        // Generation of a discarded session: the new one must be later.
+        let mut discarded_gen = None;
         let skey = match handover {
             // v5 [MQTT-3.1.2-5], v3.1.1 [MQTT-3.1.2-4]: resume the existing session.
             Handover::InPlace(k) if !connect.clean_start && self.sessions.get(k).is_some() => {
                 present = true;
+                fresh = false;
                 k
             }
             Handover::Moved {
@@ -333,6 +338,11 @@ impl Engine {
                     Handover::None => None,
                 };
                 if let Some(mut s) = discarded {
+                    discarded_gen = Some(s.gen);
+                    if s.logged || s.expiry_secs > 0 {
+                        // Its generation ends in the logs (here, or the shard it came from).
+                        self.log_session_end(s.client_id.clone(), s.gen);
+                    }
                     if let Some(p) = s.pending_will.take() {
                         // The old session ends here, so its delayed Will is due now.
                         self.publish_will(now, &s.client_id, p.will);
@@ -346,15 +356,27 @@ impl Engine {
             .sessions
             .get_mut(skey)
             .expect("inserted or resolved above");
+        let had_will = present && session.pending_will.is_some();
         if present {
             // v5 [MQTT-3.1.3-9]: a resumed session cancels the pending Will.
             session.pending_will = None;
+        }
+        if let Some(g) = discarded_gen {
+            session.gen = session.gen.max(g);
         }
         session.version = version;
         session.claim = conn;
         session.expiry_secs = expiry;
         session.conn = Some(conn);
         session.epoch += 1;
+        // CONNACK (below) waits until the session's record is durable.
+        self.log_session_attach(skey, fresh);
+        if had_will && !fresh {
+            self.log_will(skey);
+        }
+        let Some(session) = self.sessions.get_mut(skey) else {
+            return;
+        };
         // Our outbound window: the client's Receive Maximum, capped by our own limit (sending
         // fewer is allowed); v3.1.1 has no Receive Maximum, so the limit alone.
         session.receive_maximum = match version {

@@ -272,6 +272,7 @@ impl Engine {
                     .into_iter()
                     .collect();
                 self.end_barrier(barrier, None, then);
+                self.log_session_attach(skey, true);
                 self.after_detach(now, skey, None);
             }
             Handover::InPlace(skey) => {
@@ -333,11 +334,17 @@ impl Engine {
             }
         }
         if let Some(&to) = self.relays.get(&tombstone) {
+            let ack = if delivery.qos == tachyon_codec::QoS::AtMostOnce {
+                None
+            } else {
+                self.scope_ack_target()
+            };
             self.send_mail(
                 to,
                 Mail::Forward {
                     client_id,
                     tombstone,
+                    ack,
                     delivery,
                     tag,
                 },

@@ -72,6 +72,8 @@ pub(crate) struct Conn {
     /// until every shard routes the new subscriptions here.
     pub holds: u32,
     pub held: Vec<Bytes>,
+    /// Log position its held output waits for (0: none; see `persist::emit`).
+    pub fence: u64,
     /// When this connection last sent a PUBLISH (backpressure throttles publishers).
     /// Until when this connection counts as a publisher (one second after its last PUBLISH);
     /// 0 when it never published.
@@ -157,8 +159,14 @@ impl Conn {
         self.held.iter().map(Bytes::len).sum()
     }
 
+    /// On close: output held behind barriers goes out, except when it waits for the log
+    /// (an acknowledgement of what is not durable yet is never sent; the client resends).
     pub fn release_held(&mut self) {
         self.holds = 0;
+        if self.fence != 0 {
+            self.held.clear();
+            return;
+        }
         for b in std::mem::take(&mut self.held) {
             self.out.push(b);
         }
@@ -420,6 +428,7 @@ pub struct Engine {
     pub(crate) now_ms: u64,
     pub(crate) shutting_down: bool,
     pub(crate) stats: Stats,
+    pub(crate) log: crate::persist::emit::Log,
 }
 
 impl Engine {
@@ -476,6 +485,7 @@ impl Engine {
             now_ms: 0,
             shutting_down: false,
             stats: Stats::default(),
+            log: Default::default(),
         }
     }
 
@@ -552,6 +562,7 @@ impl Engine {
             expiry_zero_at_connect: false,
             holds: 0,
             held: Vec::new(),
+            fence: 0,
             publisher_until_ms: 0,
         });
         if self.shutting_down {
@@ -814,6 +825,19 @@ impl Engine {
         }
     }
 
+    /// Opens a scope that answers `ack` once this shard's records of the mail are durable
+    /// (see `persist::emit`); without one (not waiting for the log), answers at once.
+    fn answer_when_durable(&mut self, ack: Option<(ShardId, u64)>) -> bool {
+        let Some((to, barrier)) = ack else {
+            return false;
+        };
+        if self.scope_begin(crate::persist::emit::Answer::Reply(to, barrier)) {
+            return true;
+        }
+        self.send_mail(to, Mail::RouteAck { barrier });
+        false
+    }
+
     fn ack_retain(&mut self, ack: Option<(ShardId, u64)>) {
         if let Some((to, barrier)) = ack {
             if to != self.shard {
@@ -837,7 +861,14 @@ impl Engine {
                 fanout,
                 origin,
                 seq,
-            } => self.deliver_local(now, &msg, normal, &shared, (origin, seq, fanout)),
+                ack,
+            } => {
+                let scoped = self.answer_when_durable(ack);
+                self.deliver_local(now, &msg, normal, &shared, (origin, seq, fanout));
+                if scoped {
+                    self.scope_end();
+                }
+            }
             Mail::Sync { ack: (to, barrier) } => self.send_mail(to, Mail::RouteAck { barrier }),
             Mail::Route {
                 filter,
@@ -857,7 +888,14 @@ impl Engine {
                 tombstone,
                 delivery,
                 tag,
-            } => self.on_forward(now, client_id, tombstone, delivery, tag),
+                ack,
+            } => {
+                let scoped = self.answer_when_durable(ack);
+                self.on_forward(now, client_id, tombstone, delivery, tag);
+                if scoped {
+                    self.scope_end();
+                }
+            }
             Mail::Unforward { tombstone } => self.on_unforward(tombstone),
             Mail::TombstoneGone { tombstone } => self.on_tombstone_gone(tombstone),
             Mail::RetainSet { msg, ack } => {
@@ -866,8 +904,12 @@ impl Engine {
                     msg: m.clone(),
                     ack,
                 });
+                // The home shard logs the update: the origin's barrier waits for that too.
+                let scoped = self.answer_when_durable(ack.filter(|a| a.0 != self.shard));
                 self.apply_retain(msg);
-                self.ack_retain(ack);
+                if scoped {
+                    self.scope_end();
+                }
             }
             Mail::RetainApply { msg, ack } => {
                 self.apply_retain(msg);

@@ -246,6 +246,7 @@ impl Engine {
                     due_ms: due,
                 }));
                 self.arm(due, Timer::WillDelay(skey, epoch));
+                self.log_will(skey);
             }
         } else if let Some(p) = &s.pending_will {
             // A delayed Will carried over from a takeover keeps its due time.
@@ -264,6 +265,7 @@ impl Engine {
     pub(crate) fn end_session(&mut self, now: u64, skey: SessionKey, will: Option<Will>) {
         // Shared-subscription messages still queued go to other members (v5 4.8.2).
         self.redispatch_shared(now, skey);
+        self.log_session_removed(skey);
         let Some(mut s) = self.take_session(skey) else {
             return;
         };
@@ -323,7 +325,9 @@ impl Engine {
                 i += 1;
             }
         }
-        for d in moved {
+        for mut d in moved {
+            // It leaves this session's log; wherever it goes next logs it anew.
+            self.log_dropped(skey, std::mem::take(&mut d.id));
             self.dispatch_shared_again(now, d, skey);
         }
     }
@@ -340,8 +344,12 @@ impl Engine {
                     return;
                 }
                 let max = self.cfg.session_expiry_max_secs;
-                if let Some(s) = c.session.and_then(|k| self.sessions.get_mut(k)) {
-                    s.expiry_secs = exp.min(max);
+                let session = c.session;
+                if let Some(k) = session {
+                    if let Some(s) = self.sessions.get_mut(k) {
+                        s.expiry_secs = exp.min(max);
+                    }
+                    self.log_session_params(k);
                 }
             }
         }
@@ -349,6 +357,9 @@ impl Engine {
         // reason 0x04 asks for it to be published.
         // (v5 3.1.2.5: only reason 0x00 deletes it; >= 0x80 reports an error.)
         let with_will = d.reason != ReasonCode::SUCCESS;
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         tracing::info!(shard = self.shard, client_id = c.client_label(), peer = %c.peer, reason = %d.reason, "client disconnected");
         self.begin_close(now, conn, with_will);
     }
@@ -411,6 +422,7 @@ impl Engine {
                 }
                 if let Some(p) = s.pending_will.take() {
                     let id = s.client_id.clone();
+                    self.log_will(skey);
                     self.publish_will(now, &id, p.will);
                 }
             }

@@ -49,6 +49,9 @@ pub enum Mail {
         /// itself or needs the copy its old owner's tombstone forwards.
         origin: ShardId,
         seq: u64,
+        /// Answer this barrier with `RouteAck` once what the message changed here is durable
+        /// (a QoS 1/2 message whose acknowledgement waits for the log: `persist::emit`).
+        ack: Option<(ShardId, u64)>,
     },
     /// Reply with `RouteAck`: everything this shard sent to the asker before is delivered.
     Sync {
@@ -74,6 +77,8 @@ pub enum Mail {
         /// (origin, seq, fanout) of the Publish the tombstone matched; `None` for a shared
         /// subscription delivery, which went to one shard only.
         tag: Option<(ShardId, u64, u64)>,
+        /// As for `Publish`: answered once the delivery is durable where it lands.
+        ack: Option<(ShardId, u64)>,
     },
     Unforward {
         tombstone: SessionKey,

@@ -22,6 +22,7 @@ const QUEUE_PIN_MAX_MS: u64 = 100;
 const QUEUE_PIN_CHECK_MS: u64 = 10;
 use crate::mail::{home_shard, Mail, SharedTarget};
 use crate::message::Message;
+use crate::persist::emit::Answer;
 use crate::session::{Delivery, Inflight, OutState};
 use crate::violation::Violation;
 use crate::{ConnId, ShardId};
@@ -83,20 +84,16 @@ impl Engine {
         c.publisher_until_ms = now + 1000;
         let client_id = c.client_id.clone();
         self.stats.messages_received[p.qos as usize] += 1;
+        if self.log.failed && p.qos != QoS::AtMostOnce {
+            self.refuse_unloggable(now, conn, p);
+            return;
+        }
 
         // A retained PUBLISH is acknowledged (and the connection's later output sent) only
         // once every shard's replica of the retained store has it.
         let barrier = (p.retain && self.shard_count > 1).then(|| self.begin_barrier_holding(conn));
         match (p.qos, p.packet_id) {
-            (QoS::AtMostOnce, _) => {}
-            (QoS::AtLeastOnce, Some(pid)) => {
-                // v5 [MQTT-4.3.2-4], v3.1.1 [MQTT-4.3.2-2]: PUBACK after taking ownership (routing below is done
-                // before the driver writes the ack, so order is kept).
-                self.send_packet(
-                    conn,
-                    &Packet::PubAck(PubResp::new(pid, ReasonCode::SUCCESS)),
-                );
-            }
+            (QoS::AtMostOnce, _) | (QoS::AtLeastOnce, Some(_)) => {}
             (QoS::ExactlyOnce, Some(pid)) => {
                 let s = self
                     .sessions
@@ -125,10 +122,7 @@ impl Engine {
                     return;
                 }
                 s.flows_mut().qos2_incoming.insert(pid.get());
-                self.send_packet(
-                    conn,
-                    &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)),
-                );
+                self.log_qos2_incoming(skey, pid.get(), true);
             }
             _ => unreachable!("the codec guarantees a packet id exactly when QoS > 0"),
         }
@@ -150,11 +144,57 @@ impl Engine {
             origin: client_id,
         };
         let msg = self.message_arc(msg);
+        // The acknowledgement waits for what the message changed in durable state, on this
+        // shard and the others (see `persist::emit`).
+        let scoped = msg.qos != QoS::AtMostOnce && self.scope_begin(Answer::Hold(conn));
         self.publish_message(now, msg.clone());
+        if scoped {
+            self.scope_end();
+        }
+        // v5 [MQTT-4.3.2-4], v3.1.1 [MQTT-4.3.2-2]: PUBACK once we own the message; v5
+        // [MQTT-4.3.3-9]: PUBREC likewise (both after routing, so order is kept).
+        match (msg.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(pid)) => self.send_packet(
+                conn,
+                &Packet::PubAck(PubResp::new(pid, ReasonCode::SUCCESS)),
+            ),
+            (QoS::ExactlyOnce, Some(pid)) => self.send_packet(
+                conn,
+                &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)),
+            ),
+            _ => {}
+        }
         self.recycle_message(msg);
         if let Some(b) = barrier {
             self.end_barrier(b, None, Vec::new());
         }
+    }
+
+    /// A QoS 1/2 PUBLISH while the log cannot be written: refused, never acknowledged
+    /// (v5: PUBACK/PUBREC 0x97 Quota exceeded; v3.1.1 has no refusal code: the connection
+    /// is closed, and the client resends after reconnecting).
+    fn refuse_unloggable(&mut self, now: u64, conn: ConnId, p: &Publish) {
+        self.stats.publishes_refused_log_failed += 1;
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if self.stats.publishes_refused_log_failed.is_power_of_two() {
+            tracing::warn!(shard = self.shard, client_id = c.client_label(), peer = %c.peer,
+                refused = self.stats.publishes_refused_log_failed,
+                "QoS 1/2 PUBLISH refused: the WAL cannot be written (disk full or I/O error; see the error logged by the shard; free space under durability.data_dir)");
+        }
+        if c.version() == ProtocolVersion::V311 {
+            self.begin_close(now, conn, true);
+            return;
+        }
+        let Some(pid) = p.packet_id else { return };
+        let r = PubResp::new(pid, ReasonCode::QUOTA_EXCEEDED);
+        let packet = if p.qos == QoS::AtLeastOnce {
+            Packet::PubAck(r)
+        } else {
+            Packet::PubRec(r)
+        };
+        self.send_packet(conn, &packet);
     }
 
     /// Wraps a message in an `Arc`, reusing a spare one: a message delivered on this shard
@@ -256,6 +296,11 @@ impl Engine {
             if shard == self.shard {
                 self.deliver_local(now, &msg, normal, &shared, (origin, seq, mask));
             } else {
+                let ack = if msg.qos == QoS::AtMostOnce {
+                    None
+                } else {
+                    self.scope_ack_target()
+                };
                 self.outbox.push_back((
                     shard,
                     Mail::Publish {
@@ -265,6 +310,7 @@ impl Engine {
                         fanout: mask,
                         origin,
                         seq,
+                        ack,
                     },
                 ));
             }
@@ -292,6 +338,11 @@ impl Engine {
         if shard == self.shard {
             self.deliver_shared(now, &msg, &target, avoid);
         } else {
+            let ack = if msg.qos == QoS::AtMostOnce {
+                None
+            } else {
+                self.scope_ack_target()
+            };
             let mail = Mail::Publish {
                 msg,
                 normal: false,
@@ -299,6 +350,7 @@ impl Engine {
                 fanout: 0,
                 origin: self.shard,
                 seq: 0,
+                ack,
             };
             self.outbox.push_back((shard, mail));
         }
@@ -396,6 +448,7 @@ impl Engine {
                     qos: msg.qos.min(sub_qos),
                     retain,
                     sub_ids: ids,
+                    id: 0,
                     shared: None,
                 };
                 if let Some(to) = self.sessions.get(key).and_then(|s| s.forward_to) {
@@ -475,6 +528,7 @@ impl Engine {
             qos: msg.qos.min(opts.qos),
             retain: opts.retain_as_published && msg.retain,
             sub_ids: id.into_iter().collect(),
+            id: 0,
             shared: Some(t.clone()),
         };
         self.deliver(now, key, d);
@@ -532,6 +586,11 @@ impl Engine {
         };
         let client_id = s.client_id.clone();
         self.stats.forwarded_after_takeover += 1;
+        let ack = if d.qos == QoS::AtMostOnce {
+            None
+        } else {
+            self.scope_ack_target()
+        };
         self.send_mail(
             to,
             Mail::Forward {
@@ -539,6 +598,7 @@ impl Engine {
                 tombstone: (self.shard, key),
                 delivery: d,
                 tag,
+                ack,
             },
         );
     }
@@ -587,6 +647,7 @@ impl Engine {
         if !lazy {
             d.msg = self.compacted(d.msg);
         }
+        self.log_enqueue(key, &mut d);
         let now = self.now_ms;
         let Some(s) = self.sessions.get_mut(key) else {
             return;
@@ -660,7 +721,8 @@ impl Engine {
         compact
     }
 
-    fn send_new_inflight(&mut self, now: u64, key: SessionKey, conn: ConnId, d: Delivery) {
+    fn send_new_inflight(&mut self, now: u64, key: SessionKey, conn: ConnId, mut d: Delivery) {
+        self.log_enqueue(key, &mut d);
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
@@ -676,7 +738,12 @@ impl Engine {
         } else {
             OutState::AwaitPubRec
         };
-        if self.write_publish(now, conn, &d, Some(pid), false) {
+        // Logged before the PUBLISH is written: after a crash it is resent with this
+        // Packet Identifier, never as a new message (QoS 2 exactly once).
+        self.log_sent(key, d.id, pid.get());
+        if !self.write_publish(now, conn, &d, Some(pid), false) {
+            self.log_flow(key, pid.get(), false);
+        } else {
             let s = self.sessions.get_mut(key).expect("checked above");
             let f = s.flows_mut();
             f.inflight_seq += 1;
@@ -720,6 +787,7 @@ impl Engine {
             f.queue_bytes = f.queue_bytes.saturating_sub(d.msg.size());
             if d.msg.expired(now) {
                 self.stats.dropped_expired += 1;
+                self.log_dropped(key, d.id);
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
@@ -845,6 +913,7 @@ impl Engine {
             if let Some(done) = s.complete(pid.get()) {
                 self.recycle_completed(done.delivery.msg);
             }
+            self.log_flow(key, pid.get(), false);
             self.fill_window(now, key);
         }
     }
@@ -863,6 +932,7 @@ impl Engine {
                 if reason.is_error() {
                     // v5 4.3.3: a PUBREC with an error ends the flow.
                     s.complete(pid.get());
+                    self.log_flow(key, pid.get(), false);
                     self.fill_window(now, key);
                     return;
                 }
@@ -874,6 +944,9 @@ impl Engine {
                 if !f.resend.is_empty() {
                     // Acknowledged before we resent it: it is on this connection now.
                     f.resend.retain(|&x| x != pid.get());
+                }
+                if state == Some(OutState::AwaitPubRec) {
+                    self.log_flow(key, pid.get(), true);
                 }
                 self.send_packet(
                     conn,
@@ -902,6 +975,12 @@ impl Engine {
         let known = s
             .flows_if_any()
             .is_some_and(|f| f.qos2_incoming.remove(&pid.get()));
+        if known {
+            self.log_qos2_incoming(key, pid.get(), false);
+        }
+        let Some(s) = self.sessions.get(key) else {
+            return;
+        };
         // v5 [MQTT-4.3.3-11]: PUBCOMP with the same Packet Identifier; 0x92 if unknown.
         let reason = if known || s.version == ProtocolVersion::V311 {
             ReasonCode::SUCCESS
@@ -914,6 +993,7 @@ impl Engine {
     /// Updates this shard's replica of the retained store. An empty payload clears the topic
     /// (v5 [MQTT-3.3.1-6], [MQTT-3.3.1-7]; v3.1.1 [MQTT-3.3.1-10], [MQTT-3.3.1-11]).
     pub(crate) fn apply_retain(&mut self, msg: Arc<Message>) {
+        self.log_retained(&msg);
         if msg.payload.is_empty() {
             self.retained.remove_if(msg.topic.as_bytes(), |_| true);
         } else if self.retained.len() >= self.cfg.retained_max

@@ -28,6 +28,8 @@ pub struct Delivery {
     /// RETAIN flag to send: Retain As Published, or 1 for retained messages sent at subscribe.
     pub retain: bool,
     pub sub_ids: Vec<u32>,
+    /// Its number in this shard's log (`persist::emit`); 0 when not logged.
+    pub id: u64,
     /// Set when the message came through a shared subscription; such messages go to another
     /// member if this one leaves before acknowledging.
     pub shared: Option<SharedTarget>,
@@ -135,6 +137,10 @@ pub struct Session {
     /// Set on a tombstone: the session moved to this shard; deliveries that still reach its
     /// subscriptions here are forwarded there.
     pub forward_to: Option<ShardId>,
+    /// Incarnation of the client's session, for the log (see `Record::SessionOpen`).
+    pub gen: u64,
+    /// Its state is in this shard's log (a persistent session).
+    pub logged: bool,
     /// Set when this session came here from a tombstone (boxed: rare).
     pub adopted: Option<Box<Adopted>>,
     /// Since when this connected session's queue is over the soft limit (it slows the
@@ -163,6 +169,8 @@ impl Session {
             pending_will: None,
             epoch: 0,
             forward_to: None,
+            gen: 0,
+            logged: false,
             adopted: None,
             congested_since_ms: None,
             slow: false,

@@ -40,6 +40,12 @@ pub struct Stats {
     pub retained_refused: u64,
     pub sessions_expired: u64,
     pub takeovers: u64,
+    /// Times the driver could not write the log (disk full, I/O error).
+    pub log_failures: u64,
+    /// QoS 1/2 PUBLISHes refused while the log could not be written.
+    pub publishes_refused_log_failed: u64,
+    /// Logged messages recovery could not decode (counted, skipped).
+    pub restore_skipped: u64,
     /// Protocol violations by kind (see `Violation::kind`).
     pub violations: BTreeMap<&'static str, u64>,
 }

@@ -18,7 +18,7 @@ use crate::violation::Violation;
 use crate::{ConnId, ShardId};
 
 /// Splits a subscribed filter into (plain filter, shared group).
-fn parts(filter: &Utf8Str) -> (Utf8Str, Option<Utf8Str>) {
+pub(crate) fn parts(filter: &Utf8Str) -> (Utf8Str, Option<Utf8Str>) {
     match split_shared(filter.as_bytes()) {
         None => (filter.clone(), None),
         Some((group, plain)) => {
@@ -87,6 +87,9 @@ impl Engine {
             if !existed || !self.local_update(skey, &plain, group.as_ref(), *opts, sub_id) {
                 self.local_add(skey, &plain, group.as_ref(), *opts, sub_id);
             }
+            // SUBACK (below) waits until a persistent session's subscription is durable.
+            let packed = crate::persist::emit::pack_options(opts);
+            self.log_subscription(skey, filter, Some((packed, sub_id)));
             // v5 [MQTT-3.8.4-7]: granted QoS; we grant what was asked (QoS 2 supported).
             reasons.push(ReasonCode(opts.qos as u8));
             // Retain Handling (v5 3.8.3.1); shared subscriptions get no retained messages
@@ -127,6 +130,7 @@ impl Engine {
                     msg,
                     retain: true,
                     sub_ids: sub_id.into_iter().collect(),
+                    id: 0,
                     shared: None,
                 };
                 self.deliver(now, skey, d);
@@ -148,6 +152,7 @@ impl Engine {
             if s.subscriptions.remove(filter).is_some() {
                 let (plain, group) = parts(filter);
                 self.local_remove(skey, &plain, group.as_ref());
+                self.log_subscription(skey, filter, None);
                 reasons.push(ReasonCode::SUCCESS);
             } else {
                 reasons.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
@@ -370,7 +375,8 @@ impl Engine {
     fn announce(&mut self, filter: &Utf8Str, group: Option<&Utf8Str>, delta: i32) {
         let shard = self.shard;
         self.apply_route(filter, group, shard, delta);
-        if self.shard_count == 1 {
+        if self.shard_count == 1 || self.log.restoring {
+            // Recovery tells the other shards directly (`Engine::restore_route`).
             return;
         }
         let ack = self.barrier_expect_acks();

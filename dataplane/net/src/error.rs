@@ -20,6 +20,8 @@ pub enum NetError {
     },
     /// A user-space device (TAP, DPDK) cannot be set up; the text says what to do.
     Device(String),
+    /// The data directory or its WAL cannot be used; the text says what to do.
+    Durability(String),
 }
 
 impl std::fmt::Display for NetError {
@@ -42,7 +44,7 @@ impl std::fmt::Display for NetError {
             },
             NetError::Setup { what, source } => write!(f, "driver setup: {what} failed: {source}"),
             NetError::Thread(e) => write!(f, "cannot start a shard thread: {e}"),
-            NetError::Device(text) => f.write_str(text),
+            NetError::Device(text) | NetError::Durability(text) => f.write_str(text),
             NetError::ShardPanicked { shard } => {
                 write!(f, "shard {shard} stopped with a panic (a bug: please report it with the log)")
             }

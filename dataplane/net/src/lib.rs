@@ -7,7 +7,10 @@
 //!   epoll set, non-blocking sockets, `TCP_NODELAY`, `writev` batches.
 //! - [`userspace`]: a poll-mode shard per NIC queue with its own smoltcp TCP/IP stack, over a
 //!   TAP device (development, no DPDK) or a DPDK port queue (feature `dpdk`).
+//! - [`durable`]: the data directory: recovery at start-up, and each shard's WAL (group
+//!   commit, snapshots, segment reclamation, a full disk) in both drivers' loops.
 
+pub mod durable;
 mod error;
 pub mod kernel;
 pub mod limits;

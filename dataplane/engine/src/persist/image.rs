@@ -22,6 +22,8 @@ pub struct DeliveryImage {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SessionImage {
+    /// Generation (see `Record::SessionOpen`).
+    pub gen: u64,
     pub v5: bool,
     pub expiry_secs: u32,
     /// filter -> (packed subscription options, subscription identifier)
@@ -37,6 +39,9 @@ pub struct SessionImage {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Image {
     pub sessions: BTreeMap<String, SessionImage>,
+    /// Sessions that ended, with the generation that ended: an older generation of the same
+    /// client in another shard's log is not brought back.
+    pub ended: BTreeMap<String, u64>,
     /// topic -> retained message
     pub retained: BTreeMap<String, Entry>,
     /// Records that referred to something the image did not hold.
@@ -49,15 +54,31 @@ impl Image {
         let ok = match r {
             Record::SessionOpen {
                 client,
+                gen,
                 v5,
                 expiry_secs,
             } => {
                 let s = self.sessions.entry(client.clone()).or_default();
+                if s.gen != *gen {
+                    // A new incarnation, or the session moved back here: its state follows.
+                    *s = SessionImage {
+                        gen: *gen,
+                        ..SessionImage::default()
+                    };
+                }
                 s.v5 = *v5;
                 s.expiry_secs = *expiry_secs;
                 true
             }
-            Record::SessionEnd { client } => self.sessions.remove(client).is_some(),
+            Record::SessionEnd { client, gen } => {
+                let e = self.ended.entry(client.clone()).or_insert(*gen);
+                *e = (*e).max(*gen);
+                if self.sessions.get(client).is_some_and(|s| s.gen <= *gen) {
+                    self.sessions.remove(client);
+                }
+                true
+            }
+            Record::SnapshotBegin | Record::SnapshotEnd => true,
             Record::Subscribe {
                 client,
                 filter,
@@ -173,9 +194,17 @@ impl Image {
     /// The image as records: replaying them into an empty image gives this image back.
     pub fn snapshot(&self) -> Vec<Record> {
         let mut out = Vec::new();
+        // Ends first: a session in the image is a later generation than its client's end.
+        for (client, gen) in &self.ended {
+            out.push(Record::SessionEnd {
+                client: client.clone(),
+                gen: *gen,
+            });
+        }
         for (client, s) in &self.sessions {
             out.push(Record::SessionOpen {
                 client: client.clone(),
+                gen: s.gen,
                 v5: s.v5,
                 expiry_secs: s.expiry_secs,
             });
@@ -228,4 +257,75 @@ impl Image {
         }
         out
     }
+}
+
+/// Replays a shard's log: records apply to the image, except that a snapshot
+/// (`SnapshotBegin` .. `SnapshotEnd`) replaces it once complete; a snapshot cut short by a
+/// crash is ignored (the records before it still hold).
+#[derive(Debug, Default)]
+pub struct Replay {
+    image: Image,
+    staged: Option<Image>,
+    /// Snapshots applied, and records of an incomplete one ignored.
+    pub snapshots: u64,
+    pub incomplete: u64,
+}
+
+impl Replay {
+    pub fn apply(&mut self, r: &Record) {
+        match r {
+            Record::SnapshotBegin => {
+                if let Some(s) = self.staged.take() {
+                    self.incomplete += s.sessions.len() as u64 + s.retained.len() as u64;
+                }
+                self.staged = Some(Image::default());
+            }
+            Record::SnapshotEnd => {
+                if let Some(s) = self.staged.take() {
+                    self.image = s;
+                    self.snapshots += 1;
+                }
+            }
+            _ => match &mut self.staged {
+                Some(s) => s.apply(r),
+                None => self.image.apply(r),
+            },
+        }
+    }
+
+    pub fn finish(mut self) -> Image {
+        if let Some(s) = self.staged.take() {
+            self.incomplete += s.sessions.len() as u64 + s.retained.len() as u64;
+        }
+        self.image
+    }
+}
+
+/// Combines the images of several shard logs (a session can appear in more than one: it
+/// moved between shards, and the old owner's log still holds the older generation until
+/// its next snapshot). Per client the highest generation wins, and a session whose highest
+/// generation ended is gone. Retained messages are the union (a topic is logged by its home
+/// shard; after a change of the shard count the later log's copy wins).
+pub fn merge(images: Vec<Image>) -> Image {
+    let mut out = Image::default();
+    for img in images {
+        out.skipped += img.skipped;
+        for (client, gen) in img.ended {
+            let e = out.ended.entry(client).or_insert(gen);
+            *e = (*e).max(gen);
+        }
+        for (client, s) in img.sessions {
+            match out.sessions.get(&client) {
+                Some(have) if have.gen >= s.gen => {}
+                _ => {
+                    out.sessions.insert(client, s);
+                }
+            }
+        }
+        out.retained.extend(img.retained);
+    }
+    let ended = &out.ended;
+    out.sessions
+        .retain(|client, s| ended.get(client).is_none_or(|&g| s.gen > g));
+    out
 }

@@ -6,13 +6,17 @@
 //!   will pending/done) and its byte encoding.
 //! - [`image`]: replay (`Image::apply`) and snapshot (`Image::snapshot`).
 //!
-//! The engine does not emit these records yet; this layer fixes what is logged and what
-//! replaying it means, tested on its own.
+//! - [`emit`]: how the engine writes records as its state changes, and holds the output that
+//!   depends on them until the driver reports them durable.
+//! - [`restore`]: the engine's side of recovery (state from an image) and of snapshots
+//!   (state as records).
 
 pub mod image;
 pub mod record;
+pub(crate) mod emit;
+pub mod restore;
 
-pub use image::{DeliveryImage, Image, SessionImage};
+pub use image::{merge, DeliveryImage, Image, Replay, SessionImage};
 pub use record::{Entry, Record};
 
 #[cfg(test)]

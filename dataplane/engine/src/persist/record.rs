@@ -13,14 +13,21 @@ use tachyon_codec::{decode, encode, Packet, ProtocolVersion, Publish};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A persistent session was created, or its parameters changed on a reconnect.
+    /// A persistent session was created, moved here, or changed its parameters. `gen` grows
+    /// with every incarnation and move of a client's session: when logs of several shards
+    /// hold one client, the highest generation is the session (see `image::merge`). A new
+    /// generation starts the session afresh: its state follows as records.
     SessionOpen {
         client: String,
+        gen: u64,
         v5: bool,
         expiry_secs: u32,
     },
-    /// A session ended (expired, replaced by a clean start, closed with expiry 0).
+    /// A session ended (expired, replaced by a clean start, closed with expiry 0): every
+    /// generation up to `gen`.
     SessionEnd {
         client: String,
+        gen: u64,
     },
     Subscribe {
         client: String,
@@ -85,6 +92,10 @@ pub enum Record {
     WillDone {
         client: String,
     },
+    /// A snapshot follows: the shard's whole durable state as records, up to `SnapshotEnd`.
+    /// Replay starts from the last complete snapshot; an incomplete one is ignored.
+    SnapshotBegin,
+    SnapshotEnd,
 }
 
 /// A message as stored: the PUBLISH frame (topic, payload, QoS, retain, properties) plus what
@@ -159,18 +170,20 @@ pub mod kind {
     pub const RETAIN_CLEAR: u8 = 13;
     pub const WILL_PENDING: u8 = 14;
     pub const WILL_DONE: u8 = 15;
+    pub const SNAPSHOT_BEGIN: u8 = 16;
+    pub const SNAPSHOT_END: u8 = 17;
 }
 
-fn put_str(out: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(out: &mut BytesMut, s: &str) {
     put_bytes(out, s.as_bytes());
 }
 
-fn put_bytes(out: &mut BytesMut, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut BytesMut, b: &[u8]) {
     out.put_u32_le(b.len() as u32);
     out.put_slice(b);
 }
 
-fn put_opt_u32(out: &mut BytesMut, v: Option<u32>) {
+pub(crate) fn put_opt_u32(out: &mut BytesMut, v: Option<u32>) {
     match v {
         Some(v) => {
             out.put_u8(1);
@@ -223,6 +236,8 @@ impl Record {
             Record::RetainClear { .. } => RETAIN_CLEAR,
             Record::WillPending { .. } => WILL_PENDING,
             Record::WillDone { .. } => WILL_DONE,
+            Record::SnapshotBegin => SNAPSHOT_BEGIN,
+            Record::SnapshotEnd => SNAPSHOT_END,
         }
     }
 
@@ -231,14 +246,21 @@ impl Record {
         match self {
             Record::SessionOpen {
                 client,
+                gen,
                 v5,
                 expiry_secs,
             } => {
                 put_str(out, client);
+                out.put_u64_le(*gen);
                 out.put_u8(u8::from(*v5));
                 out.put_u32_le(*expiry_secs);
             }
-            Record::SessionEnd { client } | Record::WillDone { client } => put_str(out, client),
+            Record::SessionEnd { client, gen } => {
+                put_str(out, client);
+                out.put_u64_le(*gen);
+            }
+            Record::WillDone { client } => put_str(out, client),
+            Record::SnapshotBegin | Record::SnapshotEnd => {}
             Record::Subscribe {
                 client,
                 filter,
@@ -304,11 +326,13 @@ impl Record {
         let rec = match kind {
             kind::SESSION_OPEN => Record::SessionOpen {
                 client: r.string()?,
+                gen: r.u64()?,
                 v5: r.u8()? != 0,
                 expiry_secs: r.u32()?,
             },
             kind::SESSION_END => Record::SessionEnd {
                 client: r.string()?,
+                gen: r.u64()?,
             },
             kind::SUBSCRIBE => Record::Subscribe {
                 client: r.string()?,
@@ -360,6 +384,8 @@ impl Record {
             kind::WILL_DONE => Record::WillDone {
                 client: r.string()?,
             },
+            kind::SNAPSHOT_BEGIN => Record::SnapshotBegin,
+            kind::SNAPSHOT_END => Record::SnapshotEnd,
             _ => return None,
         };
         r.b.is_empty().then_some(rec)

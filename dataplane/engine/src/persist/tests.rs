@@ -44,10 +44,11 @@ fn every_record_round_trips() {
     let all = vec![
         Record::SessionOpen {
             client: "c".into(),
+            gen: 1,
             v5: true,
             expiry_secs: 3600,
         },
-        Record::SessionEnd { client: "c".into() },
+        Record::SessionEnd { client: "c".into(), gen: 1 },
         Record::Subscribe {
             client: "c".into(),
             filter: "a/+".into(),
@@ -142,6 +143,7 @@ fn a_qos2_flow_replays_to_its_state_at_every_step() {
     let c = || "sub".to_string();
     img.apply(&Record::SessionOpen {
         client: c(),
+        gen: 1,
         v5: true,
         expiry_secs: 60,
     });
@@ -189,7 +191,7 @@ fn a_qos2_flow_replays_to_its_state_at_every_step() {
     assert!(img.sessions["sub"].qos2_incoming.is_empty());
     assert_eq!(img.skipped, 0);
     // A record about a session that ended is skipped, not an error.
-    img.apply(&Record::SessionEnd { client: c() });
+    img.apply(&Record::SessionEnd { client: c(), gen: 1 });
     img.apply(&Record::Completed {
         client: c(),
         packet_id: 11,
@@ -226,15 +228,22 @@ fn valid_log(choices: &[(u8, u8, u8)]) -> Vec<Record> {
     let mut model = Image::default();
     let mut out = Vec::new();
     let mut next_delivery = 1u64;
+    // A client's next session after an end is a later generation, as in the engine.
+    let mut gens = [1u64; 3];
     for &(op, a, b) in choices {
         let client = format!("c{}", a % 3);
         let rec = match op % 12 {
             0 => Record::SessionOpen {
+                gen: gens[(a % 3) as usize],
                 client,
                 v5: b % 2 == 0,
                 expiry_secs: b as u32,
             },
-            1 => Record::SessionEnd { client },
+            1 => {
+                let g = gens[(a % 3) as usize];
+                gens[(a % 3) as usize] += 1;
+                Record::SessionEnd { client, gen: g }
+            }
             2 => Record::Subscribe {
                 client,
                 filter: format!("f/{}", b % 4),

@@ -19,8 +19,10 @@ use nix::libc;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{accept4, setsockopt, sockopt, SockFlag};
 use tachyon_engine::recycle::Recycler;
-use tachyon_engine::{ConnId, Engine, EngineConfig};
+use tachyon_engine::{ConnId, Engine};
 use tachyon_shard::{Mesh, Port};
+
+use crate::durable::ShardLog;
 
 use super::{IdleStrategy, Shutdown};
 use crate::shutdown::{pin_to_core, PanicGuard};
@@ -54,12 +56,10 @@ const CLOSE_LINGER_MS: u64 = 1000;
 
 pub(super) struct ShardContext {
     pub shard: usize,
-    pub shard_count: usize,
     pub core: Option<usize>,
     pub listeners: Vec<(SocketAddr, OwnedFd)>,
     pub wake_fd: OwnedFd,
     pub mesh: Arc<Mesh>,
-    pub engine_cfg: Arc<EngineConfig>,
     pub shutdown: Arc<Shutdown>,
     pub idle: IdleStrategy,
     pub socket_rcvbuf: usize,
@@ -100,6 +100,7 @@ struct Shard {
     ctx: ShardContext,
     epoll: Epoll,
     engine: Engine,
+    log: Option<ShardLog>,
     port: Port,
     socks: SocketTable<Socket>,
     ingress: BytesMut,
@@ -125,7 +126,9 @@ struct Shard {
     refused_logged_ms: Option<u64>,
 }
 
-pub(super) fn run_shard(ctx: ShardContext) {
+/// Runs shard `ctx.shard` with its engine (holding what recovery restored) and its WAL
+/// (`None` without durability).
+pub(super) fn run_shard(ctx: ShardContext, engine: Engine, log: Option<ShardLog>) {
     let _guard = PanicGuard(ctx.shutdown.clone(), ctx.shard);
     if let Some(core) = ctx.core {
         pin_to_core(ctx.shard, core);
@@ -157,7 +160,6 @@ pub(super) fn run_shard(ctx: ShardContext) {
         ctx.shutdown.trigger();
         return;
     }
-    let engine = Engine::new(ctx.shard, ctx.shard_count, ctx.engine_cfg.clone());
     let port = Port::new(ctx.shard, ctx.mesh.clone());
     let reserve_fd = open_reserve();
     let epoch = ctx.epoch;
@@ -165,6 +167,7 @@ pub(super) fn run_shard(ctx: ShardContext) {
         ctx,
         epoll,
         engine,
+        log,
         port,
         socks: SocketTable::new(),
         ingress: BytesMut::with_capacity(INGRESS_CAPACITY),
@@ -209,6 +212,10 @@ impl Shard {
             }
             if self.engine.congested() {
                 timeout_ms = timeout_ms.min(1);
+            }
+            if let Some(w) = self.log.as_ref().and_then(ShardLog::wait_hint) {
+                // An open group-commit batch closes on time.
+                timeout_ms = timeout_ms.min(w.as_millis() as u64);
             }
             let spinning = match self.ctx.idle {
                 IdleStrategy::Spin => true,
@@ -308,6 +315,11 @@ impl Shard {
                 self.engine.handle_shutdown(now);
                 drain_deadline = Some(now + self.ctx.shutdown_drain_ms);
             }
+            // Records into the WAL before output is written (acks that wait for them are
+            // released by the commit).
+            if let Some(log) = &mut self.log {
+                log.step(&mut self.engine, now);
+            }
             self.flush_all(now);
             self.expire_closing(now);
             if self.listening {
@@ -324,6 +336,9 @@ impl Shard {
         let ids: Vec<ConnId> = self.socks.ids().collect();
         for id in ids {
             self.drop_socket(now, id);
+        }
+        if let Some(log) = &mut self.log {
+            log.finish(&mut self.engine, now);
         }
         tracing::info!(shard = self.ctx.shard, stats = ?self.engine.stats(), "shard stopped");
     }

@@ -18,6 +18,8 @@ use nix::sys::socket::{
     SockaddrIn, SockaddrIn6,
 };
 use tachyon_engine::EngineConfig;
+
+use crate::durable::DurabilityConfig;
 use tachyon_shard::{Mesh, Waker};
 
 pub use crate::error::NetError;
@@ -94,6 +96,7 @@ fn listener(addr: SocketAddr, backlog: i32) -> Result<OwnedFd, NetError> {
 pub fn run(
     cfg: KernelConfig,
     engine_cfg: Arc<EngineConfig>,
+    durability: Option<&DurabilityConfig>,
     shutdown: Arc<Shutdown>,
 ) -> Result<(), NetError> {
     let n = cfg.shard_count;
@@ -112,15 +115,23 @@ pub fn run(
         eventfds.push(fd);
         wakers.push(waker);
     }
+    let epoch = std::time::Instant::now();
+    // The durable state is back in the engines before any connection is served.
+    let (engines, logs, _lock) = crate::durable::prepare(n, &engine_cfg, durability, epoch)?;
     let mesh = Mesh::new(wakers, cfg.ring_capacity);
     shutdown.attach(&mesh);
     for addr in &cfg.listeners {
         tracing::info!(listener = %addr, shards = n, "listening (SO_REUSEPORT, one listener per shard)");
     }
 
-    let epoch = std::time::Instant::now();
     let mut handles = Vec::with_capacity(n);
-    for (shard, (listeners, efd)) in per_shard_listeners.into_iter().zip(eventfds).enumerate() {
+    let states = engines.into_iter().zip(logs);
+    for (shard, ((listeners, efd), (engine, log))) in per_shard_listeners
+        .into_iter()
+        .zip(eventfds)
+        .zip(states)
+        .enumerate()
+    {
         let core = if cfg.cores.is_empty() {
             None
         } else {
@@ -128,12 +139,10 @@ pub fn run(
         };
         let ctx = event_loop::ShardContext {
             shard,
-            shard_count: n,
             core,
             listeners,
             wake_fd: efd,
             mesh: mesh.clone(),
-            engine_cfg: engine_cfg.clone(),
             shutdown: shutdown.clone(),
             idle: cfg.idle,
             socket_rcvbuf: cfg.socket_rcvbuf,
@@ -143,7 +152,7 @@ pub fn run(
         };
         let h = std::thread::Builder::new()
             .name(format!("tachyon-shard-{shard}"))
-            .spawn(move || event_loop::run_shard(ctx))
+            .spawn(move || event_loop::run_shard(ctx, engine, log))
             .map_err(NetError::Thread)?;
         handles.push(h);
     }

@@ -21,6 +21,8 @@ use std::time::Duration;
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant as NetInstant;
 use tachyon_engine::EngineConfig;
+
+use crate::durable::DurabilityConfig;
 use tachyon_ffi as ffi;
 use tachyon_shard::Waker;
 
@@ -300,10 +302,11 @@ pub fn run(
     cfg: DpdkConfig,
     stack: StackConfig,
     engine_cfg: Arc<EngineConfig>,
+    durability: Option<&DurabilityConfig>,
     shutdown: Arc<Shutdown>,
 ) -> Result<(), NetError> {
     let (devices, ports) = start(&cfg)?;
-    let result = super::run(devices, stack, engine_cfg, shutdown);
+    let result = super::run(devices, stack, engine_cfg, durability, shutdown);
     ports.stop();
     result
 }

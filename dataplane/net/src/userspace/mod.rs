@@ -33,6 +33,7 @@ use std::time::Duration;
 use tachyon_engine::EngineConfig;
 use tachyon_shard::{Mesh, Waker};
 
+use crate::durable::DurabilityConfig;
 use crate::shutdown::{join_shards, Shutdown};
 use crate::NetError;
 
@@ -125,33 +126,36 @@ pub fn run<D: Frames>(
     devices: Vec<ShardDevice<D>>,
     stack: StackConfig,
     engine_cfg: Arc<EngineConfig>,
+    durability: Option<&DurabilityConfig>,
     shutdown: Arc<Shutdown>,
 ) -> Result<(), NetError> {
     let n = devices.len();
+    let epoch = std::time::Instant::now();
+    // The durable state is back in the engines before any frame is taken.
+    let (engines, logs, _lock) = crate::durable::prepare(n, &engine_cfg, durability, epoch)?;
+    let mut states = engines.into_iter().zip(logs);
     let wakers = devices.iter().map(|d| d.device.waker()).collect();
     let mesh = Mesh::new(wakers, stack.ring_capacity);
     shutdown.attach(&mesh);
     let stack = Arc::new(stack);
-    let epoch = std::time::Instant::now();
     let mut handles = Vec::with_capacity(n);
     for (shard, dev) in devices.into_iter().enumerate() {
         tracing::info!(shard, address = %dev.iface.address, ports = ?stack.ports,
             mac = %format_mac(&dev.iface.mac), "user-space TCP/IP (smoltcp) listening");
         let ctx = shard::ShardContext {
             shard,
-            shard_count: n,
             core: dev.core,
             device: dev.device,
             iface: dev.iface,
             stack: stack.clone(),
             mesh: mesh.clone(),
-            engine_cfg: engine_cfg.clone(),
             shutdown: shutdown.clone(),
             epoch,
         };
+        let (engine, log) = states.next().expect("one engine per device");
         let h = std::thread::Builder::new()
             .name(format!("tachyon-shard-{shard}"))
-            .spawn(move || shard::run_shard(ctx))
+            .spawn(move || shard::run_shard(ctx, engine, log))
             .map_err(NetError::Thread)?;
         handles.push(h);
     }

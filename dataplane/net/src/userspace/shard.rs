@@ -20,11 +20,12 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant as NetInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use tachyon_engine::recycle::Recycler;
-use tachyon_engine::{ConnId, Engine, EngineConfig};
+use tachyon_engine::{ConnId, Engine};
 use tachyon_shard::{Mesh, Port};
 
 use super::buckets::{self, Bucket, BucketDevice};
 use super::{ready, Frames, InterfaceConfig, PollIdle, StackConfig};
+use crate::durable::ShardLog;
 use crate::shutdown::{pin_to_core, PanicGuard, Shutdown};
 use crate::sockets::{conn_id, slot_number, SlotAllocator, SocketTable};
 
@@ -54,13 +55,11 @@ const PAUSE_SPINS: u32 = 64;
 
 pub(super) struct ShardContext<D> {
     pub shard: usize,
-    pub shard_count: usize,
     pub core: Option<usize>,
     pub device: D,
     pub iface: InterfaceConfig,
     pub stack: Arc<StackConfig>,
     pub mesh: Arc<Mesh>,
-    pub engine_cfg: Arc<EngineConfig>,
     pub shutdown: Arc<Shutdown>,
     pub epoch: Instant,
 }
@@ -100,6 +99,7 @@ struct Shard<D: Frames> {
     conns: SocketTable<Conn>,
     slots: SlotAllocator,
     engine: Engine,
+    log: Option<ShardLog>,
     port: Port,
     ingress: BytesMut,
     ingress_pool: Recycler,
@@ -131,7 +131,12 @@ struct Shard<D: Frames> {
     drops_seen: (u64, u64),
 }
 
-pub(super) fn run_shard<D: Frames>(mut ctx: ShardContext<D>) {
+/// Runs shard `ctx.shard` with its engine (holding what recovery restored) and its WAL.
+pub(super) fn run_shard<D: Frames>(
+    mut ctx: ShardContext<D>,
+    engine: Engine,
+    log: Option<ShardLog>,
+) {
     let _guard = PanicGuard(ctx.shutdown.clone(), ctx.shard);
     if let Some(core) = ctx.core {
         pin_to_core(ctx.shard, core);
@@ -164,7 +169,6 @@ pub(super) fn run_shard<D: Frames>(mut ctx: ShardContext<D>) {
     // A claimed listening socket is replaced before the next frame, so a small pool per
     // bucket absorbs a burst of SYNs.
     let bucket_pool = ctx.stack.listen_pool.div_ceil(n).max(2);
-    let engine = Engine::new(ctx.shard, ctx.shard_count, ctx.engine_cfg.clone());
     let port = Port::new(ctx.shard, ctx.mesh.clone());
     let mut shard = Shard {
         ctx,
@@ -173,6 +177,7 @@ pub(super) fn run_shard<D: Frames>(mut ctx: ShardContext<D>) {
         conns: SocketTable::new(),
         slots: SlotAllocator::default(),
         engine,
+        log,
         port,
         ingress: BytesMut::with_capacity(INGRESS_CAPACITY),
         ingress_pool: Recycler::new(INGRESS_CAPACITY, INGRESS_POOL),
@@ -259,6 +264,10 @@ impl<D: Frames> Shard<D> {
                 self.engine.handle_shutdown(now);
                 drain_deadline = Some(now + self.ctx.stack.shutdown_drain_ms);
             }
+            // Records into the WAL before output goes to the sockets.
+            if let Some(log) = &mut self.log {
+                log.step(&mut self.engine, now);
+            }
             // 4. Engine output into the sockets; closes; mail out.
             self.flush_all(now);
             self.expire_closing(now);
@@ -291,6 +300,9 @@ impl<D: Frames> Shard<D> {
         for id in ids {
             self.remove(now, id);
         }
+        if let Some(log) = &mut self.log {
+            log.finish(&mut self.engine, now);
+        }
         tracing::info!(shard = self.ctx.shard, stats = ?self.engine.stats(),
             device = %self.ctx.device.report(), "shard stopped");
     }
@@ -318,6 +330,9 @@ impl<D: Frames> Shard<D> {
                 }
                 if !self.closing.is_empty() {
                     max = max.min(Duration::from_millis(1));
+                }
+                if let Some(w) = self.log.as_ref().and_then(ShardLog::wait_hint) {
+                    max = max.min(w);
                 }
                 if !max.is_zero() && self.ctx.mesh.park(self.ctx.shard) {
                     self.ctx.device.wait(max);

@@ -16,6 +16,8 @@ use nix::libc;
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant as NetInstant;
 use tachyon_engine::EngineConfig;
+
+use crate::durable::DurabilityConfig;
 use tachyon_shard::Waker;
 
 use super::{Frames, InterfaceConfig, ShardDevice, StackConfig};
@@ -250,6 +252,7 @@ pub fn run(
     cfg: TapConfig,
     stack: StackConfig,
     engine_cfg: Arc<EngineConfig>,
+    durability: Option<&DurabilityConfig>,
     shutdown: Arc<Shutdown>,
 ) -> Result<(), NetError> {
     let device = TapDevice::open(&cfg.interface, cfg.iface.mtu)?;
@@ -262,6 +265,7 @@ pub fn run(
         }],
         stack,
         engine_cfg,
+        durability,
         shutdown,
     )
 }
