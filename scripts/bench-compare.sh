@@ -58,10 +58,12 @@ sed 's/^\[shards\]$/[shards]\nidle = "spin"/' configs/bench-one-shard.toml > "$S
 # --- systems ---------------------------------------------------------------------------------
 PID=""
 start() { # system
+    # Each Tachyon run starts with an empty data directory (no state recovered from the last).
+    DATA="$OUT/data-$1-$RANDOM"
     case "$1" in
-    tachyon) taskset -c "$BROKER_CORE" "$TACHYON" serve -c configs/bench-one-shard.toml -p "$PORT" 2>>"$OUT/broker.log" & ;;
-    tachyon-spin) taskset -c "$BROKER_CORE" "$TACHYON" serve -c "$SPIN_CONFIG" -p "$PORT" 2>>"$OUT/broker.log" & ;;
-    tachyon-allocs) TACHYON_ALLOC_COUNT_FILE="$OUT/allocs.count" taskset -c "$BROKER_CORE" "$TACHYON_ALLOCS" serve -c configs/bench-one-shard.toml -p "$PORT" 2>>"$OUT/broker.log" & ;;
+    tachyon) taskset -c "$BROKER_CORE" "$TACHYON" serve -c configs/bench-one-shard.toml -p "$PORT" --data-dir "$DATA" 2>>"$OUT/broker.log" & ;;
+    tachyon-spin) taskset -c "$BROKER_CORE" "$TACHYON" serve -c "$SPIN_CONFIG" -p "$PORT" --data-dir "$DATA" 2>>"$OUT/broker.log" & ;;
+    tachyon-allocs) TACHYON_ALLOC_COUNT_FILE="$OUT/allocs.count" taskset -c "$BROKER_CORE" "$TACHYON_ALLOCS" serve -c configs/bench-one-shard.toml -p "$PORT" --data-dir "$DATA" 2>>"$OUT/broker.log" & ;;
     mosquitto) taskset -c "$BROKER_CORE" mosquitto -p "$PORT" >>"$OUT/broker.log" 2>&1 & ;;
     relay) taskset -c "$BROKER_CORE" "$BENCH" relay --listen "127.0.0.1:$PORT" >>"$OUT/broker.log" 2>&1 & ;;
     esac

@@ -136,7 +136,7 @@ for rep in $(seq "$REPS"); do
     stop
 
     log "repetition $rep/$REPS: tachyon on DPDK (net_memif)"
-    ip netns exec "$NS" "$TACHYON" serve -c "$OUT/broker-dpdk.toml" 2>>"$OUT/server.log" &
+    ip netns exec "$NS" "$TACHYON" serve -c "$OUT/broker-dpdk.toml" --data-dir "$OUT/data-dpdk-$rep" 2>>"$OUT/server.log" &
     PID=$!
     sleep 1.5
     for qos in 0 1; do
@@ -148,7 +148,7 @@ for rep in $(seq "$REPS"); do
     stop
 
     log "repetition $rep/$REPS: tachyon on kernel sockets (busy-polling shard, loopback)"
-    "$TACHYON" serve -c "$OUT/broker-kernel-spin.toml" 2>>"$OUT/server.log" &
+    "$TACHYON" serve -c "$OUT/broker-kernel-spin.toml" --data-dir "$OUT/data-kernel-$rep" 2>>"$OUT/server.log" &
     PID=$!
     wait_port
     for qos in 0 1; do

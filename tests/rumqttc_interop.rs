@@ -17,8 +17,12 @@ impl Broker {
             let l = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
             l.local_addr().unwrap().port()
         };
+        // Its own data directory: nothing recovered from another run, nothing left in the tree.
+        let data = std::env::temp_dir().join(format!("tachyon-rumqttc-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
         let child = Command::new(env!("CARGO_BIN_EXE_tachyon"))
-            .args(["serve", "-p", &port.to_string()])
+            .args(["serve", "-p", &port.to_string(), "--data-dir"])
+            .arg(&data)
             .env("TACHYON_LOG", "warn")
             .stderr(Stdio::inherit())
             .spawn()

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 use tachyon_engine::persist::record::kind;
+use tachyon_engine::persist::restore::restore_all;
 use tachyon_engine::persist::{merge, Image, Record, Replay};
-use tachyon_engine::{home_shard, Engine, EngineConfig};
+use tachyon_engine::{Engine, EngineConfig};
 use tachyon_wal::{Lsn, SyncPolicy, Wal, WalConfig, WalError};
 
 use crate::NetError;
@@ -173,7 +174,16 @@ pub fn prepare(
     }
     let image: Image = merge(images);
     let now = epoch.elapsed().as_millis() as u64;
-    restore(&mut engines, &image, now, &mut report);
+    let restored = restore_all(&mut engines, &image, now);
+    if restored.skipped > 0 {
+        tracing::warn!(
+            sessions = restored.skipped,
+            "logged sessions with an invalid client id skipped"
+        );
+    }
+    report.sessions = restored.sessions;
+    report.messages = restored.messages;
+    report.retained = restored.retained;
 
     // Each shard starts its log with a snapshot of what it now holds; older segments (and
     // the directories of shards this run does not have) go once every snapshot is durable.
@@ -218,31 +228,6 @@ pub fn prepare(
         "recovered durable state"
     );
     Ok((engines, logs, Some(DirLock { _lock: lock })))
-}
-
-/// Puts a merged image into the engines.
-fn restore(engines: &mut [Engine], image: &Image, now: u64, report: &mut RecoveryReport) {
-    let n = engines.len();
-    for (client, s) in &image.sessions {
-        let home = home_shard(client.as_bytes(), n);
-        if !engines[home].restore_session(now, client, s) {
-            tracing::warn!(client_id = %client, "logged session with an invalid client id skipped");
-            continue;
-        }
-        report.sessions += 1;
-        report.messages += s.deliveries.len();
-        for filter in s.subs.keys() {
-            for e in engines.iter_mut() {
-                e.restore_route(filter, home);
-            }
-        }
-    }
-    for entry in image.retained.values() {
-        for e in engines.iter_mut() {
-            e.restore_retained(entry);
-        }
-        report.retained += 1;
-    }
 }
 
 /// One shard's WAL, driven from the shard's loop.

@@ -11,13 +11,52 @@ use std::sync::Arc;
 use tachyon_codec::{ProtocolVersion, QoS, Utf8Str, Will};
 
 use super::emit::unpack_options;
-use super::image::SessionImage;
+use super::image::{Image, SessionImage};
 use super::record::Entry;
 use crate::engine::{Engine, Timer};
 use crate::mail::home_shard;
 use crate::message::Message;
 use crate::session::{Delivery, Inflight, OutState, PendingWill, Session, Subscription};
 use crate::{ConnId, ShardId};
+
+/// What `restore_all` brought back.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub sessions: usize,
+    pub messages: usize,
+    pub retained: usize,
+    /// Sessions whose client id is not a valid MQTT string (skipped).
+    pub skipped: usize,
+}
+
+/// Puts a merged image into the engines of all shards (one per shard, in order): each
+/// session on the home shard of its client id, every retained message on every shard, and
+/// each restored subscription into every shard's routes.
+pub fn restore_all(engines: &mut [Engine], image: &Image, now: u64) -> Restored {
+    let n = engines.len();
+    let mut r = Restored::default();
+    for (client, s) in &image.sessions {
+        let home = home_shard(client.as_bytes(), n);
+        if !engines[home].restore_session(now, client, s) {
+            r.skipped += 1;
+            continue;
+        }
+        r.sessions += 1;
+        r.messages += s.deliveries.len();
+        for filter in s.subs.keys() {
+            for e in engines.iter_mut() {
+                e.restore_route(filter, home);
+            }
+        }
+    }
+    for entry in image.retained.values() {
+        for e in engines.iter_mut() {
+            e.restore_retained(entry);
+        }
+        r.retained += 1;
+    }
+    r
+}
 
 /// The claim of a restored session: no connection has claimed it since the restart.
 pub const RESTORED_CLAIM: ConnId = ConnId(u64::MAX);

@@ -23,6 +23,18 @@ pub struct Cluster {
     pub now: u64,
     next_conn: u64,
     pub clients: HashMap<ConnId, Client>,
+    cfg: Arc<EngineConfig>,
+    /// Each shard's log as the driver would write it (with `durable`).
+    pub disks: Vec<Disk>,
+    /// Commit every shard's log whenever the cluster is pumped (a fast disk).
+    pub auto_commit: bool,
+}
+
+/// A shard's WAL in memory: records in order, and how many are durable.
+#[derive(Default, Clone)]
+pub struct Disk {
+    pub records: Vec<(u8, Vec<u8>)>,
+    pub durable: usize,
 }
 
 pub fn s(x: &str) -> Utf8Str {
@@ -47,7 +59,77 @@ impl Cluster {
             now: 1_000,
             next_conn: 1,
             clients: HashMap::new(),
+            cfg,
+            disks: vec![Disk::default(); shards],
+            auto_commit: true,
         }
+    }
+
+    /// Shards that log their state, acknowledgements waiting for it (durability `sync`).
+    pub fn durable(shards: usize) -> Cluster {
+        Cluster::with_config(
+            shards,
+            EngineConfig {
+                log_state: true,
+                acks_wait_for_log: true,
+                unix_epoch_ms: 1_700_000_000_000,
+                ..EngineConfig::default()
+            },
+        )
+    }
+
+    /// Everything shard `shard` logged so far becomes durable.
+    pub fn commit(&mut self, shard: usize) {
+        self.take_log(shard);
+        let d = &mut self.disks[shard];
+        d.durable = d.records.len();
+        let pos = d.durable as u64;
+        self.engines[shard].handle_durable(self.now, pos);
+        self.pump();
+    }
+
+    fn take_log(&mut self, shard: usize) -> bool {
+        let disk = &mut self.disks[shard];
+        let (n, _) = self.engines[shard].drain_log(|k, p| {
+            disk.records.push((k, p.to_vec()));
+            Ok::<(), ()>(())
+        });
+        n > 0
+    }
+
+    /// The broker dies: what is durable on each disk is all that is left. A new set of
+    /// engines recovers it (as `tachyon_net::durable::prepare` does) and each writes its
+    /// snapshot; every client is disconnected.
+    pub fn crash_and_restart(&mut self) -> tachyon_engine::persist::restore::Restored {
+        use tachyon_engine::persist::{merge, Record, Replay};
+        let images = self
+            .disks
+            .iter()
+            .map(|d| {
+                let mut r = Replay::default();
+                for (k, p) in &d.records[..d.durable] {
+                    r.apply(&Record::decode(*k, p).expect("the engine writes valid records"));
+                }
+                r.finish()
+            })
+            .collect();
+        let image = merge(images);
+        let n = self.engines.len();
+        self.engines = (0..n)
+            .map(|i| Engine::new(i, n, self.cfg.clone()))
+            .collect();
+        self.now += 10_000;
+        let restored =
+            tachyon_engine::persist::restore::restore_all(&mut self.engines, &image, self.now);
+        self.disks = vec![Disk::default(); n];
+        for i in 0..n {
+            self.engines[i].snapshot();
+            self.commit(i);
+        }
+        for c in self.clients.values_mut() {
+            c.closed = true;
+        }
+        restored
     }
 
     /// Opens a TCP connection on `shard` (no CONNECT yet).
@@ -110,6 +192,13 @@ impl Cluster {
         loop {
             let mut moved = false;
             for i in 0..self.engines.len() {
+                if self.take_log(i) && self.auto_commit {
+                    let d = &mut self.disks[i];
+                    d.durable = d.records.len();
+                    let pos = d.durable as u64;
+                    self.engines[i].handle_durable(self.now, pos);
+                    moved = true;
+                }
                 if i != held {
                     while let Some((to, m)) = self.engines[i].poll_mail() {
                         moved = true;
