@@ -74,6 +74,8 @@ pub(crate) struct Conn {
     pub held: Vec<Bytes>,
     /// Log position its held output waits for (0: none; see `persist::emit`).
     pub fence: u64,
+    /// Its PUBLISHes waiting in `Log::deferred`.
+    pub deferred: u32,
     /// When this connection last sent a PUBLISH (backpressure throttles publishers).
     /// Until when this connection counts as a publisher (one second after its last PUBLISH);
     /// 0 when it never published.
@@ -563,6 +565,7 @@ impl Engine {
             holds: 0,
             held: Vec::new(),
             fence: 0,
+            deferred: 0,
             publisher_until_ms: 0,
         });
         if self.shutting_down {

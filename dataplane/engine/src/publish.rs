@@ -89,9 +89,6 @@ impl Engine {
             return;
         }
 
-        // A retained PUBLISH is acknowledged (and the connection's later output sent) only
-        // once every shard's replica of the retained store has it.
-        let barrier = (p.retain && self.shard_count > 1).then(|| self.begin_barrier_holding(conn));
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) | (QoS::AtLeastOnce, Some(_)) => {}
             (QoS::ExactlyOnce, Some(pid)) => {
@@ -105,9 +102,6 @@ impl Engine {
                         conn,
                         &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)),
                     );
-                    if let Some(b) = barrier {
-                        self.end_barrier(b, None, Vec::new());
-                    }
                     return;
                 }
                 if s.flows().qos2_incoming.len() >= self.cfg.receive_maximum as usize {
@@ -116,9 +110,6 @@ impl Engine {
                         max: self.cfg.receive_maximum,
                     };
                     self.violation(now, conn, v, None);
-                    if let Some(b) = barrier {
-                        self.end_barrier(b, None, Vec::new());
-                    }
                     return;
                 }
                 s.flows_mut().qos2_incoming.insert(pid.get());
@@ -144,8 +135,35 @@ impl Engine {
             origin: client_id,
         };
         let msg = self.message_arc(msg);
+        let pid = p.packet_id;
+        // A QoS 2 message of a logged session is routed only once its "received" record is
+        // durable: otherwise another shard could log it for a subscriber first, and after a
+        // crash the publisher's retransmission would be taken for a new message (a
+        // duplicate). Later PUBLISHes of the connection wait behind it (order).
+        let defer = self.fencing()
+            && (self.conns.get(&conn).is_some_and(|c| c.deferred > 0)
+                || (msg.qos == QoS::ExactlyOnce && self.log.pos > self.log.durable));
+        if defer {
+            self.defer_publish(conn, msg, pid);
+            return;
+        }
+        self.route_and_ack(now, conn, msg, pid);
+    }
+
+    /// Routes a client's message and acknowledges it once that is safe (see `persist::emit`).
+    pub(crate) fn route_and_ack(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        msg: Arc<Message>,
+        pid: Option<PacketId>,
+    ) {
+        // A retained PUBLISH is acknowledged (and the connection's later output sent) only
+        // once every shard's replica of the retained store has it.
+        let barrier =
+            (msg.retain && self.shard_count > 1).then(|| self.begin_barrier_holding(conn));
         // The acknowledgement waits for what the message changed in durable state, on this
-        // shard and the others (see `persist::emit`).
+        // shard and the others.
         let scoped = msg.qos != QoS::AtMostOnce && self.scope_begin(Answer::Hold(conn));
         self.publish_message(now, msg.clone());
         if scoped {
@@ -153,7 +171,7 @@ impl Engine {
         }
         // v5 [MQTT-4.3.2-4], v3.1.1 [MQTT-4.3.2-2]: PUBACK once we own the message; v5
         // [MQTT-4.3.3-9]: PUBREC likewise (both after routing, so order is kept).
-        match (msg.qos, p.packet_id) {
+        match (msg.qos, pid) {
             (QoS::AtLeastOnce, Some(pid)) => self.send_packet(
                 conn,
                 &Packet::PubAck(PubResp::new(pid, ReasonCode::SUCCESS)),

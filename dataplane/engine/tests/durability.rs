@@ -326,3 +326,53 @@ fn a_pending_will_survives_a_crash() {
     c.advance(31_000);
     assert_eq!(payloads(&c.publishes(w, true)), vec![b"gone".to_vec()]);
 }
+
+/// The exactly-once trap across shards: a persistent publisher's QoS 2 message is routed
+/// (and logged for subscribers on other shards) only after its "received" record is
+/// durable; a crash in between loses it everywhere, and the publisher's retransmission is
+/// then delivered once.
+#[test]
+fn qos2_from_a_persistent_publisher_is_routed_after_its_received_record() {
+    let mut c = Cluster::durable(2);
+    let (s, _) = c.connect_with(1, persistent("sub"));
+    c.subscribe(s, "t/#", QoS::ExactlyOnce);
+    c.drop_conn(s);
+    let (p, _) = c.connect_with(0, persistent("pub"));
+    c.auto_commit = false;
+    c.publish(p, "t/1", b"x", QoS::ExactlyOnce, false, 9);
+    c.publish(p, "t/1", b"y", QoS::AtLeastOnce, false, 10);
+    c.commit(1);
+    assert!(
+        c.disks[1].records.len() == c.disks[1].durable && c.disks[1].durable > 0,
+        "shard 1 durable"
+    );
+    let before = c.disks[1].records.len();
+    c.pump();
+    assert_eq!(
+        c.disks[1].records.len(),
+        before,
+        "nothing reached shard 1 before shard 0's record is durable"
+    );
+    // Crash now: the message is gone everywhere; the publisher resends it.
+    c.crash_and_restart();
+    c.auto_commit = true;
+    let (p, ack) = c.connect_with(0, persistent("pub"));
+    assert!(ack.session_present);
+    let mut again = publish("t/1", b"x", QoS::ExactlyOnce, false, 9);
+    again.dup = true;
+    c.send(p, &Packet::Publish(again));
+    assert_eq!(acks(&c.recv(p)), vec![(9, ReasonCode::SUCCESS)]);
+    c.send(p, &Packet::PubRel(PubResp::new(pid(9), ReasonCode::SUCCESS)));
+    let (s, _) = c.connect_with(1, persistent("sub"));
+    assert_eq!(payloads(&c.publishes(s, true)), vec![b"x".to_vec()]);
+    // Without a crash: routed after the commit, then the QoS 1 message behind it, in order.
+    let s2 = c.connect(1, V5, "watch", true);
+    c.subscribe(s2, "u/#", QoS::ExactlyOnce);
+    c.auto_commit = false;
+    c.publish(p, "u/1", b"a", QoS::ExactlyOnce, false, 11);
+    c.publish(p, "u/1", b"b", QoS::AtLeastOnce, false, 12);
+    assert!(c.publishes(s2, true).is_empty());
+    c.commit(0);
+    assert_eq!(acks(&c.recv(p)), vec![(11, ReasonCode::SUCCESS), (12, ReasonCode::SUCCESS)]);
+    assert_eq!(payloads(&c.publishes(s2, true)), vec![b"a".to_vec(), b"b".to_vec()]);
+}

@@ -297,23 +297,31 @@ impl ShardLog {
         if self.failed && self.last_retry.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
             return;
         }
-        self.append(engine);
-        match self.batch {
-            None => {
-                // Nothing to wait for: the records are in the mapped pages (they survive a
-                // crash of the broker; the kernel writes them to disk when it chooses).
-                if !self.failed {
-                    let _ = self.wal.commit();
+        // What a commit releases can log more (a deferred QoS 2 message is routed once its
+        // "received" record is durable): a few rounds, so that it does not wait for the
+        // next loop pass (which may sleep).
+        for _ in 0..4 {
+            self.append(engine);
+            match self.batch {
+                None => {
+                    // Nothing to wait for: the records are in the mapped pages (they survive
+                    // a crash of the broker; the kernel writes them to disk when it chooses).
+                    if !self.failed {
+                        let _ = self.wal.commit();
+                    }
+                    engine.handle_durable(now, self.appended);
                 }
-                engine.handle_durable(now, self.appended);
-            }
-            Some((delay, records)) => {
-                if self.wal.pending() > 0 {
-                    let since = *self.batch_since.get_or_insert_with(Instant::now);
-                    if self.wal.pending() >= records || since.elapsed() >= delay {
-                        self.commit(engine, now);
+                Some((delay, records)) => {
+                    if self.wal.pending() > 0 {
+                        let since = *self.batch_since.get_or_insert_with(Instant::now);
+                        if self.wal.pending() >= records || since.elapsed() >= delay {
+                            self.commit(engine, now);
+                        }
                     }
                 }
+            }
+            if self.failed || !engine.log_pending() || self.batch_since.is_some() {
+                break;
             }
         }
         if self.snapshot_lsn.is_some() && self.wal.durable_lsn() + 1 >= self.wal.next_lsn() {

@@ -83,6 +83,17 @@ pub(crate) struct Log {
     pub failed: bool,
     /// Recovery is loading sessions: route changes are not announced (see `restore`).
     pub restoring: bool,
+    /// Client messages waiting for a log position before they are routed (see
+    /// `Engine::on_publish`), in arrival order.
+    pub deferred: VecDeque<Deferred>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Deferred {
+    pub pos: u64,
+    pub conn: ConnId,
+    pub msg: std::sync::Arc<Message>,
+    pub pid: Option<PacketId>,
 }
 
 /// How long ended-session markers are kept in snapshots.
@@ -94,7 +105,7 @@ impl Engine {
         self.cfg.log_state
     }
 
-    fn fencing(&self) -> bool {
+    pub(crate) fn fencing(&self) -> bool {
         self.cfg.log_state && self.cfg.acks_wait_for_log
     }
 
@@ -556,6 +567,25 @@ impl Engine {
         }
     }
 
+    /// Holds a client's message until the log is durable up to now (see `on_publish`).
+    pub(crate) fn defer_publish(
+        &mut self,
+        conn: ConnId,
+        msg: std::sync::Arc<Message>,
+        pid: Option<PacketId>,
+    ) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.deferred += 1;
+        }
+        let pos = self.log.pos;
+        self.log.deferred.push_back(Deferred {
+            pos,
+            conn,
+            msg,
+            pid,
+        });
+    }
+
     /// The driver wrote the first `pos` records durably.
     pub fn handle_durable(&mut self, now: u64, pos: u64) {
         self.now_ms = now;
@@ -582,6 +612,15 @@ impl Engine {
         });
         fenced.append(&mut self.log.fenced);
         self.log.fenced = fenced;
+        while self.log.deferred.front().is_some_and(|d| d.pos <= pos) {
+            let d = self.log.deferred.pop_front().expect("checked");
+            if let Some(c) = self.conns.get_mut(&d.conn) {
+                c.deferred = c.deferred.saturating_sub(1);
+            }
+            // Routed even if the publisher left: its "received" record is durable, so it
+            // will not resend the message.
+            self.route_and_ack(now, d.conn, d.msg, d.pid);
+        }
         while let Some(&(at, w)) = self.log.waits.front() {
             if at > pos {
                 break;
@@ -622,6 +661,11 @@ impl Engine {
             let _ = self.log.buf.split_to(off);
         }
         (n, res)
+    }
+
+    /// Records the driver has not taken yet.
+    pub fn log_pending(&self) -> bool {
+        !self.log.buf.is_empty()
     }
 
     /// Records written so far (the driver's count of appended records must follow it).
