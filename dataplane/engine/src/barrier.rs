@@ -27,12 +27,14 @@ pub(crate) enum AfterBarrier {
     DropTombstone(SessionKey),
     /// Count as one acknowledgement of another barrier (which waits for this one).
     Ack(u64),
+    /// An inbound QoS 2 message is durable everywhere it went (see `persist::emit`).
+    Routed(tachyon_codec::Utf8Str, u16),
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Barrier {
     pub remaining: u32,
-    then: Vec<AfterBarrier>,
+    pub then: Vec<AfterBarrier>,
     /// Release this connection's output (kept out of `then`: a barrier per QoS 1 message
     /// that waits for the log should not allocate).
     pub release: Option<ConnId>,
@@ -165,6 +167,7 @@ impl Engine {
             }
             AfterBarrier::DropTombstone(key) => self.drop_tombstone(key),
             AfterBarrier::Ack(other) => self.on_route_ack(other),
+            AfterBarrier::Routed(client, pid) => self.log_qos2_routed(client, pid),
         }
     }
 }

@@ -292,6 +292,7 @@ impl Engine {
             properties: Message::boxed_properties(props),
             expires_at_ms: expiry.map(|s| now + s as u64 * 1000),
             origin: Some(client_id.clone()),
+            receipt: 0,
         };
         self.publish_message(now, Arc::new(msg));
     }
@@ -328,6 +329,7 @@ impl Engine {
         for mut d in moved {
             // It leaves this session's log; wherever it goes next logs it anew.
             self.log_dropped(skey, std::mem::take(&mut d.id));
+            self.note_receipt_done(skey, d.msg.receipt);
             self.dispatch_shared_again(now, d, skey);
         }
     }

@@ -26,6 +26,9 @@ pub struct Message {
     pub expires_at_ms: Option<u64>,
     /// Client Identifier of the publisher, for No Local (v5 [MQTT-3.8.3-3]).
     pub origin: Option<Utf8Str>,
+    /// A QoS 2 message of a logged publisher session: its receipt in the logs (see
+    /// `persist::record::Record::Qos2Received`); 0 otherwise.
+    pub receipt: u64,
 }
 
 impl Message {
@@ -62,6 +65,7 @@ impl Message {
             properties: None,
             expires_at_ms: None,
             origin: None,
+            receipt: 0,
         }
     }
 
@@ -75,6 +79,7 @@ impl Message {
             properties: self.properties.as_ref().map(|p| Box::new(p.detached())),
             expires_at_ms: self.expires_at_ms,
             origin: self.origin.as_ref().map(Utf8Str::detached),
+            receipt: self.receipt,
         }
     }
 

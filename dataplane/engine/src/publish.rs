@@ -113,7 +113,6 @@ impl Engine {
                     return;
                 }
                 s.flows_mut().qos2_incoming.insert(pid.get());
-                self.log_qos2_incoming(skey, pid.get(), true);
             }
             _ => unreachable!("the codec guarantees a packet id exactly when QoS > 0"),
         }
@@ -133,16 +132,24 @@ impl Engine {
             properties,
             expires_at_ms: expiry.map(|s| now + s as u64 * 1000),
             origin: client_id,
+            // A new QoS 2 message of a logged session gets a receipt (see `persist::emit`).
+            receipt: if p.qos == QoS::ExactlyOnce && self.logged(skey) {
+                self.next_receipt()
+            } else {
+                0
+            },
         };
         let msg = self.message_arc(msg);
         let pid = p.packet_id;
+        if let (1.., Some(pid)) = (msg.receipt, pid) {
+            self.log_qos2_received(skey, pid.get(), &msg);
+        }
         // A QoS 2 message of a logged session is routed only once its "received" record is
         // durable: otherwise another shard could log it for a subscriber first, and after a
         // crash the publisher's retransmission would be taken for a new message (a
         // duplicate). Later PUBLISHes of the connection wait behind it (order).
         let defer = self.fencing()
-            && (self.conns.get(&conn).is_some_and(|c| c.deferred > 0)
-                || (msg.qos == QoS::ExactlyOnce && self.log.pos > self.log.durable));
+            && (msg.receipt != 0 || self.conns.get(&conn).is_some_and(|c| c.deferred > 0));
         if defer {
             self.defer_publish(conn, msg, pid);
             return;
@@ -164,10 +171,20 @@ impl Engine {
             (msg.retain && self.shard_count > 1).then(|| self.begin_barrier_holding(conn));
         // The acknowledgement waits for what the message changed in durable state, on this
         // shard and the others.
+        let routed = match (msg.receipt, &msg.origin, pid) {
+            (0, _, _) | (_, None, _) | (_, _, None) => None,
+            (_, Some(client), Some(pid)) => Some((client.clone(), pid.get())),
+        };
         let scoped = msg.qos != QoS::AtMostOnce && self.scope_begin(Answer::Hold(conn));
+        if scoped {
+            self.scope_routed(routed.clone());
+        }
         self.publish_message(now, msg.clone());
         if scoped {
             self.scope_end();
+        } else if let Some((client, pid)) = routed {
+            // Not waiting for the disk: routed as soon as written.
+            self.log_qos2_routed(client, pid);
         }
         // v5 [MQTT-4.3.2-4], v3.1.1 [MQTT-4.3.2-2]: PUBACK once we own the message; v5
         // [MQTT-4.3.3-9]: PUBREC likewise (both after routing, so order is kept).
@@ -806,6 +823,7 @@ impl Engine {
             if d.msg.expired(now) {
                 self.stats.dropped_expired += 1;
                 self.log_dropped(key, d.id);
+                self.note_receipt_done(key, d.msg.receipt);
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
@@ -929,6 +947,7 @@ impl Engine {
             .is_some_and(|i| i.state == expected)
         {
             if let Some(done) = s.complete(pid.get()) {
+                self.note_receipt_done(key, done.delivery.msg.receipt);
                 self.recycle_completed(done.delivery.msg);
             }
             self.log_flow(key, pid.get(), false);
@@ -949,7 +968,8 @@ impl Engine {
             Some(OutState::AwaitPubRec | OutState::AwaitPubComp) => {
                 if reason.is_error() {
                     // v5 4.3.3: a PUBREC with an error ends the flow.
-                    s.complete(pid.get());
+                    let receipt = s.complete(pid.get()).map_or(0, |i| i.delivery.msg.receipt);
+                    self.note_receipt_done(key, receipt);
                     self.log_flow(key, pid.get(), false);
                     self.fill_window(now, key);
                     return;

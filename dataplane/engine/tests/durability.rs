@@ -376,3 +376,37 @@ fn qos2_from_a_persistent_publisher_is_routed_after_its_received_record() {
     assert_eq!(acks(&c.recv(p)), vec![(11, ReasonCode::SUCCESS), (12, ReasonCode::SUCCESS)]);
     assert_eq!(payloads(&c.publishes(s2, true)), vec![b"a".to_vec(), b"b".to_vec()]);
 }
+
+/// The other half: the publisher's "received" record (with the message) is durable but a
+/// subscriber's shard had not made the message durable when the broker died. Recovery gives
+/// it to that subscriber; one that had it already does not get it twice; the publisher's
+/// retransmission is recognised.
+#[test]
+fn qos2_received_but_not_routed_everywhere_is_rerouted_once() {
+    let mut c = Cluster::durable(3);
+    let (s1, _) = c.connect_with(1, persistent("late-shard"));
+    c.subscribe(s1, "t/#", QoS::ExactlyOnce);
+    c.drop_conn(s1);
+    let (s2, _) = c.connect_with(2, persistent("quick-shard"));
+    c.subscribe(s2, "t/#", QoS::ExactlyOnce);
+    c.drop_conn(s2);
+    let (p, _) = c.connect_with(0, persistent("pub"));
+    c.auto_commit = false;
+    c.publish(p, "t/1", b"x", QoS::ExactlyOnce, false, 4);
+    c.commit(0); // "received" durable: the message is routed now
+    c.commit(2); // shard 2 has it durably, shard 1 does not
+    assert!(acks(&c.recv(p)).is_empty(), "PUBREC waits for shard 1");
+    let r = c.crash_and_restart();
+    assert_eq!(r.sessions, 3);
+    c.auto_commit = true;
+    let (p, _) = c.connect_with(0, persistent("pub"));
+    let mut again = publish("t/1", b"x", QoS::ExactlyOnce, false, 4);
+    again.dup = true;
+    c.send(p, &Packet::Publish(again));
+    assert_eq!(acks(&c.recv(p)), vec![(4, ReasonCode::SUCCESS)]);
+    c.send(p, &Packet::PubRel(PubResp::new(pid(4), ReasonCode::SUCCESS)));
+    for id in ["late-shard", "quick-shard"] {
+        let (s, _) = c.connect_with(0, persistent(id));
+        assert_eq!(payloads(&c.publishes(s, true)), vec![b"x".to_vec()], "{id}");
+    }
+}

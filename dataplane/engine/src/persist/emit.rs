@@ -30,12 +30,14 @@ use crate::session::Delivery;
 use crate::{ConnId, ShardId};
 
 /// What waits for a log position to become durable.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Wait {
     /// Counts as one acknowledgement of a local barrier.
     Barrier(u64),
     /// Acknowledge another shard's barrier.
     Reply(ShardId, u64),
+    /// An inbound QoS 2 message is durable everywhere it went: log that.
+    Routed(Utf8Str, u16),
 }
 
 /// Who is answered once a message's records are durable (see the module docs).
@@ -54,6 +56,9 @@ pub(crate) struct Scope {
     start: u64,
     /// A local barrier, opened once the message went to another shard or session owner.
     barrier: Option<u64>,
+    /// An inbound QoS 2 message with a receipt: log `Qos2Routed` when it is durable
+    /// everywhere (publisher client id, Packet Identifier).
+    routed: Option<(Utf8Str, u16)>,
 }
 
 /// The engine's log state.
@@ -86,6 +91,13 @@ pub(crate) struct Log {
     /// Client messages waiting for a log position before they are routed (see
     /// `Engine::on_publish`), in arrival order.
     pub deferred: VecDeque<Deferred>,
+    /// Receipts given (see `Record::Qos2Received`).
+    pub receipts: u64,
+    /// Inbound QoS 2 messages whose routing is not confirmed yet: snapshots keep them.
+    pub unrouted: Vec<(Utf8Str, u16, std::sync::Arc<Message>)>,
+    /// Receipts of deliveries completed recently, with the session and when (Unix ms):
+    /// snapshots keep them for a while (see `Record::ReceiptDone`).
+    pub done_receipts: VecDeque<(Utf8Str, u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -288,10 +300,7 @@ impl Engine {
             self.write_enqueue(&client, d);
         }
         for pid in flows.qos2_incoming.iter().copied().collect::<Vec<_>>() {
-            self.record(kind::QOS2_RECEIVED, |b| {
-                put_str(b, client.as_str());
-                b.put_u16_le(pid);
-            });
+            self.write_qos2_received(&client, pid);
         }
         if let Some(f) = self.sessions.get_mut(key).and_then(|s| s.flows_if_any()) {
             *f = flows;
@@ -456,6 +465,7 @@ impl Engine {
                     properties: Message::boxed_properties(w.properties.clone()),
                     expires_at_ms: None,
                     origin: Some(client.clone()),
+                    receipt: 0,
                 };
                 self.record(kind::WILL_PENDING, |b| {
                     put_str(b, client.as_str());
@@ -497,8 +507,99 @@ impl Engine {
             answer,
             start: self.log.pos,
             barrier: None,
+            routed: None,
         });
         true
+    }
+
+    /// The scope's message is an inbound QoS 2 one with a receipt (see `Scope::routed`).
+    pub(crate) fn scope_routed(&mut self, routed: Option<(Utf8Str, u16)>) {
+        if let Some(s) = &mut self.log.scope {
+            s.routed = routed;
+        }
+    }
+
+    /// A receipt unique among the shards and runs (start second, counter, shard).
+    pub(crate) fn next_receipt(&mut self) -> u64 {
+        self.log.receipts += 1;
+        let base = (self.cfg.unix_epoch_ms / 1000) << 24;
+        (base.wrapping_add(self.log.receipts) << 6) | self.shard as u64
+    }
+
+    /// Logs a new inbound QoS 2 identifier with its message (routing not confirmed yet).
+    pub(crate) fn log_qos2_received(&mut self, key: SessionKey, pid: u16, msg: &std::sync::Arc<Message>) {
+        if !self.logged(key) {
+            return;
+        }
+        let client = self.sessions.get(key).expect("logged").client_id.clone();
+        self.log.unrouted.push((client.clone(), pid, msg.clone()));
+        self.write_qos2_received(&client, pid);
+        self.fence_session(key);
+    }
+
+    /// `Qos2Received` for `client`'s identifier `pid`: with the message while it is not
+    /// routed, else without.
+    fn write_qos2_received(&mut self, client: &Utf8Str, pid: u16) {
+        let unrouted = self
+            .log
+            .unrouted
+            .iter()
+            .find(|(c, p, _)| *p == pid && c == client)
+            .map(|(_, _, m)| m.clone());
+        let expires = unrouted
+            .as_ref()
+            .and_then(|m| m.expires_at_ms)
+            .map(|t| self.unix_ms(t));
+        self.record(kind::QOS2_RECEIVED, |b| {
+            put_str(b, client.as_str());
+            b.put_u16_le(pid);
+            match &unrouted {
+                Some(m) => {
+                    b.put_u64_le(m.receipt);
+                    b.put_u8(1);
+                    put_message(b, m, m.qos, m.retain, &[], expires);
+                }
+                None => {
+                    b.put_u64_le(0);
+                    b.put_u8(0);
+                }
+            }
+        });
+    }
+
+    /// An inbound QoS 2 message is durable everywhere it went.
+    pub(crate) fn log_qos2_routed(&mut self, client: Utf8Str, pid: u16) {
+        let Some(i) = self
+            .log
+            .unrouted
+            .iter()
+            .position(|(c, p, _)| *p == pid && *c == client)
+        else {
+            return;
+        };
+        self.log.unrouted.swap_remove(i);
+        self.record(kind::QOS2_ROUTED, |b| {
+            put_str(b, client.as_str());
+            b.put_u16_le(pid);
+        });
+    }
+
+    /// A delivery carrying `receipt` completed or left `key` (see `Log::done_receipts`).
+    pub(crate) fn note_receipt_done(&mut self, key: SessionKey, receipt: u64) {
+        if receipt == 0 || !self.logged(key) {
+            return;
+        }
+        let client = self.sessions.get(key).expect("logged").client_id.clone();
+        let now = self.unix_ms(self.now_ms);
+        while self
+            .log
+            .done_receipts
+            .front()
+            .is_some_and(|e| now >= e.2 + ENDED_KEEP_MS)
+        {
+            self.log.done_receipts.pop_front();
+        }
+        self.log.done_receipts.push_back((client, receipt, now));
     }
 
     /// The message is going to another shard (or session owner): the barrier it answers
@@ -543,6 +644,21 @@ impl Engine {
             (Answer::Hold(conn), barrier) => {
                 if logged {
                     self.fence(conn);
+                }
+                if let Some(r) = scope.routed {
+                    // `Qos2Routed` once this shard's records and every other shard's are
+                    // durable.
+                    match barrier.and_then(|id| self.barriers.get_mut(&id).map(|b| (id, b))) {
+                        Some((id, b)) => {
+                            b.then.push(crate::barrier::AfterBarrier::Routed(r.0, r.1));
+                            if logged {
+                                b.remaining += 1;
+                                self.log.waits.push_back((pos, Wait::Barrier(id)));
+                            }
+                        }
+                        None if logged => self.log.waits.push_back((pos, Wait::Routed(r.0, r.1))),
+                        None => self.log_qos2_routed(r.0, r.1),
+                    }
                 }
                 if let Some(id) = barrier {
                     self.close_barrier(id);
@@ -621,14 +737,12 @@ impl Engine {
             // will not resend the message.
             self.route_and_ack(now, d.conn, d.msg, d.pid);
         }
-        while let Some(&(at, w)) = self.log.waits.front() {
-            if at > pos {
-                break;
-            }
-            self.log.waits.pop_front();
+        while self.log.waits.front().is_some_and(|(at, _)| *at <= pos) {
+            let (_, w) = self.log.waits.pop_front().expect("checked");
             match w {
                 Wait::Barrier(id) => self.on_route_ack(id),
                 Wait::Reply(shard, barrier) => self.send_mail(shard, Mail::RouteAck { barrier }),
+                Wait::Routed(client, pid) => self.log_qos2_routed(client, pid),
             }
         }
         self.drain_self_mail(now);
@@ -706,6 +820,22 @@ impl Engine {
                 self.log_session_state(key, false);
             }
         }
+        while self
+            .log
+            .done_receipts
+            .front()
+            .is_some_and(|e| now >= e.2 + ENDED_KEEP_MS)
+        {
+            self.log.done_receipts.pop_front();
+        }
+        let done = std::mem::take(&mut self.log.done_receipts);
+        for (client, receipt, _) in &done {
+            self.record(kind::RECEIPT_DONE, |b| {
+                put_str(b, client.as_str());
+                b.put_u64_le(*receipt);
+            });
+        }
+        self.log.done_receipts = done;
         let mut retained = Vec::new();
         self.retained.for_each(|_, m| retained.push(m.clone()));
         for m in retained {
@@ -783,4 +913,5 @@ fn put_message(
         }
         None => b.put_u8(0),
     }
+    b.put_u64_le(msg.receipt);
 }

@@ -32,7 +32,11 @@ pub struct SessionImage {
     pub deliveries: BTreeMap<u64, DeliveryImage>,
     /// Packet Identifier -> delivery, for those sent and not completed.
     pub by_packet_id: BTreeMap<u16, u64>,
-    pub qos2_incoming: BTreeSet<u16>,
+    /// Inbound QoS 2 identifiers awaiting PUBREL: (receipt, the message while its routing
+    /// is not confirmed).
+    pub qos2_incoming: BTreeMap<u16, (u64, Option<Entry>)>,
+    /// Receipts of deliveries this session completed (see `Record::Qos2Received`).
+    pub done_receipts: BTreeSet<u64>,
     pub will: Option<(u64, Entry)>,
 }
 
@@ -138,7 +142,15 @@ impl Image {
             Record::Completed { client, packet_id } => {
                 self.session(client)
                     .is_some_and(|s| match s.by_packet_id.remove(packet_id) {
-                        Some(d) => s.deliveries.remove(&d).is_some(),
+                        Some(d) => match s.deliveries.remove(&d) {
+                            Some(d) => {
+                                if d.entry.receipt != 0 {
+                                    s.done_receipts.insert(d.entry.receipt);
+                                }
+                                true
+                            }
+                            None => false,
+                        },
                         None => false,
                     })
             }
@@ -149,18 +161,40 @@ impl Image {
                             if let Some(pid) = d.packet_id {
                                 s.by_packet_id.remove(&pid);
                             }
+                            if d.entry.receipt != 0 {
+                                s.done_receipts.insert(d.entry.receipt);
+                            }
                             true
                         }
                         None => false,
                     })
             }
-            Record::Qos2Received { client, packet_id } => self
+            Record::Qos2Received {
+                client,
+                packet_id,
+                receipt,
+                entry,
+            } => self
                 .session(client)
-                .map(|s| s.qos2_incoming.insert(*packet_id))
+                .map(|s| s.qos2_incoming.insert(*packet_id, (*receipt, entry.clone())))
+                .is_some(),
+            Record::Qos2Routed { client, packet_id } => {
+                self.session(client)
+                    .is_some_and(|s| match s.qos2_incoming.get_mut(packet_id) {
+                        Some(q) => {
+                            q.1 = None;
+                            true
+                        }
+                        None => false,
+                    })
+            }
+            Record::ReceiptDone { client, receipt } => self
+                .session(client)
+                .map(|s| s.done_receipts.insert(*receipt))
                 .is_some(),
             Record::Qos2Released { client, packet_id } => self
                 .session(client)
-                .is_some_and(|s| s.qos2_incoming.remove(packet_id)),
+                .is_some_and(|s| s.qos2_incoming.remove(packet_id).is_some()),
             Record::RetainSet { entry } => match entry.decode_publish() {
                 Some(p) => {
                     self.retained
@@ -236,10 +270,18 @@ impl Image {
                     }
                 }
             }
-            for packet_id in &s.qos2_incoming {
+            for (packet_id, (receipt, entry)) in &s.qos2_incoming {
                 out.push(Record::Qos2Received {
                     client: client.clone(),
                     packet_id: *packet_id,
+                    receipt: *receipt,
+                    entry: entry.clone(),
+                });
+            }
+            for receipt in &s.done_receipts {
+                out.push(Record::ReceiptDone {
+                    client: client.clone(),
+                    receipt: *receipt,
                 });
             }
             if let Some((due_unix_ms, entry)) = &s.will {
@@ -327,5 +369,67 @@ pub fn merge(images: Vec<Image>) -> Image {
     let ended = &out.ended;
     out.sessions
         .retain(|client, s| ended.get(client).is_none_or(|&g| s.gen > g));
+    reroute(&mut out);
     out
+}
+
+/// Inbound QoS 2 messages whose routing was not confirmed before the crash go to every
+/// persistent session that subscribes to their topic and has neither a delivery nor a
+/// completion of their receipt: each gets them once (the publisher's retransmission is
+/// recognised by its identifier and not routed again). Shared subscriptions are not
+/// considered (a message for a group stays with the member that logged it, if any).
+fn reroute(img: &mut Image) {
+    let mut pending: Vec<(String, Entry)> = Vec::new();
+    for (client, s) in img.sessions.iter_mut() {
+        for (receipt, entry) in s.qos2_incoming.values_mut() {
+            if let Some(mut e) = entry.take() {
+                e.receipt = *receipt;
+                pending.push((client.clone(), e));
+            }
+        }
+    }
+    // Receipts grow with arrival on each shard: one publisher's messages keep their order.
+    pending.sort_by_key(|(_, e)| e.receipt);
+    for (publisher, e) in pending {
+        let Some(p) = e.decode_publish() else {
+            continue;
+        };
+        let topic = p.topic.as_bytes();
+        for (client, s) in img.sessions.iter_mut() {
+            let has = s.done_receipts.contains(&e.receipt)
+                || s.deliveries.values().any(|d| d.entry.receipt == e.receipt);
+            if has {
+                continue;
+            }
+            let mut qos: Option<u8> = None;
+            let mut sub_ids = Vec::new();
+            for (filter, (options, id)) in &s.subs {
+                let no_local = options & 4 != 0;
+                if filter.starts_with("$share/")
+                    || (no_local && *client == publisher)
+                    || !crate::topic::filter_matches(filter.as_bytes(), topic)
+                {
+                    continue;
+                }
+                qos = Some(qos.unwrap_or(0).max(options & 3));
+                sub_ids.extend(*id);
+            }
+            let Some(q) = qos else { continue };
+            let id = s.deliveries.keys().next_back().map_or(1, |k| k + 1);
+            let mut entry = e.clone();
+            entry.qos = q.min(p.qos as u8);
+            entry.sub_ids = sub_ids;
+            if entry.qos == 0 {
+                continue;
+            }
+            s.deliveries.insert(
+                id,
+                DeliveryImage {
+                    entry,
+                    packet_id: None,
+                    released: false,
+                },
+            );
+        }
+    }
 }

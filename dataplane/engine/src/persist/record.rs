@@ -67,11 +67,28 @@ pub enum Record {
         client: String,
         delivery: u64,
     },
-    /// Inbound QoS 2: PUBREC sent for this Packet Identifier; a retransmission is not
-    /// forwarded again until PUBREL.
+    /// Inbound QoS 2: this Packet Identifier was received (PUBREC follows once the message
+    /// is durable wherever it goes); a retransmission is not forwarded again until PUBREL.
+    /// `receipt` names the message in the subscribers' logs; `entry` is the message itself
+    /// while its routing is not confirmed (`Qos2Routed`): after a crash in between, recovery
+    /// gives it to the subscribers that do not have it yet (`image::merge`). Snapshots
+    /// write routed ones with receipt 0 and no entry.
     Qos2Received {
         client: String,
         packet_id: u16,
+        receipt: u64,
+        entry: Option<Entry>,
+    },
+    /// Every shard that took the message of an inbound QoS 2 identifier has it durably.
+    Qos2Routed {
+        client: String,
+        packet_id: u16,
+    },
+    /// A delivery carrying this receipt completed for the session (written by snapshots,
+    /// for a while: see `Qos2Received`).
+    ReceiptDone {
+        client: String,
+        receipt: u64,
     },
     Qos2Released {
         client: String,
@@ -110,6 +127,8 @@ pub struct Entry {
     pub expires_unix_ms: Option<u64>,
     /// Publisher's client id, for No Local.
     pub origin: Option<String>,
+    /// The QoS 2 receipt of the message (`Record::Qos2Received`), 0 when none.
+    pub receipt: u64,
 }
 
 impl Entry {
@@ -140,6 +159,7 @@ impl Entry {
             sub_ids,
             expires_unix_ms,
             origin,
+            receipt: 0,
         })
     }
 
@@ -172,6 +192,8 @@ pub mod kind {
     pub const WILL_DONE: u8 = 15;
     pub const SNAPSHOT_BEGIN: u8 = 16;
     pub const SNAPSHOT_END: u8 = 17;
+    pub const QOS2_ROUTED: u8 = 18;
+    pub const RECEIPT_DONE: u8 = 19;
 }
 
 pub(crate) fn put_str(out: &mut BytesMut, s: &str) {
@@ -214,6 +236,7 @@ fn put_entry(out: &mut BytesMut, e: &Entry) {
         }
         None => out.put_u8(0),
     }
+    out.put_u64_le(e.receipt);
 }
 
 impl Record {
@@ -231,6 +254,8 @@ impl Record {
             Record::Completed { .. } => COMPLETED,
             Record::Dropped { .. } => DROPPED,
             Record::Qos2Received { .. } => QOS2_RECEIVED,
+            Record::Qos2Routed { .. } => QOS2_ROUTED,
+            Record::ReceiptDone { .. } => RECEIPT_DONE,
             Record::Qos2Released { .. } => QOS2_RELEASED,
             Record::RetainSet { .. } => RETAIN_SET,
             Record::RetainClear { .. } => RETAIN_CLEAR,
@@ -296,7 +321,7 @@ impl Record {
             }
             Record::Released { client, packet_id }
             | Record::Completed { client, packet_id }
-            | Record::Qos2Received { client, packet_id }
+            | Record::Qos2Routed { client, packet_id }
             | Record::Qos2Released { client, packet_id } => {
                 put_str(out, client);
                 out.put_u16_le(*packet_id);
@@ -304,6 +329,27 @@ impl Record {
             Record::Dropped { client, delivery } => {
                 put_str(out, client);
                 out.put_u64_le(*delivery);
+            }
+            Record::Qos2Received {
+                client,
+                packet_id,
+                receipt,
+                entry,
+            } => {
+                put_str(out, client);
+                out.put_u16_le(*packet_id);
+                out.put_u64_le(*receipt);
+                match entry {
+                    Some(e) => {
+                        out.put_u8(1);
+                        put_entry(out, e);
+                    }
+                    None => out.put_u8(0),
+                }
+            }
+            Record::ReceiptDone { client, receipt } => {
+                put_str(out, client);
+                out.put_u64_le(*receipt);
             }
             Record::RetainSet { entry } => put_entry(out, entry),
             Record::RetainClear { topic } => put_str(out, topic),
@@ -369,6 +415,20 @@ impl Record {
             kind::QOS2_RECEIVED => Record::Qos2Received {
                 client: r.string()?,
                 packet_id: r.u16()?,
+                receipt: r.u64()?,
+                entry: match r.u8()? {
+                    0 => None,
+                    1 => Some(r.entry()?),
+                    _ => return None,
+                },
+            },
+            kind::QOS2_ROUTED => Record::Qos2Routed {
+                client: r.string()?,
+                packet_id: r.u16()?,
+            },
+            kind::RECEIPT_DONE => Record::ReceiptDone {
+                client: r.string()?,
+                receipt: r.u64()?,
             },
             kind::QOS2_RELEASED => Record::Qos2Released {
                 client: r.string()?,
@@ -457,12 +517,14 @@ impl Reader<'_> {
             1 => Some(self.string()?),
             _ => return None,
         };
+        let receipt = self.u64()?;
         Some(Entry {
             publish,
             qos,
             sub_ids,
             expires_unix_ms,
             origin,
+            receipt,
         })
     }
 }

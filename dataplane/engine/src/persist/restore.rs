@@ -77,6 +77,7 @@ pub fn message_from_entry(e: &Entry, unix_epoch_ms: u64) -> Option<(Message, boo
                 .expires_unix_ms
                 .map(|t| t.saturating_sub(unix_epoch_ms)),
             origin: e.origin.clone().and_then(Utf8Str::from_string),
+            receipt: e.receipt,
         },
         p.retain,
     ))
@@ -162,7 +163,7 @@ impl Engine {
                 }
             }
         }
-        for pid in &img.qos2_incoming {
+        for pid in img.qos2_incoming.keys() {
             s.flows_mut().qos2_incoming.insert(*pid);
         }
         let mut will_due = None;

@@ -90,6 +90,22 @@ fn every_record_round_trips() {
         Record::Qos2Received {
             client: "c".into(),
             packet_id: 3,
+            receipt: 0,
+            entry: None,
+        },
+        Record::Qos2Received {
+            client: "c".into(),
+            packet_id: 4,
+            receipt: 77,
+            entry: Some(e.clone()),
+        },
+        Record::Qos2Routed {
+            client: "c".into(),
+            packet_id: 4,
+        },
+        Record::ReceiptDone {
+            client: "c".into(),
+            receipt: 77,
         },
         Record::Qos2Released {
             client: "c".into(),
@@ -182,8 +198,10 @@ fn a_qos2_flow_replays_to_its_state_at_every_step() {
     img.apply(&Record::Qos2Received {
         client: c(),
         packet_id: 5,
+        receipt: 0,
+        entry: None,
     });
-    assert!(img.sessions["sub"].qos2_incoming.contains(&5));
+    assert!(img.sessions["sub"].qos2_incoming.contains_key(&5));
     img.apply(&Record::Qos2Released {
         client: c(),
         packet_id: 5,
@@ -295,6 +313,8 @@ fn valid_log(choices: &[(u8, u8, u8)]) -> Vec<Record> {
                     Record::Qos2Received {
                         client,
                         packet_id: (b % 5) as u16 + 1,
+                        receipt: b as u64,
+                        entry: (b % 2 == 0).then(|| entry("q", &[b])),
                     }
                 } else {
                     Record::Qos2Released {

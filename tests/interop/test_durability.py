@@ -1,0 +1,391 @@
+"""Durability (issue 5): the broker is killed with SIGKILL at random points while
+publishers send QoS 1 and QoS 2 messages to subscribers with persistent sessions (some
+connected, one offline), restarted on the same data directory, and the clients reconnect
+as real clients do (persistent sessions, unacknowledged PUBLISHes resent with DUP, PUBREL
+resent). Every message the broker acknowledged (PUBACK, or PUBREC for QoS 2) must arrive,
+QoS 2 exactly once, in order per publisher and topic. Some restarts first garble or cut
+the tail of a WAL segment, as a crash in the middle of a write leaves it: recovery must cut
+there, say where, and still lose nothing acknowledged.
+
+The clients are minimal MQTT clients on raw sockets (mqttraw), so that their session
+state (QoS 2 identifiers awaiting PUBREL on the receiving side, the unacknowledged
+PUBLISH on the sending side) is explicit and survives their reconnections.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+import re
+import struct
+import threading
+import time
+
+import pytest
+
+import mqttraw as M
+from conftest import HERE, start_broker
+
+pytestmark = pytest.mark.tachyon_only("kills and restarts Tachyon on its data directory")
+
+EXPIRY = [(M.SESSION_EXPIRY_INTERVAL, 3600)]
+CLIENT_ERRORS = (OSError, M.Closed, TimeoutError, AssertionError, ValueError)
+
+
+class Cluster:
+    """The broker under test: one process at a time, on one data directory."""
+
+    def __init__(self, workdir: pathlib.Path, config: pathlib.Path):
+        self.workdir = workdir
+        self.config = config
+        self.broker = None
+        self.port = None  # None while the broker is down
+        self.lock = threading.Lock()
+        self.starts = 0
+
+    def start(self):
+        b = start_broker(self.workdir, config=self.config)
+        self.starts += 1
+        with self.lock:
+            self.broker, self.port = b, b.port
+
+    def kill(self):
+        with self.lock:
+            b, self.port = self.broker, None
+        os.kill(b.proc.pid, 9)
+        b.proc.wait(timeout=10)
+
+    def current_port(self):
+        with self.lock:
+            return self.port
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("broker-*.log")))
+
+
+def connect(cluster: Cluster, client_id: str, version: int, stop: threading.Event):
+    """Connects with a persistent session once the broker is up; None when stopping."""
+    while not stop.is_set():
+        port = cluster.current_port()
+        if port is None:
+            time.sleep(0.02)
+            continue
+        try:
+            c = M.RawClient(port, version, timeout=3.0)
+        except OSError:
+            time.sleep(0.02)
+            continue
+        try:
+            props = EXPIRY if version == M.V5 else None
+            c.connect(client_id, clean=False, props=props)
+            return c
+        except CLIENT_ERRORS:
+            c.close()
+            time.sleep(0.02)
+    return None
+
+
+class Publisher(threading.Thread):
+    """Sends `name:seq` messages one at a time at `qos`; records what the broker
+    acknowledged. After a reconnection it finishes the flow in progress as a client must
+    (v5 [MQTT-4.4.0-1]): the PUBLISH again with DUP, or the PUBREL."""
+
+    def __init__(self, cluster, name, version, qos, topic, limit, stop):
+        super().__init__(daemon=True, name=name)
+        self.cluster, self.name, self.version, self.qos = cluster, name, version, qos
+        self.topic, self.limit, self.stop = topic, limit, stop
+        self.acked: list[int] = []  # seqs the broker acknowledged, in order
+        self.sent = 0  # seqs handed to the broker so far (0..sent-1)
+        self.pending = None  # (pid, seq, stage): stage "publish" or "pubrel"
+        self.pid = 0
+        self.errors: list[str] = []
+
+    def run(self):
+        while not self.stop.is_set():
+            c = connect(self.cluster, self.name, self.version, self.stop)
+            if c is None:
+                return
+            try:
+                self.session(c)
+            except CLIENT_ERRORS:
+                pass
+            finally:
+                c.close()
+
+    def session(self, c):
+        if self.pending is not None:
+            pid, seq, stage = self.pending
+            if stage == "publish":
+                c.send(M.publish(self.topic, self.payload(seq), self.qos, dup=True, pid=pid, version=self.version))
+            else:
+                c.send(M.pubrel(pid))
+            self.finish(c)
+        while not self.stop.is_set() and self.sent < self.limit:
+            self.pid = self.pid % 65535 + 1
+            seq = self.sent
+            self.pending = (self.pid, seq, "publish")
+            self.sent += 1
+            c.send(M.publish(self.topic, self.payload(seq), self.qos, pid=self.pid, version=self.version))
+            self.finish(c)
+
+    def payload(self, seq: int) -> bytes:
+        return f"{self.name}:{seq}".encode()
+
+    def finish(self, c):
+        pid, seq, stage = self.pending
+        while True:
+            p = c.recv_packet(timeout=3.0)
+            if p.type in (M.PUBACK, M.PUBREC) and p.pid == pid and stage == "publish":
+                if p.reason_code >= 0x80:
+                    self.errors.append(f"{self.name} seq {seq}: refused {p.reason_code:#x}")
+                    raise M.Closed()
+                self.acked.append(seq)
+                if p.type == M.PUBACK:
+                    self.pending = None
+                    return
+                stage = "pubrel"
+                self.pending = (pid, seq, stage)
+                c.send(M.pubrel(pid))
+            elif p.type == M.PUBCOMP and p.pid == pid and stage == "pubrel":
+                self.pending = None
+                return
+
+
+class Subscriber(threading.Thread):
+    """A persistent subscriber that acknowledges everything; its QoS 2 receiving state
+    (identifiers between PUBREC and PUBREL) is kept across reconnections, as v5 4.3.3
+    requires of a receiver, so a resent QoS 2 PUBLISH is recognised."""
+
+    def __init__(self, cluster, name, version, stop, topic="crash/#"):
+        super().__init__(daemon=True, name=name)
+        self.cluster, self.name, self.version, self.stop, self.topic = cluster, name, version, stop, topic
+        self.received: list[tuple[str, int, int]] = []  # (publisher, seq, qos) in arrival order
+        self.awaiting_rel: set[int] = set()
+        self.subscribed = False
+        self.lock = threading.Lock()
+
+    def run(self):
+        while not self.stop.is_set():
+            c = connect(self.cluster, self.name, self.version, self.stop)
+            if c is None:
+                return
+            try:
+                if not self.subscribed:
+                    assert c.subscribe(self.topic, qos=2) == [2]
+                    self.subscribed = True
+                self.read(c)
+            except CLIENT_ERRORS:
+                pass
+            finally:
+                c.close()
+
+    def read(self, c):
+        while not self.stop.is_set():
+            try:
+                p = c.recv_packet(timeout=0.2)
+            except TimeoutError:
+                continue
+            if p.type == M.PUBLISH:
+                f = p.publish_fields()
+                name, seq = f["payload"].decode().rsplit(":", 1)
+                if f["qos"] == 2:
+                    if f["pid"] not in self.awaiting_rel:
+                        self.deliver(name, int(seq), 2)
+                        self.awaiting_rel.add(f["pid"])
+                    c.send(M.pubrec(f["pid"]))
+                else:
+                    self.deliver(name, int(seq), f["qos"])
+                    if f["qos"] == 1:
+                        c.send(M.puback(f["pid"]))
+            elif p.type == M.PUBREL:
+                self.awaiting_rel.discard(p.pid)
+                c.send(M.pubcomp(p.pid))
+
+    def deliver(self, name, seq, qos):
+        with self.lock:
+            self.received.append((name, seq, qos))
+
+    def seqs(self, name):
+        with self.lock:
+            return [s for (n, s, _) in self.received if n == name]
+
+
+def check(sub: Subscriber, pubs: list[Publisher]) -> list[str]:
+    problems = []
+    for p in pubs:
+        got = sub.seqs(p.name)
+        missing = sorted(set(p.acked) - set(got))
+        if missing:
+            problems.append(f"{sub.name}: {len(missing)} acknowledged messages of {p.name} never arrived: {missing[:10]}")
+        firsts = list(dict.fromkeys(got))
+        if firsts != sorted(firsts):
+            problems.append(f"{sub.name}: {p.name} out of order: {firsts[:40]}")
+        if p.qos == 2 and len(got) != len(set(got)):
+            dups = sorted({s for s in got if got.count(s) > 1})
+            problems.append(f"{sub.name}: QoS 2 messages of {p.name} delivered twice: {dups[:10]}")
+        beyond = [s for s in got if s >= p.sent]
+        if beyond:
+            problems.append(f"{sub.name}: {p.name} messages never sent: {beyond[:5]}")
+    return problems
+
+
+def wal_end(segment: pathlib.Path) -> int:
+    """Offset just past the last whole record of a segment (format: docs/wal-format.md)."""
+    data = segment.read_bytes()
+    at = 64
+    while at + 24 <= len(data):
+        length, crc = struct.unpack_from("<II", data, at)
+        if length == 0 and crc == 0:
+            break
+        at += (24 + length + 7) // 8 * 8
+    return min(at, len(data))
+
+
+def damage_tail(workdir: pathlib.Path, how: str, rng: random.Random) -> str:
+    """Leaves what a crash during a write leaves after the last record of the newest
+    segment of a random shard: a garbled record, or a record cut short with the file."""
+    segs = sorted((workdir / "data").glob("shard-*/*.wal"), key=lambda p: (p.parent.name, p.name))
+    newest = {}
+    for s in segs:
+        newest[s.parent.name] = s
+    seg = rng.choice(sorted(newest.values()))
+    end = wal_end(seg)
+    with open(seg, "r+b") as f:
+        if how == "garble":
+            f.seek(end)
+            # length 40, a checksum that cannot match, then noise
+            f.write(struct.pack("<II", 40, 0xDEADBEEF) + rng.randbytes(40))
+        else:
+            f.seek(end)
+            f.write(struct.pack("<II", 4000, 0x12345678) + rng.randbytes(20))
+            f.truncate(end + 28)
+    return f"{seg.parent.name}/{seg.name}@{end}"
+
+
+def crash_config(tmp_path: pathlib.Path) -> pathlib.Path:
+    cfg = tmp_path / "crash.toml"
+    text = (HERE / "broker.toml").read_text()
+    text = text.replace("max_queued_messages = 1000", "max_queued_messages = 100000")
+    # Small segments and snapshots: the runs roll segments and reclaim them.
+    text += "[durability]\nsegment_mb = 1\nsnapshot_after_mb = 1\n"
+    cfg.write_text(text)
+    return cfg
+
+
+@pytest.mark.parametrize("damage", ["none", "tail"])
+def test_sigkill_loses_no_acknowledged_message(tmp_path, damage):
+    seed = int(os.environ.get("TACHYON_CRASH_SEED", str(random.randrange(1 << 30))))
+    rng = random.Random(seed)
+    iterations = int(os.environ.get("TACHYON_CRASH_ITERATIONS", "8"))
+    cluster = Cluster(tmp_path, crash_config(tmp_path))
+    cluster.start()
+    stop = threading.Event()
+    # Subscribers first (their sessions exist before any message): two online, v5 and
+    # v3.1.1, and one that stays offline until the end.
+    online = [Subscriber(cluster, "sub-v5", M.V5, stop), Subscriber(cluster, "sub-v311", M.V311, stop)]
+    offline_stop = threading.Event()
+    offline = Subscriber(cluster, "sub-offline", M.V5, offline_stop)
+    offline.start()
+    for s in online:
+        s.start()
+    deadline = time.monotonic() + 10
+    while not (offline.subscribed and all(s.subscribed for s in online)):
+        assert time.monotonic() < deadline, "subscribers could not subscribe"
+        time.sleep(0.02)
+    offline_stop.set()
+    offline.join(timeout=5)
+    pubs = [
+        Publisher(cluster, "pub-q1-v5", M.V5, 1, "crash/a", 4000, stop),
+        Publisher(cluster, "pub-q2-v5", M.V5, 2, "crash/b", 4000, stop),
+        Publisher(cluster, "pub-q2-v311", M.V311, 2, "crash/c", 4000, stop),
+    ]
+    for p in pubs:
+        p.start()
+    damaged = []
+    try:
+        for i in range(iterations):
+            time.sleep(rng.uniform(0.2, 1.2))
+            cluster.kill()
+            if damage == "tail" and i % 2 == 0:
+                damaged.append(damage_tail(tmp_path, rng.choice(["garble", "cut"]), rng))
+            cluster.start()
+        time.sleep(0.5)
+        stop.set()
+        for p in pubs:
+            p.join(timeout=10)
+        # Online subscribers catch up (what is inflight is resent on their reconnection).
+        deadline = time.monotonic() + 20
+        for s in online:
+            while time.monotonic() < deadline and any(set(p.acked) - set(s.seqs(p.name)) for p in pubs):
+                time.sleep(0.1)
+        # The offline one comes back last and gets its queue.
+        back = Subscriber(cluster, "sub-offline", M.V5, threading.Event())
+        back.subscribed = True
+        back.start()
+        while time.monotonic() < deadline + 20 and any(set(p.acked) - set(back.seqs(p.name)) for p in pubs):
+            time.sleep(0.1)
+        back.stop.set()
+        for s in online:
+            s.stop.set()
+        back.join(timeout=5)
+        for s in online:
+            s.join(timeout=5)
+        problems = [e for p in pubs for e in p.errors]
+        for s in online + [back]:
+            problems += check(s, pubs)
+        acked = {p.name: len(p.acked) for p in pubs}
+        assert sum(acked.values()) > 50, f"too little traffic to prove anything: {acked}"
+        logs = cluster.logs()
+        if damaged:
+            cuts = re.findall(r"WAL tail cut.*", logs)
+            assert len(cuts) >= len(damaged), f"damaged {damaged}, recovery reported {cuts}"
+        assert "recovered durable state" in logs
+        assert not problems, f"seed {seed}, {cluster.starts} starts, acked {acked}:\n" + "\n".join(problems)
+    finally:
+        stop.set()
+        if cluster.broker is not None and cluster.broker.running():
+            cluster.broker.stop()
+
+
+def test_retained_and_sessions_survive_clean_restart_and_sigkill(tmp_path):
+    cluster = Cluster(tmp_path, HERE / "broker.toml")
+    cluster.start()
+    port = cluster.current_port()
+    for n in range(3):
+        c = M.RawClient(port)
+        c.connect(f"keeper-{n}", clean=False, props=EXPIRY)
+        c.subscribe(f"keep/{n}/#", qos=1)
+        c.close()
+    p = M.RawClient(port)
+    p.connect("retainer")
+    p.publish("retained/a", b"A", qos=1, retain=True)
+    p.publish("retained/b", b"B", qos=0, retain=True)
+    p.publish("keep/1/x", b"queued", qos=1)
+    p.disconnect() if hasattr(p, "disconnect") else p.send(M.disconnect())
+    p.close()
+    for how in ("sigterm", "sigkill"):
+        if how == "sigterm":
+            assert cluster.broker.stop() == 0
+        else:
+            cluster.kill()
+        cluster.start()
+        port = cluster.current_port()
+        s = M.RawClient(port)
+        s.connect("reader")
+        s.subscribe("retained/#", qos=1)
+        got = sorted(s.recv_packet(timeout=3).payload for _ in range(2))
+        assert got == [b"A", b"B"], how
+        s.close()
+        for n in range(3):
+            c = M.RawClient(port)
+            ack = c.connect(f"keeper-{n}", clean=False, props=EXPIRY)
+            assert ack.session_present, f"{how}: keeper-{n} lost its session"
+            if n == 1 and how == "sigterm":
+                m = c.recv_packet(timeout=3)
+                assert m.payload == b"queued"
+                c.send(M.puback(m.pid))
+                time.sleep(0.2)
+            c.close()
+    assert "recovered durable state" in cluster.logs()
+    assert cluster.broker.stop() == 0
