@@ -46,6 +46,16 @@ enum Command {
     },
     /// Validate a configuration file and exit (0 = usable).
     CheckConfig { file: PathBuf },
+    /// Show what a data directory holds (read only; the broker may be stopped or running).
+    InspectData {
+        dir: PathBuf,
+        /// Only this client's session.
+        #[arg(long)]
+        client: Option<String>,
+        /// List every held message.
+        #[arg(long)]
+        messages: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +76,24 @@ fn main() -> ExitCode {
             port,
             data_dir,
         } => serve(config, port, data_dir),
+        Command::InspectData {
+            dir,
+            client,
+            messages,
+        } => {
+            match tachyon_net::durable::inspect(
+                &dir,
+                client.as_deref(),
+                messages,
+                &mut std::io::stdout(),
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 

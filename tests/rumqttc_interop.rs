@@ -18,7 +18,8 @@ impl Broker {
             l.local_addr().unwrap().port()
         };
         // Its own data directory: nothing recovered from another run, nothing left in the tree.
-        let data = std::env::temp_dir().join(format!("tachyon-rumqttc-{port}-{}", std::process::id()));
+        let data =
+            std::env::temp_dir().join(format!("tachyon-rumqttc-{port}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         let child = Command::new(env!("CARGO_BIN_EXE_tachyon"))
             .args(["serve", "-p", &port.to_string(), "--data-dir"])

@@ -732,7 +732,10 @@ mod tests {
         let c = Config::parse("[durability]\nenabled = false\n", "t").unwrap();
         assert!(c.durability_config().is_none());
         let c = Config::parse("[durability]\nsync = \"none\"\n", "t").unwrap();
-        assert_eq!(c.durability_config().unwrap().sync, tachyon_wal::SyncPolicy::None);
+        assert_eq!(
+            c.durability_config().unwrap().sync,
+            tachyon_wal::SyncPolicy::None
+        );
     }
 
     #[test]

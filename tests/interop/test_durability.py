@@ -45,6 +45,10 @@ class Cluster:
         self.starts = 0
 
     def start(self):
+        # Keep each run's log (start_broker writes broker-0.log).
+        last = self.workdir / "broker-0.log"
+        if last.exists():
+            last.rename(self.workdir / f"run-{self.starts:02}.log")
         b = start_broker(self.workdir, config=self.config)
         self.starts += 1
         with self.lock:
@@ -55,13 +59,19 @@ class Cluster:
             b, self.port = self.broker, None
         os.kill(b.proc.pid, 9)
         b.proc.wait(timeout=10)
+        if os.environ.get("TACHYON_CRASH_KEEP"):
+            # For diagnosis (`tachyon inspect-data`): the data directory as each crash left it.
+            import shutil
+
+            shutil.copytree(self.workdir / "data", self.workdir / f"data-crash-{self.starts:02}")
 
     def current_port(self):
         with self.lock:
             return self.port
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("broker-*.log")))
+        files = sorted(self.workdir.glob("run-*.log")) + sorted(self.workdir.glob("broker-*.log"))
+        return "\n".join(p.read_text(errors="replace") for p in files)
 
 
 def connect(cluster: Cluster, client_id: str, version: int, stop: threading.Event):
@@ -100,9 +110,10 @@ class Publisher(threading.Thread):
         self.pending = None  # (pid, seq, stage): stage "publish" or "pubrel"
         self.pid = 0
         self.errors: list[str] = []
+        self.stop_done = False  # all sent and acknowledged
 
     def run(self):
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not self.stop_done:
             c = connect(self.cluster, self.name, self.version, self.stop)
             if c is None:
                 return
@@ -121,6 +132,8 @@ class Publisher(threading.Thread):
             else:
                 c.send(M.pubrel(pid))
             self.finish(c)
+        if self.sent >= self.limit:
+            self.stop_done = True
         while not self.stop.is_set() and self.sent < self.limit:
             self.pid = self.pid % 65535 + 1
             seq = self.sent
@@ -164,6 +177,8 @@ class Subscriber(threading.Thread):
         self.awaiting_rel: set[int] = set()
         self.subscribed = False
         self.lock = threading.Lock()
+        # Every PUBLISH seen: (publisher, seq, pid, dup, delivered), for the failure report.
+        self.trace: list[tuple] = []
 
     def run(self):
         while not self.stop.is_set():
@@ -190,7 +205,9 @@ class Subscriber(threading.Thread):
                 f = p.publish_fields()
                 name, seq = f["payload"].decode().rsplit(":", 1)
                 if f["qos"] == 2:
-                    if f["pid"] not in self.awaiting_rel:
+                    new = f["pid"] not in self.awaiting_rel
+                    self.trace.append((name, int(seq), f["pid"], f["dup"], new))
+                    if new:
                         self.deliver(name, int(seq), 2)
                         self.awaiting_rel.add(f["pid"])
                     c.send(M.pubrec(f["pid"]))
@@ -217,7 +234,9 @@ def check(sub: Subscriber, pubs: list[Publisher]) -> list[str]:
         got = sub.seqs(p.name)
         missing = sorted(set(p.acked) - set(got))
         if missing:
-            problems.append(f"{sub.name}: {len(missing)} acknowledged messages of {p.name} never arrived: {missing[:10]}")
+            seen = [t for t in sub.trace if t[0] == p.name and t[1] in missing[:3]]
+            problems.append(f"{sub.name}: {len(missing)} acknowledged messages of {p.name} never arrived: {missing[:10]}"
+                            f" (PUBLISHes of them seen: {seen})")
         firsts = list(dict.fromkeys(got))
         if firsts != sorted(firsts):
             problems.append(f"{sub.name}: {p.name} out of order: {firsts[:40]}")
@@ -280,10 +299,11 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path, damage):
     iterations = int(os.environ.get("TACHYON_CRASH_ITERATIONS", "8"))
     cluster = Cluster(tmp_path, crash_config(tmp_path))
     cluster.start()
-    stop = threading.Event()
+    stop = threading.Event()  # publishers
+    sub_stop = threading.Event()  # online subscribers: they read until the end
     # Subscribers first (their sessions exist before any message): two online, v5 and
     # v3.1.1, and one that stays offline until the end.
-    online = [Subscriber(cluster, "sub-v5", M.V5, stop), Subscriber(cluster, "sub-v311", M.V311, stop)]
+    online = [Subscriber(cluster, "sub-v5", M.V5, sub_stop), Subscriber(cluster, "sub-v311", M.V311, sub_stop)]
     offline_stop = threading.Event()
     offline = Subscriber(cluster, "sub-offline", M.V5, offline_stop)
     offline.start()
@@ -296,9 +316,9 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path, damage):
     offline_stop.set()
     offline.join(timeout=5)
     pubs = [
-        Publisher(cluster, "pub-q1-v5", M.V5, 1, "crash/a", 4000, stop),
-        Publisher(cluster, "pub-q2-v5", M.V5, 2, "crash/b", 4000, stop),
-        Publisher(cluster, "pub-q2-v311", M.V311, 2, "crash/c", 4000, stop),
+        Publisher(cluster, "pub-q1-v5", M.V5, 1, "crash/a", 20000, stop),
+        Publisher(cluster, "pub-q2-v5", M.V5, 2, "crash/b", 20000, stop),
+        Publisher(cluster, "pub-q2-v311", M.V311, 2, "crash/c", 20000, stop),
     ]
     for p in pubs:
         p.start()
@@ -326,8 +346,7 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path, damage):
         while time.monotonic() < deadline + 20 and any(set(p.acked) - set(back.seqs(p.name)) for p in pubs):
             time.sleep(0.1)
         back.stop.set()
-        for s in online:
-            s.stop.set()
+        sub_stop.set()
         back.join(timeout=5)
         for s in online:
             s.join(timeout=5)
@@ -344,6 +363,7 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path, damage):
         assert not problems, f"seed {seed}, {cluster.starts} starts, acked {acked}:\n" + "\n".join(problems)
     finally:
         stop.set()
+        sub_stop.set()
         if cluster.broker is not None and cluster.broker.running():
             cluster.broker.stop()
 

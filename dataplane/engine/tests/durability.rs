@@ -64,7 +64,10 @@ fn puback_waits_for_the_shard_that_queued_the_message() {
     let _ = c.recv(p);
     c.publish(p, "t/1", b"m1", QoS::ExactlyOnce, false, 3);
     c.commit(0);
-    assert!(acks(&c.recv(p)).is_empty(), "PUBREC before shard 1 logged it");
+    assert!(
+        acks(&c.recv(p)).is_empty(),
+        "PUBREC before shard 1 logged it"
+    );
     c.commit(1);
     assert_eq!(acks(&c.recv(p)), vec![(3, ReasonCode::SUCCESS)]);
 }
@@ -109,7 +112,10 @@ fn suback_and_outbound_publish_wait_for_the_log() {
     assert!(matches!(c.recv(s)[..], [Packet::SubAck(_)]));
     let p = c.connect(0, V5, "pub", true);
     c.publish(p, "t/1", b"x", QoS::ExactlyOnce, false, 1);
-    assert!(c.publishes(s, false).is_empty(), "PUBLISH before its record");
+    assert!(
+        c.publishes(s, false).is_empty(),
+        "PUBLISH before its record"
+    );
     c.commit(0);
     assert_eq!(c.publishes(s, false).len(), 1);
 }
@@ -144,7 +150,10 @@ fn a_crash_brings_back_sessions_queues_inflight_and_retained() {
     );
     c.publish(p, "r/x", b"kept", QoS::AtLeastOnce, true, 30);
     let got = c.publishes(on, false);
-    assert_eq!(payloads(&got), vec![b"f1".to_vec(), b"f2".to_vec(), b"f3".to_vec()]);
+    assert_eq!(
+        payloads(&got),
+        vec![b"f1".to_vec(), b"f2".to_vec(), b"f3".to_vec()]
+    );
     // f3: PUBREC from the subscriber, so the broker sends PUBREL (released).
     let f3 = got[2].packet_id.unwrap();
     c.send(on, &Packet::PubRec(PubResp::new(f3, ReasonCode::SUCCESS)));
@@ -166,7 +175,10 @@ fn a_crash_brings_back_sessions_queues_inflight_and_retained() {
     again.dup = true;
     c.send(pp, &Packet::Publish(again));
     assert_eq!(acks(&c.recv(pp)), vec![(5, ReasonCode::SUCCESS)]);
-    c.send(pp, &Packet::PubRel(PubResp::new(pid(5), ReasonCode::SUCCESS)));
+    c.send(
+        pp,
+        &Packet::PubRel(PubResp::new(pid(5), ReasonCode::SUCCESS)),
+    );
 
     // The offline subscriber gets its queue in order, then the QoS 2 message once.
     let (off, ack) = c.connect_with(1, persistent("offline"));
@@ -174,7 +186,12 @@ fn a_crash_brings_back_sessions_queues_inflight_and_retained() {
     let got = c.publishes(off, true);
     assert_eq!(
         payloads(&got),
-        vec![vec![b'q', 0], vec![b'q', 1], vec![b'q', 2], b"once".to_vec()]
+        vec![
+            vec![b'q', 0],
+            vec![b'q', 1],
+            vec![b'q', 2],
+            b"once".to_vec()
+        ]
     );
     // The online one: f1 and f2 resent with DUP and their identifiers (v5 [MQTT-4.4.0-1]),
     // f3 continues with PUBREL.
@@ -362,7 +379,10 @@ fn qos2_from_a_persistent_publisher_is_routed_after_its_received_record() {
     again.dup = true;
     c.send(p, &Packet::Publish(again));
     assert_eq!(acks(&c.recv(p)), vec![(9, ReasonCode::SUCCESS)]);
-    c.send(p, &Packet::PubRel(PubResp::new(pid(9), ReasonCode::SUCCESS)));
+    c.send(
+        p,
+        &Packet::PubRel(PubResp::new(pid(9), ReasonCode::SUCCESS)),
+    );
     let (s, _) = c.connect_with(1, persistent("sub"));
     assert_eq!(payloads(&c.publishes(s, true)), vec![b"x".to_vec()]);
     // Without a crash: routed after the commit, then the QoS 1 message behind it, in order.
@@ -373,8 +393,14 @@ fn qos2_from_a_persistent_publisher_is_routed_after_its_received_record() {
     c.publish(p, "u/1", b"b", QoS::AtLeastOnce, false, 12);
     assert!(c.publishes(s2, true).is_empty());
     c.commit(0);
-    assert_eq!(acks(&c.recv(p)), vec![(11, ReasonCode::SUCCESS), (12, ReasonCode::SUCCESS)]);
-    assert_eq!(payloads(&c.publishes(s2, true)), vec![b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(
+        acks(&c.recv(p)),
+        vec![(11, ReasonCode::SUCCESS), (12, ReasonCode::SUCCESS)]
+    );
+    assert_eq!(
+        payloads(&c.publishes(s2, true)),
+        vec![b"a".to_vec(), b"b".to_vec()]
+    );
 }
 
 /// The other half: the publisher's "received" record (with the message) is durable but a
@@ -404,7 +430,10 @@ fn qos2_received_but_not_routed_everywhere_is_rerouted_once() {
     again.dup = true;
     c.send(p, &Packet::Publish(again));
     assert_eq!(acks(&c.recv(p)), vec![(4, ReasonCode::SUCCESS)]);
-    c.send(p, &Packet::PubRel(PubResp::new(pid(4), ReasonCode::SUCCESS)));
+    c.send(
+        p,
+        &Packet::PubRel(PubResp::new(pid(4), ReasonCode::SUCCESS)),
+    );
     for id in ["late-shard", "quick-shard"] {
         let (s, _) = c.connect_with(0, persistent(id));
         assert_eq!(payloads(&c.publishes(s, true)), vec![b"x".to_vec()], "{id}");

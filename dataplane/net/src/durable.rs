@@ -60,8 +60,7 @@ fn engine_settings(
     let mut cfg = cfg.clone();
     cfg.unix_epoch_ms = unix_ms().saturating_sub(epoch.elapsed().as_millis() as u64);
     cfg.log_state = durability.is_some();
-    cfg.acks_wait_for_log =
-        durability.is_some_and(|d| matches!(d.sync, SyncPolicy::Sync { .. }));
+    cfg.acks_wait_for_log = durability.is_some_and(|d| matches!(d.sync, SyncPolicy::Sync { .. }));
     Arc::new(cfg)
 }
 
@@ -108,9 +107,8 @@ pub fn prepare(
         ))
     })?;
     let lock_path = d.data_dir.join("LOCK");
-    let file = File::create(&lock_path).map_err(|e| {
-        NetError::Durability(format!("{}: cannot open: {e}", lock_path.display()))
-    })?;
+    let file = File::create(&lock_path)
+        .map_err(|e| NetError::Durability(format!("{}: cannot open: {e}", lock_path.display())))?;
     let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
         NetError::Durability(format!(
             "data directory {} is in use by another running broker — stop it, or give this one its own directory with --data-dir",
@@ -374,9 +372,7 @@ impl ShardLog {
         match res {
             Ok(()) => {
                 if self.failed {
-                    tracing::warn!(
-                        "WAL writable again: QoS 1/2 publishes are accepted again"
-                    );
+                    tracing::warn!("WAL writable again: QoS 1/2 publishes are accepted again");
                     self.failed = false;
                     engine.set_log_failed(false);
                 }
@@ -448,4 +444,139 @@ impl ShardLog {
             .max(self.bytes_since_snapshot.saturating_mul(2));
         self.bytes_since_snapshot = 0;
     }
+}
+
+/// `tachyon inspect-data`: what a data directory holds, read without changing it: per
+/// shard log, then the state recovery would bring back (sessions, their subscriptions and
+/// messages, retained messages). `client` limits the sessions shown; `messages` lists each
+/// held message.
+///
+/// # Errors
+/// A log that cannot be read, with what to do about it.
+pub fn inspect(
+    data_dir: &Path,
+    client: Option<&str>,
+    messages: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<(), String> {
+    let mut dirs: Vec<(usize, PathBuf)> = std::fs::read_dir(data_dir)
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let n = e
+                .file_name()
+                .to_string_lossy()
+                .strip_prefix("shard-")?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    dirs.sort();
+    let mut images = Vec::new();
+    let w = |out: &mut dyn std::io::Write, s: String| {
+        let _ = writeln!(out, "{s}");
+    };
+    for (n, dir) in dirs {
+        let rec = Wal::read_only(&dir).map_err(|e| e.to_string())?;
+        let mut replay = Replay::default();
+        let mut bad = 0;
+        for (_, k, p) in &rec.records {
+            match Record::decode(*k, p) {
+                Some(r) => replay.apply(&r),
+                None => bad += 1,
+            }
+        }
+        let first = rec.records.first().map_or(0, |r| r.0);
+        let last = rec.records.last().map_or(0, |r| r.0);
+        w(
+            out,
+            format!(
+                "shard-{n}: {} segments, records {first}..={last} ({} unreadable), {} snapshots, cut: {}",
+                rec.segments,
+                bad,
+                replay.snapshots,
+                rec.truncated
+                    .as_ref()
+                    .map_or("none".into(), |(f, o, r)| format!("{}@{o}: {r}", f.display()))
+            ),
+        );
+        let img = replay.finish();
+        for (c, s) in &img.sessions {
+            if client.is_none_or(|x| x == c) {
+                w(
+                    out,
+                    format!(
+                        "  {c}: gen {} expiry {} subs {} messages {} qos2-in {}",
+                        s.gen,
+                        s.expiry_secs,
+                        s.subs.len(),
+                        s.deliveries.len(),
+                        s.qos2_incoming.len()
+                    ),
+                );
+            }
+        }
+        images.push(img);
+    }
+    let img = merge(images);
+    w(
+        out,
+        format!(
+            "recovered: {} sessions, {} retained messages",
+            img.sessions.len(),
+            img.retained.len()
+        ),
+    );
+    for (c, s) in &img.sessions {
+        if client.is_some_and(|x| x != c) {
+            continue;
+        }
+        w(
+            out,
+            format!(
+                "session {c}: gen {} v5 {} expiry {} subscriptions {:?}",
+                s.gen,
+                s.v5,
+                s.expiry_secs,
+                s.subs.keys().collect::<Vec<_>>()
+            ),
+        );
+        w(
+            out,
+            format!(
+                "  messages {} (inflight {}), inbound QoS 2 ids {:?}, will {}",
+                s.deliveries.len(),
+                s.by_packet_id.len(),
+                s.qos2_incoming.keys().collect::<Vec<_>>(),
+                s.will.is_some()
+            ),
+        );
+        if messages {
+            for (id, d) in &s.deliveries {
+                let (topic, payload) = d
+                    .entry
+                    .decode_publish()
+                    .map(|p| {
+                        (
+                            p.topic.as_str().to_owned(),
+                            String::from_utf8_lossy(&p.payload[..p.payload.len().min(60)])
+                                .into_owned(),
+                        )
+                    })
+                    .unwrap_or_default();
+                w(
+                    out,
+                    format!(
+                        "    #{id} qos {} packet id {:?}{} receipt {} {topic} {payload:?}",
+                        d.entry.qos,
+                        d.packet_id,
+                        if d.released { " released" } else { "" },
+                        d.entry.receipt
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
 }

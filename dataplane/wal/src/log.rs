@@ -169,6 +169,56 @@ impl Wal {
     ///
     /// # Errors
     /// [`WalError`] for I/O errors, a damaged header, or a segment of another format version.
+    /// Reads a shard's log without changing anything (inspection): the whole records in
+    /// order, and where the log would be cut.
+    ///
+    /// # Errors
+    /// A directory or segment that cannot be read, or a segment header that is not usable.
+    pub fn read_only(dir: &Path) -> Result<Recovered, WalError> {
+        let t0 = Instant::now();
+        let mut found: Vec<(Lsn, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io("list", dir))? {
+            let entry = entry.map_err(io("list", dir))?;
+            let name = entry.file_name();
+            if let Some(lsn) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".wal"))
+                .and_then(|s| s.parse::<Lsn>().ok())
+            {
+                found.push((lsn, entry.path()));
+            }
+        }
+        found.sort();
+        let mut rec = Recovered {
+            segments: found.len(),
+            ..Recovered::default()
+        };
+        let mut next_lsn: Option<Lsn> = None;
+        for (_, path) in found {
+            let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+            let header = SegmentHeader::decode(&bytes).map_err(|reason| WalError::Header {
+                path: path.clone(),
+                reason,
+            })?;
+            if next_lsn.is_some_and(|n| n != header.first_lsn) {
+                rec.discarded.push(path);
+                break;
+            }
+            let result = scan(&bytes[HEADER_BYTES..], header.first_lsn);
+            for r in &result.records {
+                let range = HEADER_BYTES + r.payload.start..HEADER_BYTES + r.payload.end;
+                rec.records.push((r.lsn, r.kind, bytes[range].to_vec()));
+            }
+            next_lsn = Some(header.first_lsn + result.records.len() as u64);
+            if let End::Torn { offset, reason } = result.end {
+                rec.truncated = Some((path, HEADER_BYTES + offset, reason));
+                break;
+            }
+        }
+        rec.elapsed = t0.elapsed();
+        Ok(rec)
+    }
+
     pub fn open(cfg: WalConfig) -> Result<(Wal, Recovered), WalError> {
         let t0 = Instant::now();
         std::fs::create_dir_all(&cfg.dir).map_err(io("create the directory", &cfg.dir))?;

@@ -519,15 +519,27 @@ impl Engine {
         }
     }
 
-    /// A receipt unique among the shards and runs (start second, counter, shard).
+    /// A receipt unique among the shards and runs: a counter (above every receipt in the
+    /// recovered log, and starting from the start time in milliseconds x 1024), then the
+    /// shard in the low 6 bits.
     pub(crate) fn next_receipt(&mut self) -> u64 {
-        self.log.receipts += 1;
-        let base = (self.cfg.unix_epoch_ms / 1000) << 24;
-        (base.wrapping_add(self.log.receipts) << 6) | self.shard as u64
+        let floor = self.cfg.unix_epoch_ms << 10;
+        self.log.receipts = self.log.receipts.max(floor) + 1;
+        (self.log.receipts << 6) | self.shard as u64
+    }
+
+    /// Recovery: receipts given from now on are above `receipt` (one seen in the log).
+    pub fn receipts_above(&mut self, receipt: u64) {
+        self.log.receipts = self.log.receipts.max(receipt >> 6);
     }
 
     /// Logs a new inbound QoS 2 identifier with its message (routing not confirmed yet).
-    pub(crate) fn log_qos2_received(&mut self, key: SessionKey, pid: u16, msg: &std::sync::Arc<Message>) {
+    pub(crate) fn log_qos2_received(
+        &mut self,
+        key: SessionKey,
+        pid: u16,
+        msg: &std::sync::Arc<Message>,
+    ) {
         if !self.logged(key) {
             return;
         }

@@ -176,7 +176,10 @@ impl Image {
                 entry,
             } => self
                 .session(client)
-                .map(|s| s.qos2_incoming.insert(*packet_id, (*receipt, entry.clone())))
+                .map(|s| {
+                    s.qos2_incoming
+                        .insert(*packet_id, (*receipt, entry.clone()))
+                })
                 .is_some(),
             Record::Qos2Routed { client, packet_id } => {
                 self.session(client)

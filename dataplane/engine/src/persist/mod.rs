@@ -11,9 +11,9 @@
 //! - [`restore`]: the engine's side of recovery (state from an image) and of snapshots
 //!   (state as records).
 
+pub(crate) mod emit;
 pub mod image;
 pub mod record;
-pub(crate) mod emit;
 pub mod restore;
 
 pub use image::{merge, DeliveryImage, Image, Replay, SessionImage};

@@ -35,6 +35,23 @@ pub struct Restored {
 pub fn restore_all(engines: &mut [Engine], image: &Image, now: u64) -> Restored {
     let n = engines.len();
     let mut r = Restored::default();
+    // New receipts must differ from every one in the log (a restart within the same
+    // millisecond range would repeat them).
+    let top = image
+        .sessions
+        .values()
+        .flat_map(|s| {
+            s.deliveries
+                .values()
+                .map(|d| d.entry.receipt)
+                .chain(s.qos2_incoming.values().map(|q| q.0))
+                .chain(s.done_receipts.iter().copied())
+        })
+        .max()
+        .unwrap_or(0);
+    for e in engines.iter_mut() {
+        e.receipts_above(top);
+    }
     for (client, s) in &image.sessions {
         let home = home_shard(client.as_bytes(), n);
         if !engines[home].restore_session(now, client, s) {
@@ -73,9 +90,7 @@ pub fn message_from_entry(e: &Entry, unix_epoch_ms: u64) -> Option<(Message, boo
             qos: p.qos,
             retain: p.retain,
             properties,
-            expires_at_ms: e
-                .expires_unix_ms
-                .map(|t| t.saturating_sub(unix_epoch_ms)),
+            expires_at_ms: e.expires_unix_ms.map(|t| t.saturating_sub(unix_epoch_ms)),
             origin: e.origin.clone().and_then(Utf8Str::from_string),
             receipt: e.receipt,
         },

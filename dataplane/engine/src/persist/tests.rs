@@ -48,7 +48,10 @@ fn every_record_round_trips() {
             v5: true,
             expiry_secs: 3600,
         },
-        Record::SessionEnd { client: "c".into(), gen: 1 },
+        Record::SessionEnd {
+            client: "c".into(),
+            gen: 1,
+        },
         Record::Subscribe {
             client: "c".into(),
             filter: "a/+".into(),
@@ -209,7 +212,10 @@ fn a_qos2_flow_replays_to_its_state_at_every_step() {
     assert!(img.sessions["sub"].qos2_incoming.is_empty());
     assert_eq!(img.skipped, 0);
     // A record about a session that ended is skipped, not an error.
-    img.apply(&Record::SessionEnd { client: c(), gen: 1 });
+    img.apply(&Record::SessionEnd {
+        client: c(),
+        gen: 1,
+    });
     img.apply(&Record::Completed {
         client: c(),
         packet_id: 11,
