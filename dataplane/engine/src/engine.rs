@@ -939,6 +939,7 @@ impl Engine {
                 shard,
                 claim,
             } => self.on_release(client_id, shard, claim),
+            Mail::LogHealth { shard, failed } => self.on_log_health(shard, failed),
         }
     }
 

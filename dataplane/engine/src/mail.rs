@@ -13,6 +13,7 @@
 //!   RouteAck     a shard applied a Route that asked for an ack (barriers, see `barrier.rs`)
 //!   Forward      old owner -> new owner: a delivery that reached the old owner's tombstone
 //!   Unforward    new owner -> old owner: routes to the new owner are in place everywhere
+//!   LogHealth    a shard -> every shard: its WAL cannot (or can again) be written
 //! ```
 
 use std::sync::Arc;
@@ -117,6 +118,12 @@ pub enum Mail {
         client_id: Utf8Str,
         shard: ShardId,
         claim: ConnId,
+    },
+    /// A shard can (no longer) write its log: while any cannot, every shard refuses QoS 1/2
+    /// publishes (their messages may need that shard's log).
+    LogHealth {
+        shard: ShardId,
+        failed: bool,
     },
 }
 

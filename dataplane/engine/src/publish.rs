@@ -84,7 +84,7 @@ impl Engine {
         c.publisher_until_ms = now + 1000;
         let client_id = c.client_id.clone();
         self.stats.messages_received[p.qos as usize] += 1;
-        if self.log.failed && p.qos != QoS::AtMostOnce {
+        if self.refusing_qos12() && p.qos != QoS::AtMostOnce {
             self.refuse_unloggable(now, conn, p);
             return;
         }

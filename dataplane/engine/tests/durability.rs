@@ -325,6 +325,22 @@ fn a_failed_log_refuses_qos1_and_keeps_qos0() {
     assert_eq!(c.engines[0].stats().publishes_refused_log_failed, 2);
 }
 
+/// One shard's full disk makes every shard refuse QoS 1/2 (a message may need that shard's
+/// log), until it recovers.
+#[test]
+fn a_failed_log_on_another_shard_refuses_too() {
+    let mut c = Cluster::durable(2);
+    let p = c.connect(0, V5, "pub", true);
+    c.engines[1].set_log_failed(true);
+    c.pump();
+    c.publish(p, "t/1", b"q1", QoS::ExactlyOnce, false, 1);
+    assert_eq!(acks(&c.recv(p)), vec![(1, ReasonCode::QUOTA_EXCEEDED)]);
+    c.engines[1].set_log_failed(false);
+    c.pump();
+    c.publish(p, "t/1", b"q1", QoS::ExactlyOnce, false, 2);
+    assert_eq!(acks(&c.recv(p)), vec![(2, ReasonCode::SUCCESS)]);
+}
+
 /// A delayed Will of an offline session survives a crash and is published when due.
 #[test]
 fn a_pending_will_survives_a_crash() {

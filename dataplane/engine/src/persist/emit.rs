@@ -86,6 +86,8 @@ pub(crate) struct Log {
     /// The driver could not write the log (disk full, I/O error): QoS 1/2 publishes are
     /// refused until it can again.
     pub failed: bool,
+    /// Shards (bit per shard, this one included) whose log cannot be written.
+    pub failed_shards: u64,
     /// Recovery is loading sessions: route changes are not announced (see `restore`).
     pub restoring: bool,
     /// Client messages waiting for a log position before they are routed (see
@@ -802,10 +804,27 @@ impl Engine {
     /// The driver cannot write the log (`true`) or can again (`false`): while it cannot,
     /// QoS 1/2 publishes are refused (nothing unlogged is acknowledged) and the rest goes on.
     pub fn set_log_failed(&mut self, failed: bool) {
-        if failed != self.log.failed {
-            self.stats.log_failures += u64::from(failed);
+        if failed == self.log.failed {
+            return;
         }
+        self.stats.log_failures += u64::from(failed);
         self.log.failed = failed;
+        let shard = self.shard;
+        self.on_log_health(shard, failed);
+        self.broadcast(|| Mail::LogHealth { shard, failed });
+    }
+
+    pub(crate) fn on_log_health(&mut self, shard: ShardId, failed: bool) {
+        if failed {
+            self.log.failed_shards |= 1 << shard;
+        } else {
+            self.log.failed_shards &= !(1 << shard);
+        }
+    }
+
+    /// Whether QoS 1/2 publishes are refused (some shard cannot write its log).
+    pub(crate) fn refusing_qos12(&self) -> bool {
+        self.log.failed_shards != 0
     }
 
     /// Writes a snapshot of this shard's durable state into the log: every logged session,
