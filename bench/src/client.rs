@@ -46,6 +46,20 @@ impl Client {
     /// # Errors
     /// I/O errors, a refused CONNACK, or a broker that says something else first.
     pub fn connect(addr: &str, client_id: &str, version: ProtocolVersion) -> io::Result<Client> {
+        Client::connect_session(addr, client_id, version, false)
+    }
+
+    /// As [`Client::connect`]; `persistent` asks for a session that outlives the connection
+    /// (Clean Start 0; v5: Session Expiry Interval 3600 s).
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn connect_session(
+        addr: &str,
+        client_id: &str,
+        version: ProtocolVersion,
+        persistent: bool,
+    ) -> io::Result<Client> {
         let sock_addr = addr
             .to_socket_addrs()?
             .next()
@@ -61,16 +75,20 @@ impl Client {
             rx: BytesMut::with_capacity(READ_CHUNK_SIZE),
             chunk: vec![0u8; READ_CHUNK_SIZE],
         };
+        let mut properties = Properties::default();
+        if persistent && version == ProtocolVersion::V5 {
+            properties.session_expiry_interval = Some(3600);
+        }
         let connect = Connect {
             version,
-            clean_start: true,
+            clean_start: !persistent,
             keep_alive_secs: 0,
             client_id: Utf8Str::from_string(client_id.to_owned())
                 .ok_or_else(|| invalid(format!("client id {client_id:?} is not valid")))?,
             will: None,
             username: None,
             password: None,
-            properties: Properties::default(),
+            properties,
         };
         client.send(&Packet::Connect(Box::new(connect)))?;
         match client.expect_packet()? {

@@ -133,6 +133,9 @@ pub struct PublisherResult {
     pub refused_seqs: Vec<u64>,
     /// Open loop only: how late each send was against its schedule, in ns.
     pub lag_ns: Option<Histogram<u64>>,
+    /// QoS 1/2: from sending a PUBLISH (its scheduled time, open loop) to its PUBACK or
+    /// PUBREC, for messages sent in the window.
+    pub ack_ns: Option<Histogram<u64>>,
     pub error: Option<String>,
 }
 
@@ -140,6 +143,8 @@ pub struct PublisherResult {
 struct Inflight {
     used: Vec<bool>,
     seq: Vec<u64>,
+    /// When each identifier's PUBLISH was sent (clock ns), for the acknowledgement latency.
+    sent_ns: Vec<u64>,
     count: usize,
     cursor: u16,
 }
@@ -149,6 +154,7 @@ impl Inflight {
         Inflight {
             used: vec![false; 1 << 16],
             seq: vec![0; 1 << 16],
+            sent_ns: vec![0; 1 << 16],
             count: 0,
             cursor: 0,
         }
@@ -171,6 +177,14 @@ impl Inflight {
                 return PacketId::new(self.cursor).expect("cursor skips 0");
             }
         }
+    }
+
+    fn set_sent(&mut self, id: PacketId, ns: u64) {
+        self.sent_ns[id.get() as usize] = ns;
+    }
+
+    fn sent(&self, id: PacketId) -> Option<u64> {
+        self.used[id.get() as usize].then(|| self.sent_ns[id.get() as usize])
     }
 
     /// Frees `id`; returns the sequence number it carried, or `None` if it was not in use.
@@ -210,6 +224,7 @@ pub fn run_publisher(
             Pacing::Rate { .. } => Some(new_histogram()),
             Pacing::Window(_) => None,
         },
+        ack_ns: (plan.qos != QoS::AtMostOnce).then(new_histogram),
         error: None,
     };
     if let Err(e) = publish_loop(&mut client, &plan, clock, shared, &mut result) {
@@ -253,12 +268,27 @@ fn handle_acks(
     inflight: &mut Inflight,
     out: &mut BytesMut,
     result: &mut PublisherResult,
+    clock: &Clock,
 ) -> io::Result<()> {
     let version = client.version;
+    let record_ack = |inflight: &Inflight, id: PacketId, result: &mut PublisherResult| {
+        if let (Some(sent), Some(h)) = (inflight.sent(id), result.ack_ns.as_mut()) {
+            if clock.in_window(sent) {
+                h.saturating_record(clock.now_ns().saturating_sub(sent).max(1));
+            }
+        }
+    };
     while let Some(packet) = client.next_packet()? {
         let (id, reason, at_pubcomp) = match packet {
-            Packet::PubAck(r) => (r.packet_id, r.reason, false),
+            Packet::PubAck(r) => {
+                if r.reason.0 < 0x80 {
+                    record_ack(inflight, r.packet_id, result);
+                }
+                (r.packet_id, r.reason, false)
+            }
             Packet::PubRec(r) if r.reason.0 < 0x80 => {
+                // PUBREC is the acknowledgement that promises the message (QoS 2).
+                record_ack(inflight, r.packet_id, result);
                 queue_ack(out, AckKind::PubRel, r.packet_id, version);
                 continue;
             }
@@ -338,6 +368,9 @@ fn publish_loop(
                 {
                     let id = acked.then(|| inflight.take(seq));
                     let send_ns = clock.now_ns();
+                    if let Some(id) = id {
+                        inflight.set_sent(id, send_ns);
+                    }
                     let stamp = Stamp {
                         publisher_id: plan.id,
                         seq,
@@ -366,6 +399,9 @@ fn publish_loop(
                     && (!acked || inflight.count < window)
                 {
                     let id = acked.then(|| inflight.take(seq));
+                    if let Some(id) = id {
+                        inflight.set_sent(id, due(seq));
+                    }
                     let stamp = Stamp {
                         publisher_id: plan.id,
                         seq,
@@ -395,7 +431,7 @@ fn publish_loop(
             } else {
                 client.read_nowait()?;
             }
-            handle_acks(client, &mut inflight, &mut out, result)?;
+            handle_acks(client, &mut inflight, &mut out, result, clock)?;
             if !out.is_empty() {
                 client.stream.write_all(&out)?;
                 out.clear();
@@ -407,7 +443,7 @@ fn publish_loop(
     let drain_end = Instant::now() + clock.drain;
     while acked && inflight.count > 0 && Instant::now() < drain_end {
         client.read_blocking()?;
-        handle_acks(client, &mut inflight, &mut out, result)?;
+        handle_acks(client, &mut inflight, &mut out, result, clock)?;
         if !out.is_empty() {
             client.stream.write_all(&out)?;
             out.clear();

@@ -26,6 +26,10 @@ pub struct Target {
     /// MQTT protocol level: 4 (3.1.1) or 5 (5.0).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
     pub version: u8,
+    /// Subscribers keep persistent sessions (Clean Start 0; v5: Session Expiry 3600 s), so
+    /// a broker that logs them does (durability benchmarks).
+    #[arg(long)]
+    pub persistent: bool,
     /// Payload bytes, at least 20 (publisher id, sequence, send time).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(20..=16_000_000))]
     pub payload: u32,
@@ -218,7 +222,8 @@ fn execute(target: &Target, layout: Layout, qos: QoS) -> Result<Outcome, String>
     let mut sub_clients = Vec::new();
     for (topic, plan) in layout.subscribers {
         let id = format!("tb-{run}-s{}", plan.index);
-        let mut c = Client::connect(&addr, &id, version).map_err(|e| format!("{addr}: {e}"))?;
+        let mut c = Client::connect_session(&addr, &id, version, target.persistent)
+            .map_err(|e| format!("{addr}: {e}"))?;
         c.subscribe(&topic, qos)
             .map_err(|e| format!("{addr}: {e}"))?;
         sub_clients.push((c, plan));
@@ -313,6 +318,7 @@ fn totals(outcome: &Outcome, target: &Target) -> Value {
     let window = target.duration;
     let mut latency = new_histogram();
     let mut lag = new_histogram();
+    let mut ack = new_histogram();
     let mut errors: Vec<String> = Vec::new();
     let (mut received, mut delivered, mut lost, mut dup, mut reord, mut misr, mut corrupt) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
@@ -341,6 +347,9 @@ fn totals(outcome: &Outcome, target: &Target) -> Value {
         refused += p.refused_count;
         if let Some(h) = &p.lag_ns {
             lag.add(h).expect("histograms share bounds");
+        }
+        if let Some(h) = &p.ack_ns {
+            ack.add(h).expect("histograms share bounds");
         }
         errors.extend(p.error.clone());
     }
@@ -403,6 +412,9 @@ fn totals(outcome: &Outcome, target: &Target) -> Value {
     if !lag.is_empty() {
         v["send_lag_us"] = percentiles_us(&lag);
     }
+    if !ack.is_empty() {
+        v["ack_latency_us"] = percentiles_us(&ack);
+    }
     if let Some(Ok(n)) = &outcome.broker_allocations {
         v["broker_allocations_in_window"] = json!(n);
         v["broker_allocations_per_message_sent"] = json!(*n as f64 / sent_in_window.max(1) as f64);
@@ -433,6 +445,7 @@ fn target_json(t: &Target) -> Value {
     json!({
         "host": t.host, "port": t.port, "version": t.version, "payload_bytes": t.payload,
         "duration_secs": t.duration, "warmup_secs": t.warmup, "drain_secs": t.drain,
+        "persistent_subscribers": t.persistent,
     })
 }
 
@@ -474,7 +487,7 @@ pub fn throughput(args: &ThroughputArgs) -> Result<(), String> {
     let results = totals(&outcome, &args.target);
     eprintln!(
         "throughput {:?} qos{} {}B: sent {:.0} msg/s, delivered {:.0} msg/s, lost {} dup {} \
-         reordered {} misrouted {} refused {}, latency p50 {} µs p99 {} µs",
+         reordered {} misrouted {} refused {}, latency p50 {} µs p99 {} µs, ack p50 {} µs p99 {} µs",
         args.topology,
         args.qos,
         args.target.payload,
@@ -487,6 +500,8 @@ pub fn throughput(args: &ThroughputArgs) -> Result<(), String> {
         results["refused"],
         results["latency_us"]["p50"],
         results["latency_us"]["p99"],
+        results["ack_latency_us"]["p50"],
+        results["ack_latency_us"]["p99"],
     );
     let report = json!({
         "kind": "throughput",
@@ -529,7 +544,7 @@ pub fn latency(args: &LatencyArgs) -> Result<(), String> {
     let lag_p99 = results["send_lag_us"]["p99"].as_f64().unwrap_or(0.0);
     eprintln!(
         "latency qos{} {} msg/s {}B: p50 {} µs p99 {} µs p99.9 {} µs max {} µs; send lag p99 {} \
-         µs max {} µs; lost {}",
+         µs max {} µs; ack p50 {} µs p99 {} µs; lost {}",
         args.qos,
         args.rate,
         args.target.payload,
@@ -539,6 +554,8 @@ pub fn latency(args: &LatencyArgs) -> Result<(), String> {
         results["latency_us"]["max"],
         results["send_lag_us"]["p99"],
         results["send_lag_us"]["max"],
+        results["ack_latency_us"]["p50"],
+        results["ack_latency_us"]["p99"],
         results["lost"],
     );
     if lag_p99 > 100.0 {

@@ -220,7 +220,9 @@ pub struct Durability {
     /// the pages back later (survives a crash of the broker, not of the machine).
     pub sync: String,
     /// Group commit: a batch closes this many microseconds after its first record (0: at
-    /// the end of the shard's loop pass), or at `group_commit_records`.
+    /// the end of the shard's loop pass), or at `group_commit_records`, or when a loop pass
+    /// finds nothing to do. Larger values put more into each msync (throughput under heavy
+    /// fan-in) at the cost of acknowledgement latency (docs/durability.md).
     pub group_commit_us: u32,
     pub group_commit_records: u32,
     /// Size of each preallocated segment file.

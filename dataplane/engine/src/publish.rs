@@ -775,7 +775,7 @@ impl Engine {
         };
         // Logged before the PUBLISH is written: after a crash it is resent with this
         // Packet Identifier, never as a new message (QoS 2 exactly once).
-        self.log_sent(key, d.id, pid.get());
+        self.log_sent(key, d.id, pid.get(), d.qos);
         if !self.write_publish(now, conn, &d, Some(pid), false) {
             self.log_flow(key, pid.get(), false);
         } else {

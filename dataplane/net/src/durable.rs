@@ -290,8 +290,9 @@ impl ShardLog {
 
     /// After the engine's work of a loop pass and before its output is written: moves the
     /// engine's records into the WAL and, under `sync`, commits a batch that is old or big
-    /// enough; then the engine releases what waited for it.
-    pub fn step(&mut self, engine: &mut Engine, now: u64) {
+    /// enough, or any batch when the pass found nothing to do (`idle`: no more is coming
+    /// now, waiting would only add latency); then the engine releases what waited for it.
+    pub fn step(&mut self, engine: &mut Engine, now: u64, idle: bool) {
         if self.failed && self.last_retry.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
             return;
         }
@@ -312,7 +313,7 @@ impl ShardLog {
                 Some((delay, records)) => {
                     if self.wal.pending() > 0 {
                         let since = *self.batch_since.get_or_insert_with(Instant::now);
-                        if self.wal.pending() >= records || since.elapsed() >= delay {
+                        if idle || self.wal.pending() >= records || since.elapsed() >= delay {
                             self.commit(engine, now);
                         }
                     }
@@ -337,10 +338,17 @@ impl ShardLog {
         Some(delay.saturating_sub(since.elapsed()))
     }
 
-    /// At shutdown: everything the engine logged is written and committed.
-    pub fn finish(&mut self, engine: &mut Engine, now: u64) {
+    /// Writes and commits everything the engine logged, whatever the batch bounds (before
+    /// the connections close at shutdown, so that the acknowledgements waiting for it and
+    /// the DISCONNECT go out).
+    pub fn commit_now(&mut self, engine: &mut Engine, now: u64) {
         self.append(engine);
         self.commit(engine, now);
+    }
+
+    /// At shutdown: everything the engine logged is written and committed.
+    pub fn finish(&mut self, engine: &mut Engine, now: u64) {
+        self.commit_now(engine, now);
         tracing::info!(
             commits = self.commits,
             commit_mean_us = self.commit_ns as f64 / self.commits.max(1) as f64 / 1e3,

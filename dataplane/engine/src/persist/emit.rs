@@ -5,9 +5,10 @@
 //! reports how many are durable (`Engine::handle_durable`). With `acks_wait_for_log`:
 //!
 //! - output that promises a logged change waits for it (a *fence* on the connection):
-//!   CONNACK after the session's record, SUBACK after the subscription's, an outbound QoS 1/2
+//!   CONNACK after the session's record, SUBACK after the subscription's, an outbound QoS 2
 //!   PUBLISH after its enqueue and send records, PUBREC/PUBREL/PUBCOMP after the QoS 2 state
-//!   they announce;
+//!   they announce (an outbound QoS 1 PUBLISH does not wait: at least once allows sending it
+//!   again after a crash);
 //! - a publisher's PUBACK/PUBREC waits for every record its message caused on this shard
 //!   (a fence at the log position after routing) and on the other shards: each shard the
 //!   message was mailed to answers with `RouteAck` once its own records are durable (and
@@ -112,6 +113,10 @@ pub(crate) struct Deferred {
 
 /// How long ended-session markers are kept in snapshots.
 const ENDED_KEEP_MS: u64 = 10 * 60 * 1000;
+/// How long (and how many) receipts of completed deliveries are kept for snapshots: they
+/// matter only until the publisher's shard has logged `Qos2Routed`, milliseconds later.
+const RECEIPTS_KEEP_MS: u64 = 10_000;
+const RECEIPTS_KEEP_MAX: usize = 1 << 20;
 
 impl Engine {
     /// Whether this engine logs state at all.
@@ -369,7 +374,12 @@ impl Engine {
         d.id = self.log.next_delivery;
         let client = self.sessions.get(key).expect("logged").client_id.clone();
         self.write_enqueue(&client, d);
-        self.fence_session(key);
+        // A QoS 1 delivery may go out before its record is durable: after a crash it is
+        // sent again (at least once), or the publisher, not yet acknowledged, resends it.
+        // QoS 2 must not be delivered from state the log could lose (see `log_sent`).
+        if d.qos == QoS::ExactlyOnce {
+            self.fence_session(key);
+        }
     }
 
     fn write_enqueue(&mut self, client: &Utf8Str, d: &Delivery) {
@@ -382,8 +392,9 @@ impl Engine {
         });
     }
 
-    /// A logged delivery went out with `pid`.
-    pub(crate) fn log_sent(&mut self, key: SessionKey, id: u64, pid: u16) {
+    /// A logged delivery goes out with `pid`; a QoS 2 one only once this is durable, so that
+    /// after a crash it is resent with the same identifier, never as a new message.
+    pub(crate) fn log_sent(&mut self, key: SessionKey, id: u64, pid: u16, qos: QoS) {
         if id == 0 || !self.logged(key) {
             return;
         }
@@ -393,7 +404,9 @@ impl Engine {
             b.put_u64_le(id);
             b.put_u16_le(pid);
         });
-        self.fence_session(key);
+        if qos == QoS::ExactlyOnce {
+            self.fence_session(key);
+        }
     }
 
     /// Outbound flow state by Packet Identifier: `Released` (PUBREL goes out: fenced) or
@@ -605,12 +618,9 @@ impl Engine {
         }
         let client = self.sessions.get(key).expect("logged").client_id.clone();
         let now = self.unix_ms(self.now_ms);
-        while self
-            .log
-            .done_receipts
-            .front()
-            .is_some_and(|e| now >= e.2 + ENDED_KEEP_MS)
-        {
+        while self.log.done_receipts.front().is_some_and(|e| {
+            now >= e.2 + RECEIPTS_KEEP_MS || self.log.done_receipts.len() >= RECEIPTS_KEEP_MAX
+        }) {
             self.log.done_receipts.pop_front();
         }
         self.log.done_receipts.push_back((client, receipt, now));
@@ -855,7 +865,7 @@ impl Engine {
             .log
             .done_receipts
             .front()
-            .is_some_and(|e| now >= e.2 + ENDED_KEEP_MS)
+            .is_some_and(|e| now >= e.2 + RECEIPTS_KEEP_MS)
         {
             self.log.done_receipts.pop_front();
         }

@@ -312,13 +312,18 @@ impl Shard {
 
             if drain_deadline.is_none() && self.ctx.shutdown.is_triggered() {
                 self.stop_listening();
+                if let Some(log) = &mut self.log {
+                    log.commit_now(&mut self.engine, now);
+                }
                 self.engine.handle_shutdown(now);
                 drain_deadline = Some(now + self.ctx.shutdown_drain_ms);
             }
             // Records into the WAL before output is written (acks that wait for them are
             // released by the commit).
             if let Some(log) = &mut self.log {
-                log.step(&mut self.engine, now);
+                // A pass that found nothing commits what is pending at once.
+                let idle = n == 0 && self.backlog.is_empty();
+                log.step(&mut self.engine, now, idle);
             }
             self.flush_all(now);
             self.expire_closing(now);

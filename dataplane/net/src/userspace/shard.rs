@@ -261,12 +261,17 @@ impl<D: Frames> Shard<D> {
             self.engine.handle_tick(now);
             if drain_deadline.is_none() && self.ctx.shutdown.is_triggered() {
                 self.stop_listening();
+                if let Some(log) = &mut self.log {
+                    log.commit_now(&mut self.engine, now);
+                }
                 self.engine.handle_shutdown(now);
                 drain_deadline = Some(now + self.ctx.stack.shutdown_drain_ms);
             }
             // Records into the WAL before output goes to the sockets.
             if let Some(log) = &mut self.log {
-                log.step(&mut self.engine, now);
+                // A pass that found nothing commits what is pending at once.
+                let idle = frames == 0 && !worked && mail == 0 && self.backlog.is_empty();
+                log.step(&mut self.engine, now, idle);
             }
             // 4. Engine output into the sockets; closes; mail out.
             self.flush_all(now);
