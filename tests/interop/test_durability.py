@@ -71,7 +71,8 @@ class Cluster:
 
     def logs(self) -> str:
         files = sorted(self.workdir.glob("run-*.log")) + sorted(self.workdir.glob("broker-*.log"))
-        return "\n".join(p.read_text(errors="replace") for p in files)
+        text = "\n".join(p.read_text(errors="replace") for p in files)
+        return re.sub(r"\x1b\[[0-9;]*m", "", text)  # the log's colours
 
 
 def connect(cluster: Cluster, client_id: str, version: int, stop: threading.Event):
@@ -523,7 +524,7 @@ def test_segments_are_reclaimed_under_steady_load(tmp_path):
             time.sleep(0.02)
         pub = M.RawClient(port)
         pub.connect("steady-pub", clean=False, props=EXPIRY)
-        total, batch = 12000, 200
+        total, batch = 30000, 500
         name = "steady-pub-" + "x" * 400  # the payload is name:seq
         most = 0
         for start in range(0, total, batch):
@@ -539,8 +540,8 @@ def test_segments_are_reclaimed_under_steady_load(tmp_path):
         stop.set()
         sub.join(timeout=5)
         assert len(set(sub.seqs(name))) == total
-        # ~6 MiB of messages went through; without reclamation that is 6+ segments per shard.
-        assert most <= 8, f"{most} segments at once: old segments are not reclaimed"
+        # ~13 MiB of log went through: without reclamation, 13+ segments.
+        assert most <= 7, f"{most} segments at once: old segments are not reclaimed"
         assert cluster.broker.stop() == 0
         assert re.search(r"WAL closed .*snapshots=[1-9]", cluster.logs()), "no snapshot was written"
     finally:
