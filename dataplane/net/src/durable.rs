@@ -40,6 +40,14 @@ pub struct DirLock {
     _lock: Flock<File>,
 }
 
+/// What the shards start with: one engine (holding the recovered state) and one log per
+/// shard, and the data directory's lock (held until dropped).
+pub struct Prepared {
+    pub engines: Vec<Engine>,
+    pub logs: Vec<Option<ShardLog>>,
+    pub lock: Option<DirLock>,
+}
+
 /// What recovery found, for the start-up log line.
 #[derive(Debug, Default)]
 pub struct RecoveryReport {
@@ -91,13 +99,17 @@ pub fn prepare(
     engine_cfg: &EngineConfig,
     durability: Option<&DurabilityConfig>,
     epoch: Instant,
-) -> Result<(Vec<Engine>, Vec<Option<ShardLog>>, Option<DirLock>), NetError> {
+) -> Result<Prepared, NetError> {
     let engine_cfg = engine_settings(engine_cfg, durability, epoch);
     let mut engines: Vec<Engine> = (0..shard_count)
         .map(|s| Engine::new(s, shard_count, engine_cfg.clone()))
         .collect();
     let Some(d) = durability else {
-        return Ok((engines, (0..shard_count).map(|_| None).collect(), None));
+        return Ok(Prepared {
+            engines,
+            logs: (0..shard_count).map(|_| None).collect(),
+            lock: None,
+        });
     };
     let started = Instant::now();
     std::fs::create_dir_all(&d.data_dir).map_err(|e| {
@@ -225,7 +237,11 @@ pub fn prepare(
         sync = ?d.sync,
         "recovered durable state"
     );
-    Ok((engines, logs, Some(DirLock { _lock: lock })))
+    Ok(Prepared {
+        engines,
+        logs,
+        lock: Some(DirLock { _lock: lock }),
+    })
 }
 
 /// One shard's WAL, driven from the shard's loop.

@@ -117,7 +117,11 @@ pub fn run(
     }
     let epoch = std::time::Instant::now();
     // The durable state is back in the engines before any connection is served.
-    let (engines, logs, _lock) = crate::durable::prepare(n, &engine_cfg, durability, epoch)?;
+    let crate::durable::Prepared {
+        engines,
+        logs,
+        lock: _lock,
+    } = crate::durable::prepare(n, &engine_cfg, durability, epoch)?;
     let mesh = Mesh::new(wakers, cfg.ring_capacity);
     shutdown.attach(&mesh);
     for addr in &cfg.listeners {

@@ -132,7 +132,11 @@ pub fn run<D: Frames>(
     let n = devices.len();
     let epoch = std::time::Instant::now();
     // The durable state is back in the engines before any frame is taken.
-    let (engines, logs, _lock) = crate::durable::prepare(n, &engine_cfg, durability, epoch)?;
+    let crate::durable::Prepared {
+        engines,
+        logs,
+        lock: _lock,
+    } = crate::durable::prepare(n, &engine_cfg, durability, epoch)?;
     let mut states = engines.into_iter().zip(logs);
     let wakers = devices.iter().map(|d| d.device.waker()).collect();
     let mesh = Mesh::new(wakers, stack.ring_capacity);
