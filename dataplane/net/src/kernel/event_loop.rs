@@ -321,6 +321,9 @@ impl Shard {
             // Records into the WAL before output is written (acks that wait for them are
             // released by the commit).
             if let Some(log) = &mut self.log {
+                // Mail goes out before a commit that may take a while (other shards need not
+                // wait for this one's disk), and again after it (acknowledgements it released).
+                self.port.flush(&mut self.engine);
                 // A pass that found nothing commits what is pending at once.
                 let idle = n == 0 && self.backlog.is_empty();
                 log.step(&mut self.engine, now, idle);

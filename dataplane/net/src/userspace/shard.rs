@@ -269,6 +269,9 @@ impl<D: Frames> Shard<D> {
             }
             // Records into the WAL before output goes to the sockets.
             if let Some(log) = &mut self.log {
+                // Mail goes out before a commit that may take a while (other shards need not
+                // wait for this one's disk), and again after it (acknowledgements it released).
+                self.port.flush(&mut self.engine);
                 // A pass that found nothing commits what is pending at once.
                 let idle = frames == 0 && !worked && mail == 0 && self.backlog.is_empty();
                 log.step(&mut self.engine, now, idle);
