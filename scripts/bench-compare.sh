@@ -80,6 +80,7 @@ stop() {
     wait "$PID" 2>/dev/null || true
     PID=""
     sleep 0.3
+    rm -rf "$OUT"/data-*  # preallocated WAL segments of the run
 }
 trap stop EXIT
 

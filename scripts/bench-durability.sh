@@ -83,6 +83,8 @@ stop() {
     kill "$PID" 2>/dev/null || true
     wait "$PID" 2>/dev/null || true
     PID=""
+    # Preallocated segments add up over dozens of runs: each run's data goes with it.
+    rm -rf "$OUT"/data-tachyon-* "$OUT/mosquitto-data/mosquitto.db"
     sleep 0.3
 }
 trap stop EXIT
@@ -138,6 +140,7 @@ du -sh "$DATA" | tee "$OUT/recovery-disk.txt" >&2
 serve_recovery   # recovery from the crash
 sleep 1
 stop
+rm -rf "$DATA"
 
 python3 - "$OUT" "$REPS" "$COMMIT" <<'EOF'
 import json, pathlib, re, statistics, sys, platform, subprocess, datetime

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 struct Broker {
     child: Child,
     port: u16,
+    data: std::path::PathBuf,
 }
 
 impl Broker {
@@ -36,7 +37,7 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Broker { child, port }
+        Broker { child, port, data }
     }
 
     /// SIGTERM, then the exit status must be 0.
@@ -62,6 +63,7 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 

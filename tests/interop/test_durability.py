@@ -287,8 +287,9 @@ def crash_config(tmp_path: pathlib.Path) -> pathlib.Path:
     cfg = tmp_path / "crash.toml"
     text = (HERE / "broker.toml").read_text()
     text = text.replace("max_queued_messages = 1000", "max_queued_messages = 100000")
-    # Small segments and snapshots: the runs roll segments and reclaim them.
-    text += "[durability]\nsegment_mb = 1\nsnapshot_after_mb = 1\n"
+    # Small segments (broker.toml ends with [durability] segment_mb = 1) and snapshots: the
+    # runs roll segments and reclaim them.
+    text += "snapshot_after_mb = 1\n"
     cfg.write_text(text)
     return cfg
 
@@ -426,7 +427,7 @@ def test_disk_full_refuses_qos1_keeps_qos0_and_loses_nothing_acknowledged(tmp_pa
     cfg = tmp_path / "full.toml"
     cfg.write_text(
         (HERE / "broker.toml").read_text().replace("max_queued_messages = 1000", "max_queued_messages = 100000")
-        + f'[durability]\ndata_dir = "{small / "data"}"\nsegment_mb = 1\nsnapshot_after_mb = 64\n'
+        + f'data_dir = "{small / "data"}"\nsnapshot_after_mb = 64\n'
     )
     cluster = Cluster(tmp_path, cfg)
     try:
@@ -510,7 +511,7 @@ def test_segments_are_reclaimed_under_steady_load(tmp_path):
     """Issue 5: snapshots compact the log and old segments are deleted, so disk use stays
     bounded while traffic flows (1 MiB segments, a snapshot after each MiB of log)."""
     cfg = tmp_path / "steady.toml"
-    cfg.write_text((HERE / "broker.toml").read_text() + "[durability]\nsegment_mb = 1\nsnapshot_after_mb = 1\n")
+    cfg.write_text((HERE / "broker.toml").read_text() + "snapshot_after_mb = 1\n")
     cluster = Cluster(tmp_path, cfg)
     cluster.start()
     try:

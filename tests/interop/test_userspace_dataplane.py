@@ -93,7 +93,7 @@ def _run(netns: Namespace, tmp_path: pathlib.Path, config: str, iface: str, kern
     log = open(log_path, "wb")
     # `ip netns exec` execs the broker: this pid is the broker's.
     broker = subprocess.Popen(
-        ["ip", "netns", "exec", netns.name, TACHYON_BIN, "serve", "--config", str(cfg)],
+        ["ip", "netns", "exec", netns.name, TACHYON_BIN, "serve", "--config", str(cfg), "--data-dir", str(tmp_path / "data")],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
