@@ -157,9 +157,7 @@ impl Engine {
                 };
                 c.holds = c.holds.saturating_sub(1);
                 if c.holds == 0 {
-                    for b in std::mem::take(&mut c.held) {
-                        c.push_out(b, conn, &mut self.dirty);
-                    }
+                    c.flush_held(conn, &mut self.dirty);
                 }
             }
             AfterBarrier::Unforward(shard, tombstone) => {

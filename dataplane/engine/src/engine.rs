@@ -163,6 +163,16 @@ impl Conn {
 
     /// On close: output held behind barriers goes out, except when it waits for the log
     /// (an acknowledgement of what is not durable yet is never sent; the client resends).
+    /// The last hold is gone: held output goes out, in order. The buffer is kept for the next
+    /// hold (a connection fenced on every commit would otherwise allocate one each time).
+    pub fn flush_held(&mut self, id: ConnId, dirty: &mut Vec<ConnId>) {
+        let mut held = std::mem::take(&mut self.held);
+        for b in held.drain(..) {
+            self.push_out(b, id, dirty);
+        }
+        self.held = held;
+    }
+
     pub fn release_held(&mut self) {
         self.holds = 0;
         if self.fence != 0 {

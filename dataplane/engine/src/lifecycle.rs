@@ -293,6 +293,7 @@ impl Engine {
             expires_at_ms: expiry.map(|s| now + s as u64 * 1000),
             origin: Some(client_id.clone()),
             receipt: 0,
+            owned: false,
         };
         self.publish_message(now, Arc::new(msg));
     }

@@ -29,6 +29,9 @@ pub struct Message {
     /// A QoS 2 message of a logged publisher session: its receipt in the logs (see
     /// `persist::record::Record::Qos2Received`); 0 otherwise.
     pub receipt: u64,
+    /// Its topic and payload are its own bytes, not slices of a shared receive buffer:
+    /// queue compaction (`Engine::compacted`) leaves it as it is.
+    pub owned: bool,
 }
 
 impl Message {
@@ -66,6 +69,7 @@ impl Message {
             expires_at_ms: None,
             origin: None,
             receipt: 0,
+            owned: true,
         }
     }
 
@@ -80,6 +84,7 @@ impl Message {
             expires_at_ms: self.expires_at_ms,
             origin: self.origin.as_ref().map(Utf8Str::detached),
             receipt: self.receipt,
+            owned: true,
         }
     }
 

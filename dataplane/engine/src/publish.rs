@@ -138,6 +138,7 @@ impl Engine {
             } else {
                 0
             },
+            owned: false,
         };
         let msg = self.message_arc(msg);
         let pid = p.packet_id;
@@ -746,6 +747,10 @@ impl Engine {
     }
 
     pub(crate) fn compacted(&mut self, msg: Arc<Message>) -> Arc<Message> {
+        if msg.owned {
+            // Already its own bytes (copied earlier, or recovered): nothing to copy again.
+            return msg;
+        }
         if let Some((orig, compact)) = &self.compact_cache {
             if Arc::ptr_eq(orig, &msg) || Arc::ptr_eq(compact, &msg) {
                 return compact.clone();

@@ -481,6 +481,7 @@ impl Engine {
                     expires_at_ms: None,
                     origin: Some(client.clone()),
                     receipt: 0,
+                    owned: false,
                 };
                 self.record(kind::WILL_PENDING, |b| {
                     put_str(b, client.as_str());
@@ -744,9 +745,7 @@ impl Engine {
             c.fence = 0;
             c.holds = c.holds.saturating_sub(1);
             if c.holds == 0 {
-                for b in std::mem::take(&mut c.held) {
-                    c.push_out(b, conn, &mut self.dirty);
-                }
+                c.flush_held(conn, &mut self.dirty);
             }
             false
         });

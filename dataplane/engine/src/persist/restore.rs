@@ -93,6 +93,8 @@ pub fn message_from_entry(e: &Entry, unix_epoch_ms: u64) -> Option<(Message, boo
             expires_at_ms: e.expires_unix_ms.map(|t| t.saturating_sub(unix_epoch_ms)),
             origin: e.origin.clone().and_then(Utf8Str::from_string),
             receipt: e.receipt,
+            // Decoded from its own copy of the record.
+            owned: true,
         },
         p.retain,
     ))
