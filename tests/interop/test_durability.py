@@ -28,6 +28,7 @@ import mqttraw as M
 from conftest import HERE, start_broker
 
 pytestmark = pytest.mark.tachyon_only("kills and restarts Tachyon on its data directory")
+# Environment: TACHYON_CRASH_ITERATIONS (8), TACHYON_CRASH_SEED, TACHYON_CRASH_SYNC (sync|none).
 
 EXPIRY = [(M.SESSION_EXPIRY_INTERVAL, 3600)]
 CLIENT_ERRORS = (OSError, M.Closed, TimeoutError, AssertionError, ValueError)
@@ -290,6 +291,9 @@ def crash_config(tmp_path: pathlib.Path) -> pathlib.Path:
     # Small segments (broker.toml ends with [durability] segment_mb = 1) and snapshots: the
     # runs roll segments and reclaim them.
     text += "snapshot_after_mb = 1\n"
+    # `none` promises the same against SIGKILL (records reach the mapped pages before the
+    # acknowledgement): TACHYON_CRASH_SYNC=none runs the test under it.
+    text += f'sync = "{os.environ.get("TACHYON_CRASH_SYNC", "sync")}"\n'
     cfg.write_text(text)
     return cfg
 

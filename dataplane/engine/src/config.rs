@@ -70,8 +70,9 @@ pub struct EngineConfig {
     /// Log the durable state (persistent sessions, their QoS 1/2 messages and flows,
     /// retained messages) for the WAL (`persist::emit`).
     pub log_state: bool,
-    /// Hold acknowledgements until the records they promise are durable (durability
-    /// `sync`); false acknowledges at once (`none`).
+    /// Hold acknowledgements until the driver reports the records they promise durable
+    /// (`sync`: on disk; `none`: written into the log's pages, which the driver reports
+    /// every loop pass).
     pub acks_wait_for_log: bool,
     /// Unix time in milliseconds at engine time 0 (records store Unix times).
     pub unix_epoch_ms: u64,

@@ -68,7 +68,10 @@ fn engine_settings(
     let mut cfg = cfg.clone();
     cfg.unix_epoch_ms = unix_ms().saturating_sub(epoch.elapsed().as_millis() as u64);
     cfg.log_state = durability.is_some();
-    cfg.acks_wait_for_log = durability.is_some_and(|d| matches!(d.sync, SyncPolicy::Sync { .. }));
+    // Under `none` too: "durable" is then "in the mapped pages" (every loop pass), so an
+    // acknowledgement still waits for the other shards that took the message to have
+    // written it, and a crash of the broker loses nothing acknowledged.
+    cfg.acks_wait_for_log = durability.is_some();
     Arc::new(cfg)
 }
 
