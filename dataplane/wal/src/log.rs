@@ -227,6 +227,11 @@ impl Wal {
             let entry = entry.map_err(io("list", &cfg.dir))?;
             let path = entry.path();
             let name = entry.file_name();
+            if name.to_str().is_some_and(|n| n.ends_with(".wal.new")) {
+                // A segment whose creation a crash interrupted: it holds no record.
+                std::fs::remove_file(&path).map_err(io("remove", &path))?;
+                continue;
+            }
             let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
                 continue;
             };
@@ -310,26 +315,31 @@ impl Wal {
     }
 
     fn create_segment(cfg: &WalConfig, first_lsn: Lsn) -> Result<(Active, Lsn), WalError> {
+        // Built under a temporary name and renamed once its header is on disk: a crash in
+        // between leaves a `.wal.new` file that the next start deletes, never a segment
+        // without a header (which would stop the start-up).
         let path = segment_path(&cfg.dir, first_lsn);
+        let tmp = path.with_extension("wal.new");
+        let _ = std::fs::remove_file(&tmp);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&path)
-            .map_err(io("create a segment", &path))?;
+            .open(&tmp)
+            .map_err(io("create a segment", &tmp))?;
         // Real blocks now: a full disk fails here, not as SIGBUS on a write to the mapping.
         // SAFETY: a valid descriptor; posix_fallocate returns an error number, not -1.
         let rc = unsafe {
             nix::libc::posix_fallocate(file.as_raw_fd(), 0, cfg.segment_bytes as nix::libc::off_t)
         };
         if rc != 0 {
-            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&tmp);
             return Err(io("preallocate", &path)(std::io::Error::from_raw_os_error(
                 rc,
             )));
         }
         // SAFETY: as in `map_file`.
-        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io("mmap", &path))?;
+        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io("mmap", &tmp))?;
         let header = SegmentHeader {
             version: VERSION,
             shard: cfg.shard,
@@ -339,7 +349,9 @@ impl Wal {
         };
         map[..HEADER_BYTES].copy_from_slice(&header.encode());
         map.flush_range(0, HEADER_BYTES)
-            .map_err(io("msync", &path))?;
+            .map_err(io("msync", &tmp))?;
+        // The mapping follows the file through the rename.
+        std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
         sync_dir(&cfg.dir)?;
         Ok((
             Active {
@@ -494,6 +506,37 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(1, 1, b"one".to_vec()), (2, 2, b"two".to_vec())]);
         assert_eq!(wal.append(1, b"three").unwrap(), 3);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A crash while a segment was being created (found by the SIGKILL test: a file of
+    /// zeros under the segment's name stopped the start-up) leaves only a `.wal.new` file,
+    /// which the next open deletes.
+    #[test]
+    fn a_segment_whose_creation_was_interrupted_is_ignored() {
+        let d = tempdir("interrupted");
+        {
+            let (mut wal, _) = Wal::open(cfg(&d, 4096)).unwrap();
+            wal.append(1, b"kept").unwrap();
+            wal.commit().unwrap();
+        }
+        let leftover = d.join(format!("{:020}.wal.new", 2));
+        std::fs::write(&leftover, vec![0u8; 4096]).unwrap();
+        let (mut wal, rec) = Wal::open(cfg(&d, 4096)).unwrap();
+        assert_eq!(rec.records.len(), 1);
+        assert!(rec.truncated.is_none());
+        assert!(!leftover.exists());
+        // Rolling into the next segment works (its creation is not blocked by the leftover).
+        for i in 0..300u32 {
+            wal.append(7, &i.to_le_bytes().repeat(8)).unwrap();
+        }
+        wal.commit().unwrap();
+        assert!(wal.segment_count() > 1);
+        assert!(std::fs::read_dir(&d).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".new")));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
