@@ -84,10 +84,8 @@ pub(crate) struct Log {
     /// into snapshots for a while, so that an older generation in another shard's log is not
     /// brought back by recovery.
     pub ended: Vec<(Utf8Str, u64, u64)>,
-    /// The driver could not write the log (disk full, I/O error): QoS 1/2 publishes are
-    /// refused until it can again.
-    pub failed: bool,
-    /// Shards (bit per shard, this one included) whose log cannot be written.
+    /// Shards (bit per shard, this one included) whose log cannot be written (disk full, I/O
+    /// error): QoS 1/2 publishes are refused until every one can again.
     pub failed_shards: u64,
     /// Recovery is loading sessions: route changes are not announced (see `restore`).
     pub restoring: bool,
@@ -813,12 +811,11 @@ impl Engine {
     /// The driver cannot write the log (`true`) or can again (`false`): while it cannot,
     /// QoS 1/2 publishes are refused (nothing unlogged is acknowledged) and the rest goes on.
     pub fn set_log_failed(&mut self, failed: bool) {
-        if failed == self.log.failed {
+        let shard = self.shard;
+        if failed == (self.log.failed_shards & (1 << shard) != 0) {
             return;
         }
         self.stats.log_failures += u64::from(failed);
-        self.log.failed = failed;
-        let shard = self.shard;
         self.on_log_health(shard, failed);
         self.broadcast(|| Mail::LogHealth { shard, failed });
     }
