@@ -68,8 +68,17 @@ start() { # system
     relay) taskset -c "$BROKER_CORE" "$BENCH" relay --listen "127.0.0.1:$PORT" >>"$OUT/broker.log" 2>&1 & ;;
     esac
     PID=$!
+    BPID=$PID
     for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+            # Tachyon's shards run in the dataplane process, a child of `tachyon serve`
+            # (the control plane): memory is measured there.
+            if [[ $1 == tachyon* ]]; then
+                BPID=$(pgrep -P "$PID" | head -n 1)
+                BPID=${BPID:-$PID}
+            fi
+            return 0
+        fi
         sleep 0.05
     done
     log "$1 did not start listening on $PORT"; return 1
@@ -149,7 +158,7 @@ for sys in tachyon mosquitto; do
         mkdir -p "$OUT/$sys/$label"
         for r in $(seq "$REPS"); do
             start "$sys" # a fresh broker for each: RSS growth is what is measured
-            taskset -c "$GEN_CORE" "$BENCH" conns --port "$PORT" --count "$count" --broker-pid "$PID" --hold 1 \
+            taskset -c "$GEN_CORE" "$BENCH" conns --port "$PORT" --count "$count" --broker-pid "$BPID" --hold 1 \
                 --json "$OUT/$sys/$label/r$r.json" >/dev/null 2>>"$OUT/generator.log" || log "conns failed"
             stop
         done
@@ -162,7 +171,7 @@ for e in ${ALLOCS[@]+"${ALLOCS[@]}"}; do
     start tachyon-allocs
     for r in $(seq "$REPS"); do
         # shellcheck disable=SC2086
-        gen $args --duration "$DURATION" --warmup "$WARMUP" --broker-pid "$PID" \
+        gen $args --duration "$DURATION" --warmup "$WARMUP" --broker-pid "$BPID" \
             --broker-alloc-file "$OUT/allocs.count" --json "$OUT/tachyon/$label/r$r.json"
     done
     stop

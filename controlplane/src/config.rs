@@ -13,7 +13,7 @@ use crate::userspace::{Dataplane, Dpdk, Driver, Tap, Userspace};
 /// The configuration used when `tachyon serve` gets no `--config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../configs/dev.toml");
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_listeners")]
@@ -40,9 +40,15 @@ pub struct Config {
     pub tap: Tap,
     #[serde(default)]
     pub dpdk: Dpdk,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub sys: Sys,
+    #[serde(default)]
+    pub supervisor: Supervisor,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// `host:port`, e.g. "127.0.0.1:1883" or "[::1]:1883".
@@ -55,7 +61,7 @@ fn default_listeners() -> Vec<Listener> {
     }]
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Shards {
     /// Number of shards (pinned threads); 0 = one per available core.
@@ -85,7 +91,7 @@ impl Default for Shards {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_packet_size: u32,
@@ -135,7 +141,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sessions {
     /// Ceiling on the Session Expiry Interval v5 clients ask for, seconds.
@@ -153,7 +159,7 @@ impl Default for Sessions {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     pub allow_anonymous: bool,
@@ -167,7 +173,7 @@ impl Default for Auth {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Net {
     pub listen_backlog: i32,
@@ -188,7 +194,7 @@ impl Default for Net {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// A tracing filter: "info", "debug", or per module, e.g. "info,tachyon_engine=debug".
@@ -206,9 +212,72 @@ impl Default for Log {
     }
 }
 
+/// `[admin]`: the admin HTTP API and `/metrics` (docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    pub enabled: bool,
+    /// `host:port`; loopback by default. Port 0 picks a free port (logged at start).
+    pub bind: String,
+    /// The bearer token the API requires. Empty: the token is read from `token_file`, or
+    /// generated at start and written there.
+    pub token: String,
+    /// Empty: `<durability.data_dir>/admin.token`.
+    pub token_file: String,
+    /// `/metrics` asks for the token too (it is readable without by default, for scrapers).
+    pub metrics_require_token: bool,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            enabled: true,
+            bind: "127.0.0.1:18083".into(),
+            token: String::new(),
+            token_file: String::new(),
+            metrics_require_token: false,
+        }
+    }
+}
+
+/// `[sys]`: the broker's `$SYS/broker/...` topics (Mosquitto's names).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sys {
+    /// Seconds between publications (Mosquitto `sys_interval`, 10); 0 turns them off.
+    pub interval_secs: u64,
+}
+
+impl Default for Sys {
+    fn default() -> Self {
+        Sys { interval_secs: 10 }
+    }
+}
+
+/// `[supervisor]`: how the control plane restarts a dataplane that died.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Supervisor {
+    /// First delay before a restart; doubled after each restart that did not stay up for
+    /// `stable_after_secs`, up to `backoff_max_ms`.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    pub stable_after_secs: u64,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor {
+            backoff_min_ms: 100,
+            backoff_max_ms: 10_000,
+            stable_after_secs: 30,
+        }
+    }
+}
+
 /// `[durability]`: the data directory and what an acknowledgement promises
 /// (docs/durability.md).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Durability {
     /// false: nothing is written; sessions and retained messages live in memory only.
@@ -479,6 +548,42 @@ impl Config {
             Driver::Tap => self.tap.validate(ncpu)?,
             Driver::Dpdk => self.dpdk.validate(ncpu)?,
         }
+        if self.admin.bind.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "admin.bind",
+                format!("{:?}", self.admin.bind),
+                "use host:port with a numeric address, e.g. \"127.0.0.1:18083\"",
+            ));
+        }
+        if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
+            return Err(invalid(
+                "admin.token",
+                "(hidden)",
+                "use at least 16 characters (e.g. `head -c 24 /dev/urandom | base64`), or leave it empty to have one generated into admin.token_file",
+            ));
+        }
+        if self.sys.interval_secs > 86_400 {
+            return Err(invalid(
+                "sys.interval_secs",
+                self.sys.interval_secs,
+                "use 0 (off) ..= 86400 seconds",
+            ));
+        }
+        let sv = &self.supervisor;
+        if sv.backoff_min_ms == 0 || sv.backoff_max_ms < sv.backoff_min_ms {
+            return Err(invalid(
+                "supervisor.backoff_min_ms",
+                sv.backoff_min_ms,
+                "use at least 1, and at most supervisor.backoff_max_ms",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid(
+                "log.level",
+                format!("{:?}", self.log.level),
+                &format!("use a level (error, warn, info, debug, trace) or per-module directives such as \"info,tachyon_engine=debug\" ({e})"),
+            ));
+        }
         if self.log.format != "text" && self.log.format != "json" {
             return Err(invalid(
                 "log.format",
@@ -608,7 +713,70 @@ impl Config {
     }
 }
 
+/// What a new configuration changes, split into what applies live and what needs a restart.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Keys (sections) applied without dropping clients.
+    pub live: Vec<&'static str>,
+    /// Keys (sections) that only take effect when the broker restarts.
+    pub restart: Vec<&'static str>,
+}
+
 impl Config {
+    /// Compares `self` (running) with `next`. Limits, session expiry ceilings,
+    /// `auth.allow_anonymous`, `log.level`, `sys` and the admin token apply live; listeners,
+    /// shards, network, durability, drivers, `log.format`, `admin.bind` and the supervisor
+    /// need a restart.
+    pub fn changes(&self, next: &Config) -> Changes {
+        let mut c = Changes::default();
+        let mut note = |differs: bool, key: &'static str, live: bool| {
+            if differs {
+                if live {
+                    c.live.push(key);
+                } else {
+                    c.restart.push(key);
+                }
+            }
+        };
+        note(self.limits != next.limits, "limits", true);
+        note(self.sessions != next.sessions, "sessions", true);
+        note(self.auth != next.auth, "auth", true);
+        note(self.log.level != next.log.level, "log.level", true);
+        note(self.sys != next.sys, "sys", true);
+        note(
+            self.admin.token != next.admin.token
+                || self.admin.token_file != next.admin.token_file
+                || self.admin.metrics_require_token != next.admin.metrics_require_token,
+            "admin.token",
+            true,
+        );
+        note(self.listeners != next.listeners, "listeners", false);
+        note(self.shards != next.shards, "shards", false);
+        note(self.net != next.net, "net", false);
+        note(self.durability != next.durability, "durability", false);
+        note(self.dataplane != next.dataplane, "dataplane", false);
+        note(self.userspace != next.userspace, "userspace", false);
+        note(self.tap != next.tap, "tap", false);
+        note(self.dpdk != next.dpdk, "dpdk", false);
+        note(self.log.format != next.log.format, "log.format", false);
+        note(
+            self.admin.bind != next.admin.bind || self.admin.enabled != next.admin.enabled,
+            "admin.bind",
+            false,
+        );
+        note(self.supervisor != next.supervisor, "supervisor", false);
+        c
+    }
+
+    /// The admin token file: `admin.token_file`, or `admin.token` in the data directory.
+    pub fn admin_token_path(&self) -> std::path::PathBuf {
+        if self.admin.token_file.is_empty() {
+            std::path::Path::new(&self.durability.data_dir).join("admin.token")
+        } else {
+            self.admin.token_file.clone().into()
+        }
+    }
+
     /// Which dataplane driver `serve` runs.
     pub fn driver(&self) -> Driver {
         self.dataplane.driver()
@@ -737,6 +905,46 @@ mod tests {
         assert_eq!(
             c.durability_config().unwrap().sync,
             tachyon_wal::SyncPolicy::None
+        );
+    }
+
+    #[test]
+    fn changes_split_into_live_and_restart() {
+        let a = Config::default_dev();
+        let b = Config::parse(
+            "[limits]\nmax_packet_size = 2048\n[log]\nlevel = \"debug\"\nformat = \"json\"\n[[listeners]]\nbind = \"127.0.0.1:1884\"\n",
+            "t",
+        )
+        .unwrap();
+        let c = a.changes(&b);
+        assert_eq!(c.live, vec!["limits", "log.level"]);
+        assert_eq!(c.restart, vec!["listeners", "log.format"]);
+        assert_eq!(a.changes(&a.clone()), Changes::default());
+    }
+
+    #[test]
+    fn admin_sys_and_log_keys_are_checked() {
+        let e = Config::parse("[admin]\nbind = \"localhost:1\"\n", "t").unwrap_err();
+        assert!(
+            e.to_string().contains("admin.bind = \"localhost:1\""),
+            "{e}"
+        );
+        let e = Config::parse("[admin]\ntoken = \"short\"\n", "t").unwrap_err();
+        assert!(e.to_string().contains("admin.token"), "{e}");
+        assert!(
+            !e.to_string().contains("short"),
+            "the token is not echoed: {e}"
+        );
+        let e = Config::parse("[log]\nlevel = \"info,=[\"\n", "t").unwrap_err();
+        assert!(e.to_string().contains("log.level"), "{e}");
+        let e = Config::parse("[sys]\ninterval = 5\n", "t").unwrap_err();
+        assert!(e.to_string().contains("interval"), "{e}");
+        let c = Config::default_dev();
+        assert_eq!(c.admin.bind, "127.0.0.1:18083");
+        assert_eq!(c.sys.interval_secs, 10);
+        assert_eq!(
+            c.admin_token_path(),
+            std::path::PathBuf::from("./data/admin.token")
         );
     }
 

@@ -1,11 +1,32 @@
-//! # tachyon-controlplane — layer 6: configuration and (later) supervision and admin
+//! # tachyon-controlplane — layer 6: the control-plane process
 //!
-//! Today this crate owns the configuration: one TOML file, parsed strictly (unknown keys are
-//! errors), validated with messages that name the key, the value and the fix, and turned into
-//! the engine's and the driver's settings. The separate supervising process, admin API,
-//! metrics and `$SYS` come with issue 6.
+//! `tachyon serve` runs the control plane; it spawns and supervises the dataplane process
+//! (the same binary, `tachyon dataplane`) and talks to it over a Unix-domain socket pair.
+//!
+//! ```text
+//!   control plane                                   dataplane process
+//!   ─────────────                                   ─────────────────
+//!   config ─▶ supervisor ══ channel (framed JSON) ══▶ agent ──admin inbox──▶ shards
+//!   admin HTTP API ─┘  ▲                                                   │
+//!   /metrics, $SYS ◀───┴──── stats region (mmap, lock-free per shard) ◀────┘
+//! ```
+//!
+//! - [`config`]: one TOML file, parsed strictly (unknown keys are errors), validated with
+//!   messages that name the key, the value and the fix; what a reload changes.
+//! - [`supervisor`]: spawn, handshake, restart with backoff, requests, reload, totals.
+//! - [`channel`]: the control channel's frames and messages (versioned).
+//! - [`agent`]: the dataplane's end of the channel; asks the shards, merges their answers.
+//! - [`http`], [`api`]: the admin API (bearer token) and `/metrics` ([`metrics`]).
+//! - [`sys`]: the `$SYS/broker/...` topics.
 
+pub mod agent;
+pub mod api;
+pub mod channel;
 pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod supervisor;
+pub mod sys;
 pub mod userspace;
 
 pub use config::{Config, ConfigError};

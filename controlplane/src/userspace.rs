@@ -44,7 +44,7 @@ pub enum Driver {
     Dpdk,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dataplane {
     /// "kernel" (sockets, epoll), "tap" (smoltcp over a TAP device) or "dpdk" (smoltcp over
@@ -60,7 +60,7 @@ impl Default for Dataplane {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Userspace {
     /// TCP ports the broker listens on, on every user-space interface.
@@ -90,7 +90,7 @@ impl Default for Userspace {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tap {
     pub interface: String,
@@ -116,7 +116,7 @@ impl Default for Tap {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dpdk {
     /// EAL arguments; the core map adds `-l`, the ports add `-a` / `--vdev`.
@@ -126,7 +126,7 @@ pub struct Dpdk {
     pub core_map: Vec<CoreMapEntry>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpdkPort {
     /// PCI address of a NIC (or VF) bound to vfio-pci, or a vdev string.
@@ -168,7 +168,7 @@ fn default_cache() -> u32 {
 }
 
 /// One shard: the core it polls from and the queue it polls.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoreMapEntry {
     pub lcore: usize,

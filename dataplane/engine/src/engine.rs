@@ -102,6 +102,15 @@ impl From<SocketAddr> for Peer {
     }
 }
 
+impl Peer {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::V4(a) => SocketAddr::V4(*a),
+            Peer::V6(a) => SocketAddr::V6(**a),
+        }
+    }
+}
+
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -257,6 +266,21 @@ impl SessionSlab {
     }
     pub fn len(&self) -> usize {
         self.len
+    }
+    /// Calls `f` with the sessions in slots `from..from + n`; returns the slot to continue
+    /// from, or 0 after the last one.
+    pub fn scan(&self, from: usize, n: usize, mut f: impl FnMut(&Session)) -> usize {
+        let end = from.saturating_add(n).min(self.entries.len());
+        for (_, s) in self.entries.get(from..end).unwrap_or(&[]) {
+            if let Some(s) = s {
+                f(s);
+            }
+        }
+        if end >= self.entries.len() {
+            0
+        } else {
+            end
+        }
     }
     pub fn keys(&self) -> impl Iterator<Item = SessionKey> + '_ {
         self.entries.iter().enumerate().filter_map(|(i, (gen, s))| {
@@ -438,6 +462,10 @@ pub struct Engine {
     pub(crate) queue_drops_logged_ms: Option<u64>,
     pub(crate) assigned_ids: u64,
     pub(crate) now_ms: u64,
+    /// The driver's microsecond clock (`set_clock_us`), for the broker-hop histogram only.
+    pub(crate) now_us: u64,
+    /// Where `scan_gauges` continues, and its sums so far.
+    pub(crate) gauge_scan: (usize, crate::admin::Gauges),
     pub(crate) shutting_down: bool,
     pub(crate) stats: Stats,
     pub(crate) log: crate::persist::emit::Log,
@@ -495,6 +523,8 @@ impl Engine {
             queue_drops_logged_ms: None,
             assigned_ids: 0,
             now_ms: 0,
+            now_us: 0,
+            gauge_scan: Default::default(),
             shutting_down: false,
             stats: Stats::default(),
             log: Default::default(),
@@ -503,6 +533,13 @@ impl Engine {
 
     pub fn shard(&self) -> ShardId {
         self.shard
+    }
+
+    /// The driver's monotonic microsecond clock (never 0), read before each batch of input
+    /// (a socket read, a mail drain): messages are stamped with it on receipt and the
+    /// broker-hop histogram measures from it. Decisions never depend on it.
+    pub fn set_clock_us(&mut self, us: u64) {
+        self.now_us = us.max(1);
     }
 
     pub fn stats(&self) -> &Stats {

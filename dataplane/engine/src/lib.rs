@@ -20,6 +20,7 @@
 //! data flow of one PUBLISH.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod barrier;
 mod clients;
 mod config;

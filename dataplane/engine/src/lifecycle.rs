@@ -294,6 +294,7 @@ impl Engine {
             origin: Some(client_id.clone()),
             receipt: 0,
             owned: false,
+            received_us: 0,
         };
         self.publish_message(now, Arc::new(msg));
     }

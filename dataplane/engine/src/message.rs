@@ -32,6 +32,9 @@ pub struct Message {
     /// Its topic and payload are its own bytes, not slices of a shared receive buffer:
     /// queue compaction (`Engine::compacted`) leaves it as it is.
     pub owned: bool,
+    /// The driver's clock (`Engine::set_clock_us`) when it was read; 0 when it did not come
+    /// from the network (wills, recovery): the broker-hop histogram skips those.
+    pub received_us: u64,
 }
 
 impl Message {
@@ -70,6 +73,7 @@ impl Message {
             origin: None,
             receipt: 0,
             owned: true,
+            received_us: 0,
         }
     }
 
@@ -85,6 +89,7 @@ impl Message {
             origin: self.origin.as_ref().map(Utf8Str::detached),
             receipt: self.receipt,
             owned: true,
+            received_us: self.received_us,
         }
     }
 

@@ -84,6 +84,7 @@ impl Engine {
         c.publisher_until_ms = now + 1000;
         let client_id = c.client_id.clone();
         self.stats.messages_received[p.qos as usize] += 1;
+        self.stats.payload_bytes_received[p.qos as usize] += p.payload.len() as u64;
         if self.refusing_qos12() && p.qos != QoS::AtMostOnce {
             self.refuse_unloggable(now, conn, p);
             return;
@@ -139,6 +140,7 @@ impl Engine {
                 0
             },
             owned: false,
+            received_us: self.now_us,
         };
         let msg = self.message_arc(msg);
         let pid = p.packet_id;
@@ -269,32 +271,41 @@ impl Engine {
     /// matching subscribers.
     pub(crate) fn publish_message(&mut self, now: u64, msg: Arc<Message>) {
         if msg.retain {
-            // Retained updates of one topic are ordered by its home shard, which then updates
-            // every replica. The stored copy owns its bytes so that it does not pin the
-            // publisher's receive buffer for as long as it is retained.
-            let stored = Arc::new(msg.owned_copy());
-            // This shard's replica changes at once, so a SUBSCRIBE that follows on this
-            // shard sees it; the home shard then orders it against other shards' updates
-            // and every replica (this one included) converges on its order.
-            self.apply_retain(stored.clone());
-            // Inside a barrier (a client's retained PUBLISH), its acknowledgement waits until
-            // every replica has the update, so a SUBSCRIBE anywhere afterwards sees it.
-            let ack = if self.shard_count > 1 {
-                self.barrier_expect_acks()
-            } else {
-                None
-            };
-            let home = home_shard(msg.topic.as_bytes(), self.shard_count);
-            if home == self.shard {
-                self.broadcast(|| Mail::RetainApply {
-                    msg: stored.clone(),
-                    ack,
-                });
-            } else {
-                self.send_mail(home, Mail::RetainSet { msg: stored, ack });
-            }
+            self.update_retained(&msg);
         }
+        self.route_message(now, msg);
+    }
 
+    /// The retained-store part of a retained PUBLISH (an empty payload clears the topic).
+    pub(crate) fn update_retained(&mut self, msg: &Message) {
+        // Retained updates of one topic are ordered by its home shard, which then updates
+        // every replica. The stored copy owns its bytes so that it does not pin the
+        // publisher's receive buffer for as long as it is retained.
+        let stored = Arc::new(msg.owned_copy());
+        // This shard's replica changes at once, so a SUBSCRIBE that follows on this
+        // shard sees it; the home shard then orders it against other shards' updates
+        // and every replica (this one included) converges on its order.
+        self.apply_retain(stored.clone());
+        // Inside a barrier (a client's retained PUBLISH), its acknowledgement waits until
+        // every replica has the update, so a SUBSCRIBE anywhere afterwards sees it.
+        let ack = if self.shard_count > 1 {
+            self.barrier_expect_acks()
+        } else {
+            None
+        };
+        let home = home_shard(msg.topic.as_bytes(), self.shard_count);
+        if home == self.shard {
+            self.broadcast(|| Mail::RetainApply {
+                msg: stored.clone(),
+                ack,
+            });
+        } else {
+            self.send_mail(home, Mail::RetainSet { msg: stored, ack });
+        }
+    }
+
+    /// Delivers a message to every shard with matching subscribers.
+    fn route_message(&mut self, now: u64, msg: Arc<Message>) {
         let mut mask = 0u64;
         let mut picks: Vec<(ShardId, SharedTarget)> = Vec::new();
         self.routes.for_each_match(msg.topic.as_bytes(), |e| {
@@ -891,8 +902,7 @@ impl Engine {
             if let Some((m, key, bytes)) = &self.shared_encode {
                 if Arc::ptr_eq(m, msg) && *key == share_key {
                     c.push_out(bytes.clone(), conn, &mut self.dirty);
-                    self.stats.messages_sent[d.qos as usize] += 1;
-                    self.stats.bytes_sent_queued += total as u64;
+                    self.count_sent(d, total);
                     return true;
                 }
             }
@@ -922,9 +932,20 @@ impl Engine {
             c.push_out(chunk, conn, &mut self.dirty);
             c.push_out(msg.payload.clone(), conn, &mut self.dirty);
         }
-        self.stats.messages_sent[d.qos as usize] += 1;
-        self.stats.bytes_sent_queued += total as u64;
+        self.count_sent(d, total);
         true
+    }
+
+    /// Counts a PUBLISH written for a subscriber, and its time in the broker.
+    fn count_sent(&mut self, d: &Delivery, total: usize) {
+        let q = d.qos as usize;
+        self.stats.messages_sent[q] += 1;
+        self.stats.payload_bytes_sent[q] += d.msg.payload.len() as u64;
+        self.stats.bytes_sent_queued += total as u64;
+        if d.msg.received_us != 0 {
+            let hop = self.now_us.saturating_sub(d.msg.received_us);
+            self.stats.hop_latency.record(hop);
+        }
     }
 
     fn conn_session(&self, conn: ConnId) -> Option<SessionKey> {
@@ -1041,6 +1062,8 @@ impl Engine {
             self.retained.remove_if(msg.topic.as_bytes(), |_| true);
         } else if self.retained.len() >= self.cfg.retained_max
             && self.retained.get(msg.topic.as_bytes()).is_none()
+            // The broker's own `$SYS` topics do not take clients' places.
+            && !msg.topic.as_bytes().starts_with(b"$SYS/")
         {
             self.stats.retained_refused += 1;
             tracing::debug!(shard = self.shard, topic = %msg.topic, "retained store full (limits.max_retained); not retained");

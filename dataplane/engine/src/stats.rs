@@ -13,6 +13,12 @@ pub struct Stats {
     pub messages_sent: [u64; 3],
     pub bytes_received: u64,
     pub bytes_sent_queued: u64,
+    /// Application payload bytes of the PUBLISHes counted in `messages_received` / `_sent`.
+    pub payload_bytes_received: [u64; 3],
+    pub payload_bytes_sent: [u64; 3],
+    /// From the driver's clock reading before the read of a PUBLISH to the one before it was
+    /// written for a subscriber, microseconds (see `Engine::set_clock_us`).
+    pub hop_latency: tachyon_stats::Histogram,
     /// QoS 0 messages dropped because the connection's output bound was reached.
     pub dropped_qos0_slow_consumer: u64,
     /// Connections closed because their unread output passed `output_close_bytes`.

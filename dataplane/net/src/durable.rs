@@ -124,12 +124,29 @@ pub fn prepare(
     let lock_path = d.data_dir.join("LOCK");
     let file = File::create(&lock_path)
         .map_err(|e| NetError::Durability(format!("{}: cannot open: {e}", lock_path.display())))?;
-    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-        NetError::Durability(format!(
-            "data directory {} is in use by another running broker — stop it, or give this one its own directory with --data-dir",
-            d.data_dir.display()
-        ))
-    })?;
+    // A dataplane that was just killed may take a moment to release the lock (its parent
+    // restarting it, or a broker started again right after a kill): wait a little.
+    let mut file = file;
+    let mut waited = Duration::ZERO;
+    let lock = loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => break l,
+            Err((f, _)) if waited < LOCK_WAIT => {
+                if waited.is_zero() {
+                    tracing::info!(dir = %d.data_dir.display(), "data directory locked; waiting up to 5 s for its previous user to exit");
+                }
+                file = f;
+                std::thread::sleep(Duration::from_millis(50));
+                waited += Duration::from_millis(50);
+            }
+            Err(_) => {
+                return Err(NetError::Durability(format!(
+                    "data directory {} is in use by another running broker — stop it, or give this one its own directory with --data-dir",
+                    d.data_dir.display()
+                )))
+            }
+        }
+    };
 
     // Every shard directory present, including those of a run with more shards.
     let mut dirs: Vec<(usize, PathBuf)> = Vec::new();
@@ -271,7 +288,14 @@ pub struct ShardLog {
     pub commit_max_ns: u64,
     pub snapshots: u64,
     pub snapshot_max_us: u64,
+    /// Commit durations, for `/metrics`.
+    pub commit_latency: tachyon_stats::Histogram,
+    /// Bytes appended (records with their framing).
+    pub bytes_appended: u64,
 }
+
+/// How long start-up waits for the data directory's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a shard waits before trying a failed WAL again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -304,6 +328,8 @@ impl ShardLog {
             commit_max_ns: 0,
             snapshots: 0,
             snapshot_max_us: 0,
+            commit_latency: Default::default(),
+            bytes_appended: 0,
         }
     }
 
@@ -393,6 +419,7 @@ impl ShardLog {
         });
         self.appended += n;
         self.bytes_since_snapshot += bytes;
+        self.bytes_appended += bytes;
         if snapshot_lsn.is_some() {
             self.snapshot_lsn = snapshot_lsn;
         }
@@ -430,6 +457,7 @@ impl ShardLog {
                 self.commits += 1;
                 self.commit_ns += ns;
                 self.commit_max_ns = self.commit_max_ns.max(ns);
+                self.commit_latency.record(ns / 1000);
                 engine.handle_durable(now, self.appended);
             }
             Err(e) => self.fail(engine, &e),

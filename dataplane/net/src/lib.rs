@@ -9,11 +9,14 @@
 //!   TAP device (development, no DPDK) or a DPDK port queue (feature `dpdk`).
 //! - [`durable`]: the data directory: recovery at start-up, and each shard's WAL (group
 //!   commit, snapshots, segment reclamation, a full disk) in both drivers' loops.
+//! - [`observe`]: each shard's block of the shared stats region, and the hooks by which the
+//!   dataplane process attaches its control thread.
 
 pub mod durable;
 mod error;
 pub mod kernel;
 pub mod limits;
+pub mod observe;
 mod shutdown;
 mod sockets;
 pub mod userspace;
@@ -21,4 +24,5 @@ mod wake;
 
 pub use error::NetError;
 pub use kernel::{run, IdleStrategy, KernelConfig};
+pub use observe::ControlHooks;
 pub use shutdown::Shutdown;

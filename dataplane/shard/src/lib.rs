@@ -19,7 +19,19 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
+use tachyon_engine::admin::{AdminAnswer, AdminQuery};
 use tachyon_engine::{Engine, Mail, ShardId};
+
+/// A request of the control plane to one shard, and where its answer goes.
+pub struct AdminJob {
+    pub query: Arc<AdminQuery>,
+    pub reply: std::sync::mpsc::Sender<(ShardId, AdminAnswer)>,
+}
+
+/// Admin requests a shard may have waiting (the control thread sends a few at a time).
+const ADMIN_INBOX: usize = 64;
+/// Admin requests a shard answers per loop pass.
+const ADMIN_BUDGET: usize = 8;
 
 /// Wakes a shard that is blocked waiting for I/O (an eventfd write in the kernel driver).
 /// Implementations must be cheap to call from any thread and must not block.
@@ -34,6 +46,9 @@ pub struct Mesh {
     /// One cache line per flag: each shard writes its own on every loop iteration.
     parked: Vec<CachePadded<AtomicBool>>,
     wakers: Vec<Arc<dyn Waker>>,
+    /// Per shard, requests from the dataplane's control thread (not a shard: rare, and
+    /// never on the fast path).
+    admin: Vec<ArrayQueue<AdminJob>>,
 }
 
 impl Mesh {
@@ -49,7 +64,15 @@ impl Mesh {
                 .map(|_| CachePadded::new(AtomicBool::new(false)))
                 .collect(),
             wakers,
+            admin: (0..n).map(|_| ArrayQueue::new(ADMIN_INBOX)).collect(),
         })
+    }
+
+    /// Hands `job` to `shard` and wakes it. Gives the job back if its inbox is full.
+    pub fn submit_admin(&self, shard: ShardId, job: AdminJob) -> Result<(), AdminJob> {
+        self.admin[shard].push(job)?;
+        self.wakers[shard].wake();
+        Ok(())
     }
 
     pub fn shard_count(&self) -> usize {
@@ -64,7 +87,8 @@ impl Mesh {
     /// case the shard must not block (and is not parked).
     pub fn park(&self, shard: ShardId) -> bool {
         self.parked[shard].store(true, Ordering::SeqCst);
-        let empty = (0..self.shard_count).all(|from| self.ring(from, shard).is_empty());
+        let empty = (0..self.shard_count).all(|from| self.ring(from, shard).is_empty())
+            && self.admin[shard].is_empty();
         if !empty {
             self.parked[shard].store(false, Ordering::SeqCst);
         }
@@ -160,6 +184,18 @@ impl Port {
             if touched & (1 << to) != 0 {
                 self.mesh.wake(to);
             }
+        }
+    }
+
+    /// Answers waiting admin requests (every loop pass, congested or not).
+    pub fn serve_admin(&mut self, engine: &mut Engine, now: u64) {
+        for _ in 0..ADMIN_BUDGET {
+            let Some(job) = self.mesh.admin[self.shard].pop() else {
+                break;
+            };
+            let answer = engine.handle_admin(now, &job.query);
+            // The requester may have given up waiting; nothing to do then.
+            let _ = job.reply.send((self.shard, answer));
         }
     }
 

@@ -480,6 +480,7 @@ impl Engine {
                     origin: Some(client.clone()),
                     receipt: 0,
                     owned: false,
+                    received_us: 0,
                 };
                 self.record(kind::WILL_PENDING, |b| {
                     put_str(b, client.as_str());
@@ -494,7 +495,9 @@ impl Engine {
     /// A retained message changed at its home shard (the shard that orders the topic's
     /// updates logs them).
     pub(crate) fn log_retained(&mut self, msg: &Message) {
+        // `$SYS` topics are the broker's own, republished at every interval: not logged.
         if !self.logging()
+            || msg.topic.as_bytes().starts_with(b"$SYS/")
             || crate::mail::home_shard(msg.topic.as_bytes(), self.shard_count) != self.shard
         {
             return;

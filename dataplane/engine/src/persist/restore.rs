@@ -95,6 +95,7 @@ pub fn message_from_entry(e: &Entry, unix_epoch_ms: u64) -> Option<(Message, boo
             receipt: e.receipt,
             // Decoded from its own copy of the record.
             owned: true,
+            received_us: 0,
         },
         p.retain,
     ))

@@ -68,6 +68,7 @@ pub(super) struct ShardContext {
     /// The broker's time origin, shared by all shards: absolute times (message expiry, will
     /// delay) travel between shards and must mean the same on each.
     pub epoch: Instant,
+    pub observer: crate::observe::Observer,
 }
 
 /// Where a socket is in its life. Closing is graceful: the engine's last output (DISCONNECT,
@@ -253,6 +254,8 @@ impl Shard {
                 self.last_event = Instant::now();
             }
             let now = self.now();
+            self.engine
+                .set_clock_us(crate::observe::clock_us(self.ctx.epoch));
             for ev in &events[..n] {
                 let token = ev.data();
                 if token == TOKEN_WAKE {
@@ -306,9 +309,15 @@ impl Shard {
             // A congested shard (a connected subscriber behind) takes no mail from the others
             // either: their rings fill, and they stop reading their publishers in turn.
             if !self.engine.congested() {
+                self.engine
+                    .set_clock_us(crate::observe::clock_us(self.ctx.epoch));
                 self.port.drain(&mut self.engine, now, MAIL_BUDGET);
             }
+            self.port.serve_admin(&mut self.engine, now);
             self.engine.handle_tick(now);
+            self.ctx
+                .observer
+                .step(now, &mut self.engine, self.log.as_ref());
 
             if drain_deadline.is_none() && self.ctx.shutdown.is_triggered() {
                 self.stop_listening();
@@ -495,6 +504,8 @@ impl Shard {
             return;
         }
         let mut budget = READ_BUDGET_BYTES;
+        self.engine
+            .set_clock_us(crate::observe::clock_us(self.ctx.epoch));
         loop {
             let Some(sock) = self.socks.get_mut(id) else {
                 return;

@@ -98,6 +98,7 @@ pub fn run(
     engine_cfg: Arc<EngineConfig>,
     durability: Option<&DurabilityConfig>,
     shutdown: Arc<Shutdown>,
+    mut hooks: crate::ControlHooks,
 ) -> Result<(), NetError> {
     let n = cfg.shard_count;
     let mut per_shard_listeners: Vec<Vec<(SocketAddr, OwnedFd)>> = Vec::with_capacity(n);
@@ -153,6 +154,7 @@ pub fn run(
             socket_sndbuf: cfg.socket_sndbuf,
             shutdown_drain_ms: cfg.shutdown_drain_ms,
             epoch,
+            observer: hooks.observer(shard),
         };
         let h = std::thread::Builder::new()
             .name(format!("tachyon-shard-{shard}"))
@@ -160,5 +162,6 @@ pub fn run(
             .map_err(NetError::Thread)?;
         handles.push(h);
     }
+    hooks.ready(&mesh);
     join_shards(handles, &shutdown)
 }

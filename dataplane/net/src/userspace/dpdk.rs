@@ -304,9 +304,10 @@ pub fn run(
     engine_cfg: Arc<EngineConfig>,
     durability: Option<&DurabilityConfig>,
     shutdown: Arc<Shutdown>,
+    hooks: crate::ControlHooks,
 ) -> Result<(), NetError> {
     let (devices, ports) = start(&cfg)?;
-    let result = super::run(devices, stack, engine_cfg, durability, shutdown);
+    let result = super::run(devices, stack, engine_cfg, durability, shutdown, hooks);
     ports.stop();
     result
 }

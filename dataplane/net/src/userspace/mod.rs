@@ -128,6 +128,7 @@ pub fn run<D: Frames>(
     engine_cfg: Arc<EngineConfig>,
     durability: Option<&DurabilityConfig>,
     shutdown: Arc<Shutdown>,
+    mut hooks: crate::ControlHooks,
 ) -> Result<(), NetError> {
     let n = devices.len();
     let epoch = std::time::Instant::now();
@@ -155,6 +156,7 @@ pub fn run<D: Frames>(
             mesh: mesh.clone(),
             shutdown: shutdown.clone(),
             epoch,
+            observer: hooks.observer(shard),
         };
         let (engine, log) = states.next().expect("one engine per device");
         let h = std::thread::Builder::new()
@@ -163,6 +165,7 @@ pub fn run<D: Frames>(
             .map_err(NetError::Thread)?;
         handles.push(h);
     }
+    hooks.ready(&mesh);
     join_shards(handles, &shutdown)
 }
 

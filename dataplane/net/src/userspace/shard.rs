@@ -62,6 +62,7 @@ pub(super) struct ShardContext<D> {
     pub mesh: Arc<Mesh>,
     pub shutdown: Arc<Shutdown>,
     pub epoch: Instant,
+    pub observer: crate::observe::Observer,
 }
 
 /// Where a socket is in its life.
@@ -234,6 +235,7 @@ impl<D: Frames> Shard<D> {
         let mut drain_deadline: Option<u64> = None;
         loop {
             let (now, ts) = self.clock();
+            self.engine.set_clock_us(ts.total_micros() as u64);
             // 1. Ingress until the device is empty (bounded): frames to their buckets, then
             // each bucket's stack.
             let frames = self.ingress(now, ts);
@@ -258,7 +260,11 @@ impl<D: Frames> Shard<D> {
             } else {
                 self.port.drain(&mut self.engine, now, MAIL_BUDGET)
             };
+            self.port.serve_admin(&mut self.engine, now);
             self.engine.handle_tick(now);
+            self.ctx
+                .observer
+                .step(now, &mut self.engine, self.log.as_ref());
             if drain_deadline.is_none() && self.ctx.shutdown.is_triggered() {
                 self.stop_listening();
                 if let Some(log) = &mut self.log {

@@ -254,6 +254,7 @@ pub fn run(
     engine_cfg: Arc<EngineConfig>,
     durability: Option<&DurabilityConfig>,
     shutdown: Arc<Shutdown>,
+    hooks: crate::ControlHooks,
 ) -> Result<(), NetError> {
     let device = TapDevice::open(&cfg.interface, cfg.iface.mtu)?;
     tracing::info!(interface = %cfg.interface, "tap interface open; give the kernel side an address of the subnet and bring it up");
@@ -267,5 +268,6 @@ pub fn run(
         engine_cfg,
         durability,
         shutdown,
+        hooks,
     )
 }

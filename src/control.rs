@@ -1,0 +1,266 @@
+//! `tachyon serve`: the control-plane process. It validates the configuration, starts the
+//! admin API, spawns and supervises the dataplane process, publishes `$SYS`, reloads the
+//! configuration on SIGHUP, and stops everything on SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tachyon_controlplane::api::Api;
+use tachyon_controlplane::channel::Op;
+use tachyon_controlplane::config::DEFAULT_CONFIG;
+use tachyon_controlplane::supervisor::{Running, Supervisor};
+use tachyon_controlplane::sys::Sys;
+use tachyon_controlplane::{http, Config};
+
+use crate::{logging, signals};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const REV: &str = env!("TACHYON_GIT_REV");
+pub const DRIVERS: &str = env!("TACHYON_DRIVERS");
+
+pub fn serve(path: Option<PathBuf>, port: Option<u16>, data_dir: Option<String>) -> ExitCode {
+    let (text, origin) = match &path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => (t, p.display().to_string()),
+            Err(e) => {
+                eprintln!(
+                    "config {}: cannot read: {e} — check the path given to --config",
+                    p.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => (DEFAULT_CONFIG.to_owned(), "embedded default".to_owned()),
+    };
+    let running = match Running::parse(text, origin, path.clone(), port, data_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = running.cfg.clone();
+    let log_reload = logging::init(&cfg.log.level, cfg.log.format == "json");
+    tracing::info!(version = VERSION, rev = REV, config = %running.origin, pid = std::process::id(),
+        "tachyon starting (control plane)");
+
+    // Everything the control plane can get wrong fails here, before a dataplane starts.
+    let token = Arc::new(RwLock::new(String::new()));
+    let admin = if cfg.admin.enabled {
+        match admin_token(&cfg) {
+            Ok(t) => *token.write().unwrap_or_else(|e| e.into_inner()) = t,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+        match TcpListener::bind(&cfg.admin.bind) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "config: admin.bind = {:?}: cannot listen: {e} — choose a free port, or set admin.enabled = false",
+                    cfg.admin.bind
+                );
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    if let Err(e) = signals::block(&signals::control_set()) {
+        eprintln!("cannot set up signal handling: {e}");
+        return ExitCode::FAILURE;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot find this program's path to start the dataplane: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stats_path = stats_path();
+    let sup = Supervisor::new(running, exe, stats_path.clone());
+    let me = nix::unistd::getpid();
+    sup.start(Box::new(move || {
+        let _ = nix::sys::signal::kill(me, Signal::SIGUSR2);
+    }));
+
+    let log_reload = Arc::new(log_reload);
+    let reload = {
+        let (sup, token, log_reload) = (sup.clone(), token.clone(), log_reload.clone());
+        move || {
+            let apply_local = |next: &Config| -> Result<(), String> {
+                log_reload(&next.log.level)?;
+                if next.admin.enabled {
+                    *token.write().unwrap_or_else(|e| e.into_inner()) = admin_token(next)?;
+                }
+                Ok(())
+            };
+            sup.reload(&apply_local)
+        }
+    };
+    let reload = Arc::new(reload);
+    if let Some(listener) = admin {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(address = %addr, token_file = %if cfg.admin.token.is_empty() { cfg.admin_token_path().display().to_string() } else { "(admin.token)".into() },
+            "admin API listening: /health /ready /metrics /api/v1/... (Authorization: Bearer <token>)");
+        let reload = reload.clone();
+        let api = Arc::new(Api {
+            sup: sup.clone(),
+            token: token.clone(),
+            reload: Box::new(move || reload()),
+            version: VERSION,
+            rev: REV,
+            drivers: DRIVERS,
+        });
+        let spawned = std::thread::Builder::new()
+            .name("tachyon-admin-accept".into())
+            .spawn(move || http::serve(listener, Arc::new(move |req| api.handle(req))));
+        if let Err(e) = spawned {
+            eprintln!("cannot start the admin API thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    {
+        let sup = sup.clone();
+        let _ = std::thread::Builder::new()
+            .name("tachyon-sys".into())
+            .spawn(move || publish_sys(&sup));
+    }
+
+    loop {
+        match signals::wait(&signals::control_set()) {
+            Some(Signal::SIGHUP) => match reload() {
+                Ok(c) => {
+                    tracing::info!(applied = ?c.live, restart_required = ?c.restart, "SIGHUP: configuration reloaded")
+                }
+                Err(e) => tracing::error!(
+                    "SIGHUP: configuration not reloaded, the running one stays: {e}"
+                ),
+            },
+            Some(Signal::SIGUSR1) => {
+                let pid = sup.dataplane_pid();
+                if pid != 0 {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        Signal::SIGUSR1,
+                    );
+                }
+            }
+            Some(Signal::SIGUSR2) => break,
+            sig => {
+                tracing::info!(signal = ?sig, "stopping the broker");
+                let grace = Duration::from_millis(sup.running().cfg.net.shutdown_drain_ms)
+                    + Duration::from_secs(10);
+                sup.stop(grace);
+                break;
+            }
+        }
+        if sup.is_stopping() && sup.dataplane_pid() == 0 {
+            break;
+        }
+    }
+    let _ = std::fs::remove_file(&stats_path);
+    let code = *sup.gave_up.lock().unwrap_or_else(|e| e.into_inner());
+    match code {
+        Some(c) => ExitCode::from(c.clamp(1, 255) as u8),
+        None => {
+            tracing::info!("tachyon stopped");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The shared stats region lives in memory (`/dev/shm`) where there is one.
+fn stats_path() -> PathBuf {
+    let dir = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    dir.join(format!("tachyon-{}.stats", std::process::id()))
+}
+
+/// The admin token: `admin.token`, else the token file, else a new random one written there
+/// (mode 0600) for `tachyon ctl` and scripts to read.
+fn admin_token(cfg: &Config) -> Result<String, String> {
+    if !cfg.admin.token.is_empty() {
+        return Ok(cfg.admin.token.clone());
+    }
+    let path = cfg.admin_token_path();
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim();
+        if t.len() >= 16 {
+            return Ok(t.to_owned());
+        }
+        return Err(format!(
+            "config: admin.token_file = {:?} holds fewer than 16 characters — put a longer token in it, or delete it to have one generated",
+            path.display()
+        ));
+    }
+    let mut raw = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
+        .map_err(|e| {
+            format!("cannot read /dev/urandom for the admin token: {e} — set admin.token")
+        })?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "config: admin.token_file = {:?}: cannot create {}: {e} — set admin.token or admin.token_file",
+                path.display(),
+                dir.display()
+            )
+        })?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{token}\n").as_bytes()))
+        .map_err(|e| {
+            format!(
+                "config: admin.token_file = {:?}: cannot write: {e} — set admin.token or admin.token_file",
+                path.display()
+            )
+        })?;
+    tracing::info!(file = %path.display(), "admin token generated");
+    Ok(token)
+}
+
+/// Publishes `$SYS/broker/...` every `sys.interval_secs`, and at once after a dataplane
+/// (re)start.
+fn publish_sys(sup: &Supervisor) {
+    let mut sys = Sys::default();
+    let mut last: Option<(Instant, u32)> = None;
+    while !sup.is_stopping() {
+        std::thread::sleep(Duration::from_millis(200));
+        let interval = sup.running().cfg.sys.interval_secs;
+        if interval == 0 || !sup.is_ready() {
+            continue;
+        }
+        let pid = sup.dataplane_pid();
+        let due =
+            last.is_none_or(|(t, p)| p != pid || t.elapsed() >= Duration::from_secs(interval));
+        if !due {
+            continue;
+        }
+        let now = Instant::now();
+        let messages = sys.compose(&sup.totals(), VERSION, sup.started.elapsed(), now);
+        match sup.request(Op::PublishSys { messages }) {
+            Ok(_) => last = Some((now, pid)),
+            Err(e) => tracing::debug!(error = ?e, "$SYS not published"),
+        }
+    }
+}
