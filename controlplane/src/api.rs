@@ -233,7 +233,7 @@ impl Api {
                 "dataplane_restarts": self.sup.restarts(),
                 "config": r.origin,
                 "driver": format!("{:?}", r.cfg.driver()).to_lowercase(),
-                "shards": r.cfg.shard_count(),
+                "shards": Some(self.sup.shards()).filter(|&n| n > 0),
                 "listeners": r.cfg.listeners.iter().map(|l| l.bind.clone()).collect::<Vec<_>>(),
                 "durability": r.cfg.durability.enabled.then(|| json!({
                     "data_dir": r.cfg.durability.data_dir, "sync": r.cfg.durability.sync,

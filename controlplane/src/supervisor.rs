@@ -127,6 +127,8 @@ pub struct Supervisor {
     /// Some dataplane has reported ready since the control plane started.
     ever_ready: AtomicBool,
     pid: AtomicU32,
+    /// Shards of the running dataplane (from its `Ready`).
+    shards: std::sync::atomic::AtomicUsize,
     restarts: AtomicU64,
     region: Mutex<Option<Region>>,
     carried: Mutex<Carried>,
@@ -150,6 +152,7 @@ impl Supervisor {
             ready: AtomicBool::new(false),
             ever_ready: AtomicBool::new(false),
             pid: AtomicU32::new(0),
+            shards: std::sync::atomic::AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
             region: Mutex::new(None),
             carried: Mutex::new(Carried::default()),
@@ -176,6 +179,11 @@ impl Supervisor {
     /// Pid of the running dataplane (0: none).
     pub fn dataplane_pid(&self) -> u32 {
         self.pid.load(Ordering::Acquire)
+    }
+
+    /// Shards of the running dataplane (0: none ready).
+    pub fn shards(&self) -> usize {
+        self.shards.load(Ordering::Acquire)
     }
 
     pub fn restarts(&self) -> u64 {
@@ -379,6 +387,7 @@ impl Supervisor {
                         Ok(r) => *self.region.lock().unwrap_or_else(|e| e.into_inner()) = Some(r),
                         Err(e) => tracing::warn!(error = %e, "statistics unavailable"),
                     }
+                    self.shards.store(shards, Ordering::Release);
                     self.ready.store(true, Ordering::Release);
                     self.ever_ready.store(true, Ordering::Release);
                     tracing::info!(
