@@ -118,37 +118,29 @@ pub fn run(control_fd: i32) -> ExitCode {
     let durability = cfg.durability_config();
     let durability = durability.as_ref();
     let result = match cfg.driver() {
-        Driver::Kernel => {
-            tachyon_net::run(cfg.kernel_config(), engine_cfg, durability, shutdown, hooks)
+        Driver::Kernel => Ok(tachyon_net::run(
+            cfg.kernel_config(),
+            engine_cfg,
+            durability,
+            shutdown,
+            hooks,
+        )),
+        Driver::Tap => cfg.tap_config().map(|tap| {
+            let stack = cfg.stack_config();
+            tachyon_net::userspace::tap::run(tap, stack, engine_cfg, durability, shutdown, hooks)
+        }),
+        Driver::Dpdk => cfg.dpdk_config().map(|dpdk| {
+            let stack = cfg.stack_config();
+            run_dpdk(dpdk, stack, engine_cfg, durability, shutdown, hooks)
+        }),
+    };
+    // The control plane validated the driver's section; should it still fail here, say why.
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
         }
-        Driver::Tap => match cfg.tap_config() {
-            Ok(tap) => tachyon_net::userspace::tap::run(
-                tap,
-                cfg.stack_config(),
-                engine_cfg,
-                durability,
-                shutdown,
-                hooks,
-            ),
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        },
-        Driver::Dpdk => match cfg.dpdk_config() {
-            Ok(dpdk) => run_dpdk(
-                dpdk,
-                cfg.stack_config(),
-                engine_cfg,
-                durability,
-                shutdown,
-                hooks,
-            ),
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        },
     };
     match result {
         Ok(()) => {

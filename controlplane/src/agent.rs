@@ -123,32 +123,34 @@ impl Agent {
         let all = || (0..mesh.shard_count()).collect::<Vec<_>>();
         match op {
             Op::Clients { client_id } => {
-                let mut list = Vec::new();
-                for a in ask(mesh, &all(), AdminQuery::Clients { client_id })? {
-                    if let AdminAnswer::Clients(c) = a {
-                        list.extend(c);
-                    }
-                }
+                let mut list =
+                    gather(
+                        ask(mesh, &all(), AdminQuery::Clients { client_id })?,
+                        |a| match a {
+                            AdminAnswer::Clients(c) => c,
+                            _ => Vec::new(),
+                        },
+                    );
                 list.sort_by(|a, b| a.client_id.cmp(&b.client_id));
                 Ok(Value::Array(list.iter().map(client_json).collect()))
             }
             Op::Sessions { client_id } => {
-                let mut list = Vec::new();
-                for a in ask(mesh, &all(), AdminQuery::Sessions { client_id })? {
-                    if let AdminAnswer::Sessions(s) = a {
-                        list.extend(s);
-                    }
-                }
+                let mut list = gather(
+                    ask(mesh, &all(), AdminQuery::Sessions { client_id })?,
+                    |a| match a {
+                        AdminAnswer::Sessions(s) => s,
+                        _ => Vec::new(),
+                    },
+                );
                 list.sort_by(|a, b| a.client_id.cmp(&b.client_id));
                 Ok(Value::Array(list.iter().map(session_json).collect()))
             }
             Op::Subscriptions { client_id } => {
-                let mut list = Vec::new();
-                for a in ask(mesh, &all(), AdminQuery::Subscriptions { client_id })? {
-                    if let AdminAnswer::Subscriptions(s) = a {
-                        list.extend(s);
-                    }
-                }
+                let q = AdminQuery::Subscriptions { client_id };
+                let mut list = gather(ask(mesh, &all(), q)?, |a| match a {
+                    AdminAnswer::Subscriptions(s) => s,
+                    _ => Vec::new(),
+                });
                 list.sort_by(|a, b| (&a.client_id, &a.filter).cmp(&(&b.client_id, &b.filter)));
                 Ok(Value::Array(
                     list.iter()
@@ -164,12 +166,13 @@ impl Agent {
             }
             // Every shard holds a replica of the retained store: shard 0 answers.
             Op::Retained { filter, limit } => {
-                let mut list = Vec::new();
-                for a in ask(mesh, &[0], AdminQuery::Retained { filter, limit })? {
-                    if let AdminAnswer::Retained(r) = a {
-                        list.extend(r);
-                    }
-                }
+                let mut list = gather(
+                    ask(mesh, &[0], AdminQuery::Retained { filter, limit })?,
+                    |a| match a {
+                        AdminAnswer::Retained(r) => r,
+                        _ => Vec::new(),
+                    },
+                );
                 list.sort_by(|a, b| a.topic.cmp(&b.topic));
                 Ok(Value::Array(
                     list.iter()
@@ -246,6 +249,11 @@ fn ask(mesh: &Mesh, shards: &[usize], q: AdminQuery) -> Result<Vec<AdminAnswer>,
         }
     }
     Ok(out)
+}
+
+/// The shards' lists, concatenated.
+fn gather<T>(answers: Vec<AdminAnswer>, list: impl Fn(AdminAnswer) -> Vec<T>) -> Vec<T> {
+    answers.into_iter().flat_map(list).collect()
 }
 
 /// Sums `Done` answers; a refusal is the error.
