@@ -49,6 +49,7 @@ pub fn serve(path: Option<PathBuf>, port: Option<u16>, data_dir: Option<String>)
     let log_reload = logging::init(&cfg.log.level, cfg.log.format == "json");
     tracing::info!(version = VERSION, rev = REV, config = %running.origin, pid = std::process::id(),
         "tachyon starting (control plane)");
+    let child_affinity = keep_off_shard_cores(&cfg);
 
     // Everything the control plane can get wrong fails here, before a dataplane starts.
     let token = Arc::new(RwLock::new(String::new()));
@@ -85,7 +86,7 @@ pub fn serve(path: Option<PathBuf>, port: Option<u16>, data_dir: Option<String>)
         }
     };
     let stats_path = stats_path();
-    let sup = Supervisor::new(running, exe, stats_path.clone());
+    let sup = Supervisor::new(running, exe, stats_path.clone(), child_affinity);
     let me = nix::unistd::getpid();
     sup.start(Box::new(move || {
         let _ = nix::sys::signal::kill(me, Signal::SIGUSR2);
@@ -176,6 +177,41 @@ pub fn serve(path: Option<PathBuf>, port: Option<u16>, data_dir: Option<String>)
         None => {
             tracing::info!("tachyon stopped");
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Moves the control plane off the cores the shards are pinned to, when other cores are
+/// left: the admin API, `$SYS` and supervision then never take a dataplane core's time.
+/// Returns the set the dataplane must start with (the original one), if it changed.
+fn keep_off_shard_cores(cfg: &Config) -> Option<nix::sched::CpuSet> {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let shard = cfg.shard_cores();
+    if shard.is_empty() {
+        return None;
+    }
+    let me = nix::unistd::Pid::from_raw(0);
+    let current = sched_getaffinity(me).ok()?;
+    let mut allowed = CpuSet::new();
+    let mut left = Vec::new();
+    for c in 0..CpuSet::count() {
+        if current.is_set(c).unwrap_or(false) && !shard.contains(&c) && allowed.set(c).is_ok() {
+            left.push(c);
+        }
+    }
+    if left.is_empty() {
+        // Every core runs a shard (a small host): share them.
+        return None;
+    }
+    match sched_setaffinity(me, &allowed) {
+        Ok(()) => {
+            tracing::info!(shard_cores = ?shard, control_cores = ?left, "control plane kept off the shard cores");
+            // The dataplane starts with the whole set again.
+            Some(current)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not move the control plane off the shard cores");
+            None
         }
     }
 }

@@ -206,8 +206,12 @@ impl Agent {
             }
             Op::Reconfigure { config } => {
                 let cfg = Config::parse(&config, "reload").map_err(|e| e.to_string())?;
-                let engine_cfg = cfg.engine_config(self.boot_nonce);
-                done(ask(mesh, &all(), AdminQuery::Reconfigure(engine_cfg))?)?;
+                let mut engine_cfg = (*cfg.engine_config(self.boot_nonce)).clone();
+                // Split over the shards that run (a new shard count waits for a restart).
+                engine_cfg.sessions_max_per_shard =
+                    cfg.limits.max_sessions.div_ceil(mesh.shard_count()).max(1);
+                let q = AdminQuery::Reconfigure(Arc::new(engine_cfg));
+                done(ask(mesh, &all(), q)?)?;
                 log_reload(&cfg.log.level)?;
                 tracing::info!(level = %cfg.log.level, "configuration applied: limits, sessions, auth, log level");
                 Ok(json!({ "applied": true }))

@@ -777,6 +777,24 @@ impl Config {
         }
     }
 
+    /// The cores the shards are pinned to (empty: not pinned). For DPDK the EAL decides
+    /// placement itself, so none are listed.
+    pub fn shard_cores(&self) -> Vec<usize> {
+        let mut cores = match self.driver() {
+            Driver::Kernel => self.kernel_config().cores,
+            Driver::Tap => self
+                .tap_config()
+                .ok()
+                .and_then(|t| t.core)
+                .into_iter()
+                .collect(),
+            Driver::Dpdk => Vec::new(),
+        };
+        cores.sort_unstable();
+        cores.dedup();
+        cores
+    }
+
     /// Which dataplane driver `serve` runs.
     pub fn driver(&self) -> Driver {
         self.dataplane.driver()
@@ -946,6 +964,14 @@ mod tests {
             c.admin_token_path(),
             std::path::PathBuf::from("./data/admin.token")
         );
+    }
+
+    #[test]
+    fn shard_cores_follow_pinning() {
+        let c = Config::parse("[shards]\ncount = 2\ncores = [0, 0]\n", "t").unwrap();
+        assert_eq!(c.shard_cores(), vec![0]);
+        let c = Config::parse("[shards]\ncount = 2\npin_cores = false\n", "t").unwrap();
+        assert!(c.shard_cores().is_empty());
     }
 
     #[test]

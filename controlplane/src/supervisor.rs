@@ -137,6 +137,9 @@ pub struct Supervisor {
     events: (Mutex<u64>, Condvar),
     stats_path: PathBuf,
     exe: PathBuf,
+    /// The CPU set the dataplane starts with (the control plane may have moved itself off
+    /// the shard cores; the dataplane places its shards itself).
+    child_affinity: Option<nix::sched::CpuSet>,
     /// The dataplane's exit code when the supervisor gave up (a failed first start).
     pub gave_up: Mutex<Option<i32>>,
     /// Called when the supervisor ends on its own (the signal loop then exits).
@@ -144,7 +147,12 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(running: Running, exe: PathBuf, stats_path: PathBuf) -> Arc<Supervisor> {
+    pub fn new(
+        running: Running,
+        exe: PathBuf,
+        stats_path: PathBuf,
+        child_affinity: Option<nix::sched::CpuSet>,
+    ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             started: Instant::now(),
             running: RwLock::new(running),
@@ -160,6 +168,7 @@ impl Supervisor {
             events: (Mutex::new(0), Condvar::new()),
             stats_path,
             exe,
+            child_affinity,
             gave_up: Mutex::new(None),
             on_end: Mutex::new(None),
         })
@@ -287,16 +296,20 @@ impl Supervisor {
         let fd = theirs.as_raw_fd();
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { nix::libc::getpid() };
+        let affinity = self.child_affinity;
         let mut cmd = Command::new(&self.exe);
         cmd.arg("dataplane")
             .arg("--control-fd")
             .arg("3")
             .stdin(Stdio::null());
-        // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid) between fork
-        // and exec.
+        // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid,
+        // sched_setaffinity) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
                 use nix::libc;
+                if let Some(set) = &affinity {
+                    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set)?;
+                }
                 if fd == 3 {
                     if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());
