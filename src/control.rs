@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use tachyon_controlplane::api::Api;
 use tachyon_controlplane::channel::Op;
 use tachyon_controlplane::config::DEFAULT_CONFIG;
-use tachyon_controlplane::supervisor::{Running, Supervisor};
+use tachyon_controlplane::supervisor::{LocalChange, Running, Supervisor};
 use tachyon_controlplane::sys::Sys;
 use tachyon_controlplane::{http, Config};
 
@@ -23,6 +23,11 @@ use crate::{logging, signals};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REV: &str = env!("TACHYON_GIT_REV");
 pub const DRIVERS: &str = env!("TACHYON_DRIVERS");
+
+/// What the control plane and the dataplane compare at the handshake.
+pub fn build_id() -> String {
+    format!("{VERSION} ({REV})")
+}
 
 pub fn serve(path: Option<PathBuf>, port: Option<u16>, data_dir: Option<String>) -> ExitCode {
     let (text, origin) = match &path {
@@ -78,15 +83,29 @@ pub fn serve(path: Option<PathBuf>, port: Option<u16>, data_dir: Option<String>)
         eprintln!("cannot set up signal handling: {e}");
         return ExitCode::FAILURE;
     }
-    let exe = match std::env::current_exe() {
+    // The running binary itself, even if the file was replaced since (an upgrade in place):
+    // a restarted dataplane is always this build.
+    let exe = match Path::new("/proc/self/exe")
+        .exists()
+        .then(|| PathBuf::from("/proc/self/exe"))
+        .map(Ok)
+        .unwrap_or_else(std::env::current_exe)
+    {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cannot find this program's path to start the dataplane: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let stats_path = stats_path();
-    let sup = Supervisor::new(running, exe, stats_path.clone(), child_affinity);
+    let stats_dir = match stats_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("cannot create a directory for the statistics region in /dev/shm or the temporary directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stats_path = stats_dir.join("stats");
+    let sup = Supervisor::new(running, exe, stats_path.clone(), build_id(), child_affinity);
     let me = nix::unistd::getpid();
     sup.start(Box::new(move || {
         let _ = nix::sys::signal::kill(me, Signal::SIGUSR2);
@@ -96,14 +115,25 @@ pub fn serve(path: Option<PathBuf>, port: Option<u16>, data_dir: Option<String>)
     let reload = {
         let (sup, token, log_reload) = (sup.clone(), token.clone(), log_reload.clone());
         move || {
-            let apply_local = |next: &Config| -> Result<(), String> {
-                log_reload(&next.log.level)?;
-                if next.admin.enabled {
-                    *token.write().unwrap_or_else(|e| e.into_inner()) = admin_token(next)?;
-                }
-                Ok(())
+            let prepare = |next: &Config| -> Result<LocalChange, String> {
+                // The token file is read (or created) now: a failure changes nothing.
+                let new_token = if next.admin.enabled {
+                    Some(admin_token(next)?)
+                } else {
+                    None
+                };
+                let level = next.log.level.clone(); // validated by Config::parse
+                let (token, log_reload) = (token.clone(), log_reload.clone());
+                Ok(Box::new(move || {
+                    if let Some(t) = new_token {
+                        *token.write().unwrap_or_else(|e| e.into_inner()) = t;
+                    }
+                    if let Err(e) = log_reload(&level) {
+                        tracing::warn!("log.level not applied in the control plane: {e}");
+                    }
+                }))
             };
-            sup.reload(&apply_local)
+            sup.reload(&prepare)
         }
     };
     let reload = Arc::new(reload);
@@ -170,7 +200,7 @@ pub fn serve(path: Option<PathBuf>, port: Option<u16>, data_dir: Option<String>)
             break;
         }
     }
-    let _ = std::fs::remove_file(&stats_path);
+    let _ = std::fs::remove_dir_all(&stats_dir);
     let code = *sup.gave_up.lock().unwrap_or_else(|e| e.into_inner());
     match code {
         Some(c) => ExitCode::from(c.clamp(1, 255) as u8),
@@ -216,14 +246,59 @@ fn keep_off_shard_cores(cfg: &Config) -> Option<nix::sched::CpuSet> {
     }
 }
 
-/// The shared stats region lives in memory (`/dev/shm`) where there is one.
-fn stats_path() -> PathBuf {
-    let dir = if Path::new("/dev/shm").is_dir() {
+/// The shared stats region lives in memory (`/dev/shm`) where there is one, inside a new
+/// directory only this user can enter (the shared directory is writable by everyone: a
+/// predictable file name there could be planted or linked by another user).
+fn stats_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
     };
-    dir.join(format!("tachyon-{}.stats", std::process::id()))
+    sweep_stale_stats_dirs(&base);
+    let mut last = None;
+    for _ in 0..16 {
+        let mut raw = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))?;
+        let dir = base.join(format!(
+            "tachyon-{}-{:016x}",
+            std::process::id(),
+            u64::from_le_bytes(raw)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no directory")))
+}
+
+/// Removes the statistics directories of control planes that were killed (their pid is
+/// gone) and belonged to this user.
+fn sweep_stale_stats_dirs(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("tachyon-")
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(p, _)| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mine = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if mine && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The admin token: `admin.token`, else the token file, else a new random one written there

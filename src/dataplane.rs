@@ -25,7 +25,7 @@ pub fn run(control_fd: i32) -> ExitCode {
         control_fd,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
-    let (agent, reader, start) = match Agent::connect(stream) {
+    let (agent, reader, start) = match Agent::connect(stream, &crate::control::build_id()) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("tachyon dataplane: {e} (this mode is started by `tachyon serve`)");
@@ -78,14 +78,17 @@ pub fn run(control_fd: i32) -> ExitCode {
     }
     {
         let shutdown = shutdown.clone();
-        // It loops only in a `count-allocs` build (SIGUSR1 reports and waits again).
-        #[allow(clippy::never_loop)]
         std::thread::Builder::new()
             .name("tachyon-signals".into())
             .spawn(move || loop {
                 match signals::wait(&signals::dataplane_set()) {
                     #[cfg(feature = "count-allocs")]
                     Some(nix::sys::signal::Signal::SIGUSR1) => crate::alloc_count::report(),
+                    // Passed on by the control plane; meaningful only in a count-allocs build.
+                    #[cfg(not(feature = "count-allocs"))]
+                    Some(nix::sys::signal::Signal::SIGUSR1) => {
+                        tracing::debug!("SIGUSR1: nothing to report (not a count-allocs build)")
+                    }
                     sig => {
                         tracing::info!(signal = ?sig, "stopping: no new connections, DISCONNECT 0x8B to v5 clients, flushing");
                         shutdown.trigger();

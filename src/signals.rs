@@ -3,13 +3,13 @@
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-/// What the dataplane process waits for: SIGINT/SIGTERM stop it; SIGUSR1 reports the
-/// allocation count in a `count-allocs` build.
+/// What the dataplane process waits for: SIGINT/SIGTERM stop it; SIGUSR1 (passed on by the
+/// control plane) reports the allocation count in a `count-allocs` build and is ignored
+/// otherwise (its default action would end the process).
 pub fn dataplane_set() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
-    #[cfg(feature = "count-allocs")]
     set.add(Signal::SIGUSR1);
     set
 }

@@ -38,11 +38,13 @@ impl Agent {
     /// When the channel fails or the first message is not `Start`.
     pub fn connect(
         mut stream: UnixStream,
+        build: &str,
     ) -> Result<(Arc<Agent>, UnixStream, ToDataplane), ChannelError> {
         channel::send(
             &mut stream,
             &FromDataplane::Hello {
                 pid: std::process::id(),
+                build: build.to_owned(),
             },
         )?;
         let start: ToDataplane = channel::recv(&mut stream)?;

@@ -50,7 +50,11 @@ impl Api {
             r.extra_headers.push(("WWW-Authenticate", "Bearer".into()));
             return Err(r);
         };
-        let given = h.strip_prefix("Bearer ").unwrap_or("").trim();
+        // The scheme is case-insensitive (RFC 9110 11.1).
+        let given = match h.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+            _ => "",
+        };
         let token = self.token.read().unwrap_or_else(|e| e.into_inner());
         if given.is_empty() || !same(given.as_bytes(), token.as_bytes()) {
             let mut r = Response::error(401, "wrong token");

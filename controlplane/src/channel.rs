@@ -85,8 +85,9 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromDataplane {
-    /// Sent first, before anything can fail.
-    Hello { pid: u32 },
+    /// Sent first, before anything can fail. `build` identifies the binary (version and
+    /// revision): the control plane refuses a dataplane of another build.
+    Hello { pid: u32, build: String },
     /// Recovery done, every listener bound: clients are served.
     Ready { shards: usize },
     Reply {
@@ -219,7 +220,14 @@ mod tests {
     #[test]
     fn another_version_or_garbage_is_refused_with_the_reason() {
         let mut buf = Vec::new();
-        send(&mut buf, &FromDataplane::Hello { pid: 1 }).unwrap();
+        send(
+            &mut buf,
+            &FromDataplane::Hello {
+                pid: 1,
+                build: "b".into(),
+            },
+        )
+        .unwrap();
         buf[4] = 9;
         let e = recv::<FromDataplane>(&mut &buf[..]).unwrap_err();
         assert!(e.to_string().contains("same `tachyon` binary"), "{e}");

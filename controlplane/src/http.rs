@@ -1,13 +1,14 @@
 //! A small HTTP/1.1 server for the admin API: one request per connection
 //! (`Connection: close`), a thread per connection up to `MAX_CONNECTIONS`, bounded header and
-//! body sizes, read and write timeouts. Enough for `curl`, Prometheus and `tachyon ctl` on a
+//! body sizes, and one deadline for reading the whole request (a client that trickles bytes
+//! cannot hold a connection slot for longer). Enough for `curl`, Prometheus and `tachyon ctl` on a
 //! loopback listener; not a general web server.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 1 << 20;
@@ -125,7 +126,10 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
 pub fn read_request(r: &mut impl BufRead) -> Result<Request, (u16, String)> {
     let mut head = Vec::new();
     loop {
+        // At most the head's bound per line: a line without an end cannot grow without limit.
         let n = r
+            .by_ref()
+            .take((MAX_HEAD + 1 - head.len().min(MAX_HEAD)) as u64)
             .read_until(b'\n', &mut head)
             .map_err(|e| (400, format!("reading the request: {e}")))?;
         if n == 0 {
@@ -219,7 +223,11 @@ pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 pub fn serve(listener: TcpListener, handler: Handler) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
-        let Ok(stream) = conn else { continue };
+        let Ok(stream) = conn else {
+            // Out of descriptors, or the like: do not spin on the error.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
             active.fetch_sub(1, Ordering::AcqRel);
             let mut s = stream;
@@ -240,17 +248,84 @@ pub fn serve(listener: TcpListener, handler: Handler) {
     }
 }
 
-fn answer(stream: TcpStream, handler: &Handler) {
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+fn answer(mut stream: TcpStream, handler: &Handler) {
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let Ok(w) = stream.try_clone() else { return };
-    let mut r = BufReader::new(stream);
-    let resp = match read_request(&mut r) {
+    let resp = match read_raw(&mut stream, Instant::now() + IO_TIMEOUT)
+        .and_then(|raw| read_request(&mut &raw[..]))
+    {
         Ok(req) => handler(&req),
         Err((status, why)) => Response::error(status, &why),
     };
-    let mut w = w;
-    let _ = write_response(&mut w, &resp);
+    let _ = write_response(&mut stream, &resp);
+}
+
+/// Reads one request's bytes (head and `Content-Length` body) by `deadline`, within the size
+/// bounds.
+fn read_raw(r: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, (u16, String)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let mut need: Option<usize> = None;
+    loop {
+        if let Some(n) = need {
+            if buf.len() >= n {
+                return Ok(buf);
+            }
+        } else if let Some(end) = head_end(&buf) {
+            let len = content_length(&buf[..end])?;
+            if len > MAX_BODY {
+                return Err((413, format!("body over {MAX_BODY} bytes")));
+            }
+            need = Some(end + len);
+            continue;
+        } else if buf.len() > MAX_HEAD {
+            return Err((431, format!("request head over {MAX_HEAD} bytes")));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err((400, "request not complete in time".into()));
+        }
+        let _ = r.set_read_timeout(Some(left));
+        match r.read(&mut chunk) {
+            Ok(0) => return Err((400, "connection closed before the request ended".into())),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A timed-out read: the deadline check above answers.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err((400, format!("reading the request: {e}"))),
+        }
+    }
+}
+
+/// Where the head ends (after its blank line), if it has.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn content_length(head: &[u8]) -> Result<usize, (u16, String)> {
+    let text = String::from_utf8_lossy(head);
+    for line in text.lines().skip(1) {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                return v.trim().parse().map_err(|_| {
+                    (
+                        400,
+                        format!("Content-Length {:?} is not a number", v.trim()),
+                    )
+                });
+            }
+        }
+    }
+    Ok(0)
 }
 
 #[cfg(test)]
@@ -285,6 +360,44 @@ mod tests {
         }
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
         assert_eq!(read_request(&mut big.as_bytes()).unwrap_err().0, 431);
+    }
+
+    #[test]
+    fn a_request_is_read_whole_by_one_deadline() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"POST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nab")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            c.write_all(b"cd").unwrap();
+            // Then a second request that trickles and never ends.
+            let mut slow = TcpStream::connect(addr).unwrap();
+            for _ in 0..100 {
+                if slow.write_all(b"G").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let (mut s, _) = l.accept().unwrap();
+        let raw = read_raw(&mut s, Instant::now() + Duration::from_secs(5)).unwrap();
+        let req = read_request(&mut &raw[..]).unwrap();
+        assert_eq!(req.body, b"abcd");
+        let (mut s, _) = l.accept().unwrap();
+        let e = read_raw(&mut s, Instant::now() + Duration::from_millis(150)).unwrap_err();
+        assert_eq!(e.0, 400, "{}", e.1);
+        assert!(
+            e.1.contains("not complete"),
+            "the deadline, not the close: {}",
+            e.1
+        );
+        drop(s);
+        client.join().unwrap();
+        // A head line that never ends is cut at the bound.
+        let endless = vec![b'a'; MAX_HEAD * 4];
+        assert_eq!(read_request(&mut &endless[..]).unwrap_err().0, 431);
     }
 
     #[test]

@@ -33,6 +33,10 @@ use crate::config::{Changes, Config};
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The dataplane's first message must come this fast (it is sent before any work).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write to the channel that takes longer finds a wedged dataplane.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Starts in a row that never reached `Ready` before the supervisor gives up.
+const FAILED_STARTS_MAX: u32 = 5;
 
 /// The configuration the broker runs, with where it came from.
 #[derive(Clone)]
@@ -76,6 +80,9 @@ impl Running {
         })
     }
 }
+
+/// The control plane's own part of a reload, checked and ready to apply.
+pub type LocalChange = Box<dyn FnOnce() + Send>;
 
 /// An answer the API can pass on: the dataplane's error text, or that it is unavailable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +133,8 @@ pub struct Supervisor {
     ready: AtomicBool,
     /// Some dataplane has reported ready since the control plane started.
     ever_ready: AtomicBool,
+    /// `Ready` messages received (one per dataplane that became ready).
+    readies: AtomicU64,
     pid: AtomicU32,
     /// Shards of the running dataplane (from its `Ready`).
     shards: std::sync::atomic::AtomicUsize,
@@ -137,6 +146,8 @@ pub struct Supervisor {
     events: (Mutex<u64>, Condvar),
     stats_path: PathBuf,
     exe: PathBuf,
+    /// This build's identity (version and revision); the dataplane must report the same.
+    build: String,
     /// The CPU set the dataplane starts with (the control plane may have moved itself off
     /// the shard cores; the dataplane places its shards itself).
     child_affinity: Option<nix::sched::CpuSet>,
@@ -151,6 +162,7 @@ impl Supervisor {
         running: Running,
         exe: PathBuf,
         stats_path: PathBuf,
+        build: String,
         child_affinity: Option<nix::sched::CpuSet>,
     ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
@@ -159,6 +171,7 @@ impl Supervisor {
             link: Mutex::new(None),
             ready: AtomicBool::new(false),
             ever_ready: AtomicBool::new(false),
+            readies: AtomicU64::new(0),
             pid: AtomicU32::new(0),
             shards: std::sync::atomic::AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
@@ -168,6 +181,7 @@ impl Supervisor {
             events: (Mutex::new(0), Condvar::new()),
             stats_path,
             exe,
+            build,
             child_affinity,
             gave_up: Mutex::new(None),
             on_end: Mutex::new(None),
@@ -240,9 +254,11 @@ impl Supervisor {
 
     fn supervise(self: Arc<Supervisor>) {
         let mut backoff = Duration::ZERO;
+        let mut failed_starts = 0u32;
         loop {
             let sv = self.running().cfg.supervisor.clone();
             let began = Instant::now();
+            let readies_before = self.readies.load(Ordering::Acquire);
             let status = match self.run_once() {
                 Ok(s) => s,
                 Err(e) => {
@@ -271,6 +287,19 @@ impl Supervisor {
                 self.stopping.store(true, Ordering::Release);
                 break;
             }
+            if self.readies.load(Ordering::Acquire) == readies_before {
+                failed_starts += 1;
+                if failed_starts >= FAILED_STARTS_MAX {
+                    tracing::error!(status = %describe(status), attempts = failed_starts,
+                        "dataplane failed to start {FAILED_STARTS_MAX} times in a row; giving up (see the errors above; a changed configuration that needs a restart may be the cause)");
+                    *self.gave_up.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(code.unwrap_or(1));
+                    self.stopping.store(true, Ordering::Release);
+                    break;
+                }
+            } else {
+                failed_starts = 0;
+            }
             if began.elapsed() >= Duration::from_secs(sv.stable_after_secs) {
                 backoff = Duration::ZERO;
             }
@@ -292,6 +321,8 @@ impl Supervisor {
     }
 
     fn spawn(&self) -> std::io::Result<(Child, UnixStream)> {
+        // The previous dataplane's region is counted in `carried` already.
+        let _ = std::fs::remove_file(&self.stats_path);
         let (ours, theirs) = UnixStream::pair()?;
         let fd = theirs.as_raw_fd();
         // SAFETY: getpid has no preconditions.
@@ -344,9 +375,15 @@ impl Supervisor {
                 .map_err(ChannelError::Io)?;
             let hello: FromDataplane = channel::recv(&mut stream)?;
             stream.set_read_timeout(None).map_err(ChannelError::Io)?;
-            let FromDataplane::Hello { pid } = hello else {
+            let FromDataplane::Hello { pid, build } = hello else {
                 return Err(ChannelError::Malformed("expected hello".into()));
             };
+            if build != self.build {
+                return Err(ChannelError::Malformed(format!(
+                    "the dataplane is build {build:?}, the control plane {:?} — restart `tachyon serve` after replacing the binary",
+                    self.build
+                )));
+            }
             let r = self.running();
             tracing::info!(pid, "dataplane process started; sending its configuration");
             let nonce = std::time::SystemTime::now()
@@ -371,8 +408,13 @@ impl Supervisor {
             let _ = child.kill();
             return Ok(child.wait().ok());
         }
+        let writer = stream.try_clone().map_err(|e| e.to_string())?;
+        // A wedged dataplane must not wedge the control plane (its stop path included).
+        writer
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .map_err(|e| e.to_string())?;
         let link = Arc::new(Link {
-            writer: Mutex::new(stream.try_clone().map_err(|e| e.to_string())?),
+            writer: Mutex::new(writer),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         });
@@ -403,6 +445,7 @@ impl Supervisor {
                     self.shards.store(shards, Ordering::Release);
                     self.ready.store(true, Ordering::Release);
                     self.ever_ready.store(true, Ordering::Release);
+                    self.readies.fetch_add(1, Ordering::AcqRel);
                     tracing::info!(
                         shards,
                         pid = self.dataplane_pid(),
@@ -422,7 +465,16 @@ impl Supervisor {
                 Ok(FromDataplane::Hello { .. }) => {}
                 Err(ChannelError::Closed) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "control channel failed");
+                    // A dataplane that cannot be talked to cannot be supervised: kill it
+                    // (it is restarted like after a crash) rather than leave it unobserved.
+                    let pid = self.dataplane_pid();
+                    tracing::error!(error = %e, pid, "control channel failed; killing the dataplane");
+                    if pid != 0 {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
                     break;
                 }
             }
@@ -487,7 +539,8 @@ impl Supervisor {
     }
 
     fn send_stop(&self) {
-        if let Some(link) = self.link.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        let link = self.link.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(link) = link {
             let mut w = link.writer.lock().unwrap_or_else(|e| e.into_inner());
             let _ = channel::send(&mut *w, &ToDataplane::Stop);
         }
@@ -516,7 +569,8 @@ impl Supervisor {
                 }
                 break;
             }
-            self.pause(Duration::from_millis(50));
+            // (`pause` returns at once while stopping.)
+            std::thread::sleep(Duration::from_millis(20));
         }
         // The supervisor thread clears the pid once the child is reaped.
         let reaped_by = Instant::now() + Duration::from_secs(5);
@@ -526,14 +580,16 @@ impl Supervisor {
     }
 
     /// Reads the configuration file again; applies what can change live (through the
-    /// dataplane for limits and log levels) and names what needs a restart. `apply_local`
-    /// applies the control plane's own live settings (its log level).
+    /// dataplane for limits and log levels) and names what needs a restart.
+    /// `prepare_local` checks the control plane's own live settings (admin token, log level)
+    /// and returns what applies them; it runs first, so that a failure changes nothing.
     ///
     /// # Errors
-    /// The configuration error (naming the key); the running configuration stays.
+    /// The configuration error (naming the key), a local setting that cannot be used, or a
+    /// dataplane that could not apply it; the running configuration stays.
     pub fn reload(
         &self,
-        apply_local: &dyn Fn(&Config) -> Result<(), String>,
+        prepare_local: &dyn Fn(&Config) -> Result<LocalChange, String>,
     ) -> Result<Changes, String> {
         let cur = self.running();
         let Some(path) = cur.path.clone() else {
@@ -550,6 +606,7 @@ impl Supervisor {
         )
         .map_err(|e| e.to_string())?;
         let changes = cur.cfg.changes(&next.cfg);
+        let apply_local = prepare_local(&next.cfg)?;
         let dataplane_part = ["limits", "sessions", "auth", "log.level"];
         if changes.live.iter().any(|k| dataplane_part.contains(k)) {
             self.request(Op::Reconfigure {
@@ -561,7 +618,7 @@ impl Supervisor {
                 }
             })?;
         }
-        apply_local(&next.cfg)?;
+        apply_local();
         // The new file is what a restarted dataplane starts with; the parts that need a
         // restart take effect then.
         *self.running.write().unwrap_or_else(|e| e.into_inner()) = next;
@@ -571,7 +628,11 @@ impl Supervisor {
 
     /// Adds the final counters of the dataplane that just exited to the carried sums.
     fn carry_over(&self) {
-        let Some(region) = self.region.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        // Locks in the order `totals` takes them (region, then carried), both held: a reader
+        // sees the old dataplane either in the region or in the carried sums, never in
+        // neither (a counter that dipped would look like a reset to Prometheus).
+        let mut slot = self.region.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(region) = slot.take() else {
             return;
         };
         let mut c = self.carried.lock().unwrap_or_else(|e| e.into_inner());
@@ -599,6 +660,7 @@ impl Supervisor {
             hists: vec![Histogram::default(); HISTOGRAMS.len()],
             shards: Vec::new(),
         };
+        let slot = self.region.lock().unwrap_or_else(|e| e.into_inner());
         {
             let c = self.carried.lock().unwrap_or_else(|e| e.into_inner());
             for (a, b) in t.counters.iter_mut().zip(&c.counters) {
@@ -608,12 +670,7 @@ impl Supervisor {
                 a.merge(b);
             }
         }
-        if let Some(region) = self
-            .region
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        if let Some(region) = slot.as_ref() {
             for s in 0..region.shard_count() {
                 let snap = region.read(s);
                 for (i, v) in snap.counters.iter().enumerate() {

@@ -148,6 +148,15 @@ def test_killed_dataplane_is_restarted_and_sessions_resume(cp):
     assert m["tachyon_up"] == 1
 
 
+def test_sigusr1_is_passed_on_without_harm(cp):
+    b, admin, _ = cp
+    dp = admin.wait_ready()["dataplane_pid"]
+    os.kill(b.proc.pid, signal.SIGUSR1)
+    time.sleep(0.5)
+    info = admin.wait_ready()
+    assert info["dataplane_pid"] == dp and info["dataplane_restarts"] == 0, info
+
+
 def test_sigterm_stops_both_processes(tmp_path):
     cfg, port = write_config(tmp_path)
     b = start_broker(tmp_path, config=cfg)

@@ -419,6 +419,12 @@ impl Engine {
             props.maximum_packet_size = Some(self.cfg.max_packet_size);
             props.topic_alias_maximum = Some(self.cfg.topic_alias_maximum);
         }
+        // From now on this connection is held to what it is told here.
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.max_packet_in = self.cfg.max_packet_size;
+            c.receive_max_in = self.cfg.receive_maximum;
+            c.alias_max_in = self.cfg.topic_alias_maximum;
+        }
         self.send_packet(
             conn,
             &Packet::ConnAck(ConnAck {

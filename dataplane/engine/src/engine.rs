@@ -60,6 +60,12 @@ pub(crate) struct Conn {
     pub dirty: bool,
     /// Client's Maximum Packet Size (v5 [MQTT-3.1.2-24]).
     pub max_packet_out: u32,
+    /// What we told this client (CONNACK) or, before that, the limits when it connected:
+    /// a live reconfiguration changes them for new connections only, so a client that obeys
+    /// its CONNACK is never judged by a lower limit it was not told.
+    pub max_packet_in: u32,
+    pub receive_max_in: u16,
+    pub alias_max_in: u16,
     /// Topic Aliases both ways; boxed on first use, as most connections never use them.
     pub aliases: Option<Box<TopicAliases>>,
     /// The client's Topic Alias Maximum: how many outbound aliases we may assign.
@@ -406,6 +412,8 @@ pub struct Engine {
     pub(crate) local: Trie<LocalSubs>,
     pub(crate) routes: Trie<RouteEntry>,
     pub(crate) retained: Trie<Arc<Message>>,
+    /// Entries of `retained` that are the broker's own `$SYS` messages.
+    pub(crate) sys_retained: usize,
     pub(crate) timers: BinaryHeap<Reverse<(u64, Timer)>>,
     /// Connect timeouts, due in the order they were armed (all have the same length), so a
     /// FIFO of 16-byte entries does what the heap would with 32 (many connections arrive at
@@ -492,6 +500,7 @@ impl Engine {
             local: Trie::new(),
             routes: Trie::new(),
             retained: Trie::new(),
+            sys_retained: 0,
             timers: BinaryHeap::new(),
             connect_deadlines: VecDeque::new(),
             dirty: Vec::new(),
@@ -605,6 +614,9 @@ impl Engine {
             out: OutQueue::default(),
             dirty: false,
             max_packet_out: u32::MAX,
+            max_packet_in: self.cfg.max_packet_size,
+            receive_max_in: self.cfg.receive_maximum,
+            alias_max_in: self.cfg.topic_alias_maximum,
             aliases: None,
             alias_out_max: 0,
             will: None,
@@ -660,7 +672,11 @@ impl Engine {
                 rx.clear();
                 break;
             }
-            match decode(rx, version, self.cfg.max_packet_size as usize) {
+            let max_in = self
+                .conns
+                .get(&conn)
+                .map_or(self.cfg.max_packet_size, |c| c.max_packet_in);
+            match decode(rx, version, max_in as usize) {
                 Ok(None) => break,
                 Ok(Some(mut packet)) => {
                     // Keep alive counts Control Packets, not bytes (v5 [MQTT-3.1.2-22]):

@@ -93,6 +93,12 @@ impl Message {
         }
     }
 
+    /// One of the broker's own `$SYS/...` messages (published by the control plane, not by
+    /// a client): not logged, not counted against `retained_max`.
+    pub fn is_broker_sys(&self) -> bool {
+        self.origin.is_none() && self.topic.as_bytes().starts_with(b"$SYS/")
+    }
+
     /// Bytes this message holds that count against queue limits.
     pub fn size(&self) -> usize {
         self.payload.len() + self.topic.len()

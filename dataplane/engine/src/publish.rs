@@ -38,7 +38,7 @@ impl Engine {
         let v5 = c.version() == ProtocolVersion::V5;
         if v5 {
             if let Some(alias) = p.properties.topic_alias.take() {
-                let max = self.cfg.topic_alias_maximum;
+                let max = c.alias_max_in;
                 if alias == 0 || alias > max {
                     // Outside 1..=Topic Alias Maximum (v5 [MQTT-3.3.2-12] is what we accept).
                     self.violation(
@@ -82,6 +82,7 @@ impl Engine {
         }
         let Some(skey) = c.session else { return };
         c.publisher_until_ms = now + 1000;
+        let receive_max_in = c.receive_max_in;
         let client_id = c.client_id.clone();
         self.stats.messages_received[p.qos as usize] += 1;
         self.stats.payload_bytes_received[p.qos as usize] += p.payload.len() as u64;
@@ -105,10 +106,10 @@ impl Engine {
                     );
                     return;
                 }
-                if s.flows().qos2_incoming.len() >= self.cfg.receive_maximum as usize {
+                if s.flows().qos2_incoming.len() >= receive_max_in as usize {
                     // v5 [MQTT-3.3.4-7]
                     let v = Violation::ReceiveMaximumExceeded {
-                        max: self.cfg.receive_maximum,
+                        max: receive_max_in,
                     };
                     self.violation(now, conn, v, None);
                     return;
@@ -1058,21 +1059,38 @@ impl Engine {
     /// (v5 [MQTT-3.3.1-6], [MQTT-3.3.1-7]; v3.1.1 [MQTT-3.3.1-10], [MQTT-3.3.1-11]).
     pub(crate) fn apply_retain(&mut self, msg: Arc<Message>) {
         self.log_retained(&msg);
+        let sys = msg.is_broker_sys();
+        // Whether the entry before and after this update is one of the broker's `$SYS`
+        // messages (none: no entry), to keep `sys_retained` exact.
+        let mut was_sys = false;
+        let is_sys;
         if msg.payload.is_empty() {
-            self.retained.remove_if(msg.topic.as_bytes(), |_| true);
-        } else if self.retained.len() >= self.cfg.retained_max
+            self.retained.remove_if(msg.topic.as_bytes(), |old| {
+                was_sys = old.is_broker_sys();
+                true
+            });
+            is_sys = false;
+        } else if self.retained.len() - self.sys_retained >= self.cfg.retained_max
+            && !sys
             && self.retained.get(msg.topic.as_bytes()).is_none()
-            // The broker's own `$SYS` topics do not take clients' places.
-            && !msg.topic.as_bytes().starts_with(b"$SYS/")
         {
+            // The broker's own `$SYS` topics do not take clients' places.
             self.stats.retained_refused += 1;
             tracing::debug!(shard = self.shard, topic = %msg.topic, "retained store full (limits.max_retained); not retained");
+            return;
         } else {
             let topic = msg.topic.clone();
-            let slot = self
-                .retained
-                .entry_or_insert_with(topic.as_bytes(), || msg.clone());
+            let mut fresh = false;
+            let slot = self.retained.entry_or_insert_with(topic.as_bytes(), || {
+                fresh = true;
+                msg.clone()
+            });
+            if !fresh {
+                was_sys = slot.is_broker_sys();
+            }
             *slot = msg;
+            is_sys = sys;
         }
+        self.sys_retained = self.sys_retained + usize::from(is_sys) - usize::from(was_sys);
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use memmap2::{Mmap, MmapMut};
+use memmap2::{MmapOptions, MmapRaw};
 
 use crate::histogram::{Histogram, BUCKETS, WORDS};
 use crate::{Counter, Hist, COUNTERS, HISTOGRAMS};
@@ -14,6 +14,8 @@ const MAGIC: u64 = u64::from_le_bytes(*b"TCHSTATS");
 /// Bumped whenever the layout changes: a reader refuses a region of another version.
 pub const VERSION: u64 = 1;
 const HEADER_WORDS: usize = 64;
+/// More shards than any broker runs: a header claiming more is not one of ours.
+const SHARDS_MAX: usize = 1024;
 /// Words before the counters in a block: the heartbeat (Unix ms of the last publication).
 const BLOCK_PREFIX: usize = 1;
 
@@ -43,28 +45,28 @@ impl std::fmt::Display for RegionError {
 
 impl std::error::Error for RegionError {}
 
-enum Map {
-    Write(MmapMut),
-    Read(Mmap),
-}
-
 /// A mapped stats region: the dataplane creates it and hands a [`ShardSlot`] to each shard;
 /// the control plane opens it read-only.
 pub struct Region {
-    map: Map,
+    /// A raw mapping: the words are only ever touched through atomics (never through a
+    /// `&[u8]`), in this process and in the other one.
+    map: MmapRaw,
+    writable: bool,
     shard_count: usize,
 }
 
 impl Region {
     fn words(&self) -> &[AtomicU64] {
-        let bytes: &[u8] = match &self.map {
-            Map::Write(m) => m,
-            Map::Read(m) => m,
-        };
         // SAFETY: the mapping is page-aligned and its length a multiple of 8 (checked at
-        // creation and open); AtomicU64 has the size and alignment of u64, and every access
-        // to the words goes through atomics, in this process and in the other one.
-        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<AtomicU64>(), bytes.len() / 8) }
+        // creation and open) and lives as long as `self`; AtomicU64 has the size and
+        // alignment of u64, and every access to the words is atomic. A read-only mapping is
+        // only loaded from (`slot` refuses it).
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_mut_ptr().cast::<AtomicU64>(),
+                self.map.len() / 8,
+            )
+        }
     }
 
     /// Creates the region for `shard_count` shards at `path`: written under a temporary name
@@ -85,11 +87,10 @@ impl Region {
             .open(&tmp)
             .map_err(io)?;
         file.set_len((words * 8) as u64).map_err(io)?;
-        // SAFETY: the file was just created by us; nobody else truncates it while mapped
-        // (it is renamed into place, never shortened).
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
+        let map = MmapRaw::map_raw(&file).map_err(io)?;
         let region = Region {
-            map: Map::Write(map),
+            map,
+            writable: true,
             shard_count,
         };
         let w = region.words();
@@ -132,10 +133,10 @@ impl Region {
                 format!("{len} bytes is not a region"),
             ));
         }
-        // SAFETY: the dataplane never shortens a region file (see `create`).
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let map = MmapOptions::new().map_raw_read_only(&file).map_err(io)?;
         let mut region = Region {
-            map: Map::Read(map),
+            map,
+            writable: false,
             shard_count: 0,
         };
         let w = region.words();
@@ -151,10 +152,15 @@ impl Region {
             ));
         }
         let shards = h(2) as usize;
+        let needed = shards
+            .checked_mul(block_words())
+            .and_then(|w| w.checked_add(HEADER_WORDS))
+            .and_then(|w| w.checked_mul(8));
         if h(3) as usize != COUNTERS.len()
             || h(4) as usize != HISTOGRAMS.len()
             || h(5) as usize != block_words()
-            || len < (HEADER_WORDS + shards * block_words()) * 8
+            || shards > SHARDS_MAX
+            || needed.is_none_or(|n| len < n)
         {
             return Err(RegionError::Layout(path.into(), "layout differs".into()));
         }
@@ -187,7 +193,7 @@ impl Region {
     /// If `shard` is not below the shard count, or the region was opened read-only.
     pub fn slot(self: &Arc<Region>, shard: usize) -> ShardSlot {
         assert!(shard < self.shard_count, "shard within the region");
-        assert!(matches!(self.map, Map::Write(_)), "a writable region");
+        assert!(self.writable, "a writable region");
         ShardSlot {
             region: self.clone(),
             shard,

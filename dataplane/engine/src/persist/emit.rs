@@ -495,9 +495,9 @@ impl Engine {
     /// A retained message changed at its home shard (the shard that orders the topic's
     /// updates logs them).
     pub(crate) fn log_retained(&mut self, msg: &Message) {
-        // `$SYS` topics are the broker's own, republished at every interval: not logged.
+        // The broker's own `$SYS` topics are republished at every interval: not logged.
         if !self.logging()
-            || msg.topic.as_bytes().starts_with(b"$SYS/")
+            || msg.is_broker_sys()
             || crate::mail::home_shard(msg.topic.as_bytes(), self.shard_count) != self.shard
         {
             return;
