@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tachyon_engine::admin::{AdminAnswer, AdminQuery, ClientInfo, SessionInfo};
+use tachyon_engine::admin::{AdminAnswer, AdminQuery, ClientInfo, Page, SessionInfo};
 use tachyon_net::Shutdown;
 use tachyon_shard::{AdminJob, Mesh};
 
@@ -125,34 +125,47 @@ impl Agent {
         let all = || (0..mesh.shard_count()).collect::<Vec<_>>();
         match op {
             Op::Clients { client_id } => {
-                let mut list =
-                    gather(
-                        ask(mesh, &all(), AdminQuery::Clients { client_id })?,
-                        |a| match a {
-                            AdminAnswer::Clients(c) => c,
-                            _ => Vec::new(),
-                        },
-                    );
+                let mut list = ask_pages(
+                    mesh,
+                    |from| AdminQuery::Clients {
+                        client_id: client_id.clone(),
+                        from,
+                    },
+                    |a| match a {
+                        AdminAnswer::Clients(p) => Some(p),
+                        _ => None,
+                    },
+                )?;
                 list.sort_by(|a, b| a.client_id.cmp(&b.client_id));
                 Ok(Value::Array(list.iter().map(client_json).collect()))
             }
             Op::Sessions { client_id } => {
-                let mut list = gather(
-                    ask(mesh, &all(), AdminQuery::Sessions { client_id })?,
-                    |a| match a {
-                        AdminAnswer::Sessions(s) => s,
-                        _ => Vec::new(),
+                let mut list = ask_pages(
+                    mesh,
+                    |from| AdminQuery::Sessions {
+                        client_id: client_id.clone(),
+                        from,
                     },
-                );
+                    |a| match a {
+                        AdminAnswer::Sessions(p) => Some(p),
+                        _ => None,
+                    },
+                )?;
                 list.sort_by(|a, b| a.client_id.cmp(&b.client_id));
                 Ok(Value::Array(list.iter().map(session_json).collect()))
             }
             Op::Subscriptions { client_id } => {
-                let q = AdminQuery::Subscriptions { client_id };
-                let mut list = gather(ask(mesh, &all(), q)?, |a| match a {
-                    AdminAnswer::Subscriptions(s) => s,
-                    _ => Vec::new(),
-                });
+                let mut list = ask_pages(
+                    mesh,
+                    |from| AdminQuery::Subscriptions {
+                        client_id: client_id.clone(),
+                        from,
+                    },
+                    |a| match a {
+                        AdminAnswer::Subscriptions(p) => Some(p),
+                        _ => None,
+                    },
+                )?;
                 list.sort_by(|a, b| (&a.client_id, &a.filter).cmp(&(&b.client_id, &b.filter)));
                 Ok(Value::Array(
                     list.iter()
@@ -168,13 +181,12 @@ impl Agent {
             }
             // Every shard holds a replica of the retained store: shard 0 answers.
             Op::Retained { filter, limit } => {
-                let mut list = gather(
-                    ask(mesh, &[0], AdminQuery::Retained { filter, limit })?,
-                    |a| match a {
-                        AdminAnswer::Retained(r) => r,
-                        _ => Vec::new(),
-                    },
-                );
+                let mut list = Vec::new();
+                for a in ask(mesh, &[0], AdminQuery::Retained { filter, limit })? {
+                    if let AdminAnswer::Retained(r) = a {
+                        list.extend(r);
+                    }
+                }
                 list.sort_by(|a, b| a.topic.cmp(&b.topic));
                 Ok(Value::Array(
                     list.iter()
@@ -224,11 +236,21 @@ impl Agent {
 
 /// Sends `q` to `shards` and collects one answer from each.
 fn ask(mesh: &Mesh, shards: &[usize], q: AdminQuery) -> Result<Vec<AdminAnswer>, String> {
-    let (tx, rx) = mpsc::channel();
     let q = Arc::new(q);
-    for &s in shards {
+    let jobs = shards.iter().map(|&s| (s, q.clone())).collect();
+    Ok(ask_each(mesh, jobs)?.into_iter().map(|(_, a)| a).collect())
+}
+
+/// Sends each shard its query and collects the answers, by shard.
+fn ask_each(
+    mesh: &Mesh,
+    jobs: Vec<(usize, Arc<AdminQuery>)>,
+) -> Result<Vec<(usize, AdminAnswer)>, String> {
+    let (tx, rx) = mpsc::channel();
+    let n = jobs.len();
+    for (s, query) in jobs {
         let job = AdminJob {
-            query: q.clone(),
+            query,
             reply: tx.clone(),
         };
         if mesh.submit_admin(s, job).is_err() {
@@ -239,16 +261,16 @@ fn ask(mesh: &Mesh, shards: &[usize], q: AdminQuery) -> Result<Vec<AdminAnswer>,
     }
     drop(tx);
     let deadline = Instant::now() + ANSWER_TIMEOUT;
-    let mut out = Vec::with_capacity(shards.len());
-    while out.len() < shards.len() {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok((_, a)) => out.push(a),
+            Ok(a) => out.push(a),
             Err(_) => {
                 return Err(format!(
                     "{} of {} shards did not answer within {} s (a shard stuck or stopping)",
-                    shards.len() - out.len(),
-                    shards.len(),
+                    n - out.len(),
+                    n,
                     ANSWER_TIMEOUT.as_secs()
                 ))
             }
@@ -257,9 +279,31 @@ fn ask(mesh: &Mesh, shards: &[usize], q: AdminQuery) -> Result<Vec<AdminAnswer>,
     Ok(out)
 }
 
-/// The shards' lists, concatenated.
-fn gather<T>(answers: Vec<AdminAnswer>, list: impl Fn(AdminAnswer) -> Vec<T>) -> Vec<T> {
-    answers.into_iter().flat_map(list).collect()
+/// A listing from every shard, a page at a time (each shard walks at most `PAGE_SLOTS`
+/// sessions per request, so no shard pauses long for it); shards are asked in parallel.
+fn ask_pages<T>(
+    mesh: &Mesh,
+    query: impl Fn(usize) -> AdminQuery,
+    page: impl Fn(AdminAnswer) -> Option<Page<T>>,
+) -> Result<Vec<T>, String> {
+    let mut items = Vec::new();
+    let mut cursors: Vec<(usize, usize)> = (0..mesh.shard_count()).map(|s| (s, 0)).collect();
+    while !cursors.is_empty() {
+        let jobs = cursors
+            .iter()
+            .map(|&(s, from)| (s, Arc::new(query(from))))
+            .collect();
+        cursors.clear();
+        for (s, a) in ask_each(mesh, jobs)? {
+            if let Some(p) = page(a) {
+                items.extend(p.items);
+                if let Some(next) = p.next {
+                    cursors.push((s, next));
+                }
+            }
+        }
+    }
+    Ok(items)
 }
 
 /// Sums `Done` answers; a refusal is the error.

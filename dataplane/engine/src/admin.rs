@@ -19,12 +19,22 @@ use crate::{ConnId, Engine, ShardId};
 /// A request to one shard.
 #[derive(Debug, Clone)]
 pub enum AdminQuery {
-    /// Connected clients of this shard, optionally only `client_id`.
-    Clients { client_id: Option<String> },
+    /// Connected clients of this shard, optionally only `client_id`; a page of session
+    /// slots from `from` (see [`Page`]).
+    Clients {
+        client_id: Option<String>,
+        from: usize,
+    },
     /// Sessions held by this shard (connected or offline), optionally only `client_id`.
-    Sessions { client_id: Option<String> },
+    Sessions {
+        client_id: Option<String>,
+        from: usize,
+    },
     /// Subscriptions of this shard's sessions, optionally of one client.
-    Subscriptions { client_id: Option<String> },
+    Subscriptions {
+        client_id: Option<String>,
+        from: usize,
+    },
     /// Retained messages whose topic matches `filter` (this shard's replica), at most `limit`.
     Retained { filter: String, limit: usize },
     /// Clears the retained message of `topic` everywhere, without publishing anything.
@@ -43,14 +53,26 @@ pub enum AdminQuery {
 /// A shard's answer.
 #[derive(Debug, Clone)]
 pub enum AdminAnswer {
-    Clients(Vec<ClientInfo>),
-    Sessions(Vec<SessionInfo>),
-    Subscriptions(Vec<SubscriptionInfo>),
+    Clients(Page<ClientInfo>),
+    Sessions(Page<SessionInfo>),
+    Subscriptions(Page<SubscriptionInfo>),
     Retained(Vec<RetainedInfo>),
     /// How many things the operation acted on (0: not found here).
     Done(usize),
     /// The request cannot be done; the text says why.
     Refused(String),
+}
+
+/// Session slots one listing request visits: a shard answers a large listing a slice per
+/// request (one per loop pass), so no pass pauses for long.
+pub const PAGE_SLOTS: usize = 2048;
+
+/// Part of a listing: what slots `from..next` held. Ask again from `next` until it is
+/// `None`.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,29 +136,34 @@ fn protocol(v: ProtocolVersion) -> &'static str {
     }
 }
 
-fn wanted(filter: &Option<String>, s: &Session) -> bool {
-    filter
-        .as_deref()
-        .is_none_or(|id| id == s.client_id.as_str())
-}
-
 impl Engine {
     /// Answers one admin request. `now` is the engine time in milliseconds.
     pub fn handle_admin(&mut self, now: u64, q: &AdminQuery) -> AdminAnswer {
         self.now_ms = now;
         match q {
-            AdminQuery::Clients { client_id } => {
-                AdminAnswer::Clients(self.admin_clients(client_id))
+            AdminQuery::Clients { client_id, from } => {
+                AdminAnswer::Clients(self.page(client_id, *from, |e, s, out| {
+                    let Some(c) = s.conn.and_then(|id| e.conns.get(&id)) else {
+                        return;
+                    };
+                    if c.state == ConnState::Connected {
+                        out.push(ClientInfo {
+                            client_id: s.client_id.as_str().to_owned(),
+                            peer: c.peer.addr(),
+                            protocol: protocol(s.version),
+                            keep_alive_secs: c.keep_alive_ms / 1000,
+                            session: e.session_info(s),
+                        });
+                    }
+                }))
             }
-            AdminQuery::Sessions { client_id } => AdminAnswer::Sessions(
-                self.live_sessions()
-                    .filter(|s| wanted(client_id, s))
-                    .map(|s| self.session_info(s))
-                    .collect(),
-            ),
-            AdminQuery::Subscriptions { client_id } => {
-                let mut out = Vec::new();
-                for s in self.live_sessions().filter(|s| wanted(client_id, s)) {
+            AdminQuery::Sessions { client_id, from } => {
+                AdminAnswer::Sessions(
+                    self.page(client_id, *from, |e, s, out| out.push(e.session_info(s))),
+                )
+            }
+            AdminQuery::Subscriptions { client_id, from } => {
+                AdminAnswer::Subscriptions(self.page(client_id, *from, |_, s, out| {
                     for (filter, sub) in s.subscriptions.iter() {
                         out.push(SubscriptionInfo {
                             client_id: s.client_id.as_str().to_owned(),
@@ -148,8 +175,7 @@ impl Engine {
                             subscription_id: sub.id,
                         });
                     }
-                }
-                AdminAnswer::Subscriptions(out)
+                }))
             }
             AdminQuery::Retained { filter, limit } => {
                 let mut out = Vec::new();
@@ -204,12 +230,33 @@ impl Engine {
         }
     }
 
-    /// Sessions that live here (not tombstones of sessions that moved to another shard).
-    fn live_sessions(&self) -> impl Iterator<Item = &Session> + '_ {
-        self.sessions
-            .keys()
-            .filter_map(|k| self.sessions.get(k))
-            .filter(|s| s.forward_to.is_none())
+    /// Visits the sessions that live here (not tombstones of sessions that moved to another
+    /// shard): only `client_id`'s, or those in the slots of one page from `from`.
+    fn page<T>(
+        &self,
+        client_id: &Option<String>,
+        from: usize,
+        mut f: impl FnMut(&Engine, &Session, &mut Vec<T>),
+    ) -> Page<T> {
+        let mut items = Vec::new();
+        if let Some(id) = client_id {
+            let s = Utf8Str::from_string(id.clone())
+                .and_then(|id| self.clients.session(&id))
+                .and_then(|k| self.sessions.get(k));
+            if let Some(s) = s.filter(|s| s.forward_to.is_none()) {
+                f(self, s, &mut items);
+            }
+            return Page { items, next: None };
+        }
+        let next = self.sessions.scan(from, PAGE_SLOTS, |s| {
+            if s.forward_to.is_none() {
+                f(self, s, &mut items);
+            }
+        });
+        Page {
+            items,
+            next: (next != 0).then_some(next),
+        }
     }
 
     fn session_info(&self, s: &Session) -> SessionInfo {
@@ -226,29 +273,6 @@ impl Engine {
             queued: f.queue.len(),
             queued_bytes: f.queue_bytes,
         }
-    }
-
-    fn admin_clients(&self, client_id: &Option<String>) -> Vec<ClientInfo> {
-        let mut out = Vec::new();
-        for (_, c) in self.conns.iter() {
-            if c.state != ConnState::Connected {
-                continue;
-            }
-            let Some(s) = c.session.and_then(|k| self.sessions.get(k)) else {
-                continue;
-            };
-            if !wanted(client_id, s) {
-                continue;
-            }
-            out.push(ClientInfo {
-                client_id: s.client_id.as_str().to_owned(),
-                peer: c.peer.addr(),
-                protocol: protocol(s.version),
-                keep_alive_secs: c.keep_alive_ms / 1000,
-                session: self.session_info(s),
-            });
-        }
-        out
     }
 
     /// Closes the connection of `client_id` if it is connected to this shard.

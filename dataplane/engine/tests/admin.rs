@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::*;
 use tachyon_codec::*;
-use tachyon_engine::admin::{AdminAnswer, AdminQuery};
+use tachyon_engine::admin::{AdminAnswer, AdminQuery, Page, PAGE_SLOTS};
 use tachyon_engine::EngineConfig;
 
 fn ask(c: &mut Cluster, shard: usize, q: AdminQuery) -> AdminAnswer {
@@ -26,26 +26,48 @@ fn listings_show_clients_sessions_and_subscriptions_of_their_shard() {
     let b = c.connect(1, ProtocolVersion::V311, "b", false);
     c.subscribe(b, "y", QoS::AtMostOnce);
     c.drop_conn(b); // offline, persistent
-    let AdminAnswer::Clients(on0) = ask(&mut c, 0, AdminQuery::Clients { client_id: None }) else {
+    let AdminAnswer::Clients(Page { items: on0, .. }) = ask(
+        &mut c,
+        0,
+        AdminQuery::Clients {
+            client_id: None,
+            from: 0,
+        },
+    ) else {
         panic!()
     };
     assert_eq!(on0.len(), 1);
     assert_eq!(on0[0].client_id, "a");
     assert_eq!(on0[0].protocol, "5");
     assert_eq!(on0[0].session.subscriptions, 1);
-    let AdminAnswer::Clients(on1) = ask(&mut c, 1, AdminQuery::Clients { client_id: None }) else {
+    let AdminAnswer::Clients(Page { items: on1, .. }) = ask(
+        &mut c,
+        1,
+        AdminQuery::Clients {
+            client_id: None,
+            from: 0,
+        },
+    ) else {
         panic!()
     };
     assert!(on1.is_empty(), "b is offline: no client, a session");
-    let AdminAnswer::Sessions(s1) = ask(&mut c, 1, AdminQuery::Sessions { client_id: None }) else {
+    let AdminAnswer::Sessions(Page { items: s1, .. }) = ask(
+        &mut c,
+        1,
+        AdminQuery::Sessions {
+            client_id: None,
+            from: 0,
+        },
+    ) else {
         panic!()
     };
     assert_eq!(s1.len(), 1);
     assert!(!s1[0].connected && s1[0].client_id == "b" && s1[0].protocol == "3.1.1");
     let q = AdminQuery::Subscriptions {
         client_id: Some("a".into()),
+        from: 0,
     };
-    let AdminAnswer::Subscriptions(subs) = ask(&mut c, 0, q) else {
+    let AdminAnswer::Subscriptions(Page { items: subs, .. }) = ask(&mut c, 0, q) else {
         panic!()
     };
     assert_eq!(subs.len(), 1);
@@ -69,7 +91,14 @@ fn kick_sends_administrative_action_and_keeps_the_session() {
     );
     assert!(c.is_closed(a));
     assert!(matches!(ask(&mut c, 0, q), AdminAnswer::Done(0)));
-    let AdminAnswer::Sessions(s) = ask(&mut c, 0, AdminQuery::Sessions { client_id: None }) else {
+    let AdminAnswer::Sessions(Page { items: s, .. }) = ask(
+        &mut c,
+        0,
+        AdminQuery::Sessions {
+            client_id: None,
+            from: 0,
+        },
+    ) else {
         panic!()
     };
     assert_eq!(s.len(), 1, "the session stays");
@@ -154,4 +183,44 @@ fn lower_limits_apply_to_new_connections_not_to_those_told_otherwise() {
         disconnect_reason(&c.recv(new)),
         Some(ReasonCode::PACKET_TOO_LARGE)
     );
+}
+
+#[test]
+fn a_large_listing_comes_in_pages_that_cover_every_session_once() {
+    let mut c = Cluster::new(1);
+    let n = PAGE_SLOTS + 300;
+    for i in 0..n {
+        c.connect(0, ProtocolVersion::V311, &format!("c{i}"), true);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut from = 0;
+    let mut pages = 0;
+    loop {
+        let q = AdminQuery::Clients {
+            client_id: None,
+            from,
+        };
+        let AdminAnswer::Clients(p) = ask(&mut c, 0, q) else {
+            panic!()
+        };
+        pages += 1;
+        for ci in p.items {
+            assert!(seen.insert(ci.client_id), "listed twice");
+        }
+        match p.next {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), n);
+    assert_eq!(pages, 2);
+    // One client by id: a single answer, no scan.
+    let q = AdminQuery::Clients {
+        client_id: Some("c7".into()),
+        from: 0,
+    };
+    let AdminAnswer::Clients(p) = ask(&mut c, 0, q) else {
+        panic!()
+    };
+    assert_eq!((p.items.len(), p.next), (1, None));
 }
