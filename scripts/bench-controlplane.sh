@@ -221,8 +221,9 @@ def med(sys_, label, f):
 labels = sorted({l for s in systems if os.path.isdir(os.path.join(out, s)) for l in os.listdir(os.path.join(out, s))})
 when = subprocess.run(["date", "-u", "+%Y-%m-%d %H:%M UTC"], capture_output=True, text=True).stdout.strip()
 lines = [f"commit {commit}, {when}", ""]
-lines.append("| run | " + " | ".join(systems) + " |")
-lines.append("|---|" + "---|" * len(systems))
+if systems:
+    lines.append("| run | " + " | ".join(systems) + " |")
+    lines.append("|---|" + "---|" * len(systems))
 for l in labels:
     if l.startswith("tp-"):
         cells = [med(s, l, lambda r: r["delivered_msgs_per_sec"]) for s in systems]
