@@ -37,6 +37,8 @@ TACHYON="$ROOT/target/release/tachyon"
 TACHYON_ALLOCS="$ROOT/target/count-allocs/release/tachyon"
 
 log() { echo "[bench-compare $(date -u +%H:%M:%S)] $*" >&2; }
+# shellcheck source=scripts/lib/broker.sh
+source "$ROOT/scripts/lib/broker.sh"
 
 # --- prerequisites ---------------------------------------------------------------------------
 need_apt=()
@@ -68,25 +70,16 @@ start() { # system
     relay) taskset -c "$BROKER_CORE" "$BENCH" relay --listen "127.0.0.1:$PORT" >>"$OUT/broker.log" 2>&1 & ;;
     esac
     PID=$!
-    BPID=$PID
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            # Tachyon's shards run in the dataplane process, a child of `tachyon serve`
-            # (the control plane): memory is measured there.
-            if [[ $1 == tachyon* ]]; then
-                BPID=$(pgrep -P "$PID" | head -n 1)
-                BPID=${BPID:-$PID}
-            fi
-            return 0
-        fi
-        sleep 0.05
-    done
-    log "$1 did not start listening on $PORT"; return 1
+    if ! wait_port "$PORT"; then
+        log "$1 did not start listening on $PORT"; return 1
+    fi
+    # Tachyon's shards run in the dataplane process, a child of `tachyon serve` (the
+    # control plane): memory is measured there.
+    BPID=$(dataplane_pid "$PID")
 }
 stop() {
     [[ -n "$PID" ]] || return 0
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
+    stop_pid "$PID"
     PID=""
     sleep 0.3
     rm -rf "$OUT"/data-*  # preallocated WAL segments of the run

@@ -40,6 +40,8 @@ BASE_TACHYON=${BASE_TACHYON:-}
 TOKEN="bench-token-0123456789abcdef"
 
 log() { echo "[bench-controlplane $(date -u +%H:%M:%S)] $*" >&2; }
+# shellcheck source=scripts/lib/broker.sh
+source "$ROOT/scripts/lib/broker.sh"
 command -v mosquitto >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto; }
 command -v curl >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends curl; }
 COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+uncommitted')"
@@ -70,16 +72,11 @@ start() { # system
     mosquitto) taskset -c "$BROKER_CORE" mosquitto -p "$PORT" >>"$OUT/broker.log" 2>&1 & ;;
     esac
     PID=$!
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    log "$1 did not start"; return 1
+    wait_port "$PORT" 200 || { log "$1 did not start"; return 1; }
 }
 stop() {
     [[ -n "$PID" ]] || return 0
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
+    stop_pid "$PID"
     PID=""
     sleep 0.3
     rm -rf "$OUT"/data-*

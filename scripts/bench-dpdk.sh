@@ -65,8 +65,7 @@ ip -n "$NS" link set lo up
 
 stop() {
     [[ -n "$PID" ]] || return 0
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
+    stop_pid "$PID"
     PID=""
     rm -f "$SOCK"
     sleep 0.5
@@ -112,13 +111,9 @@ client_kernel() { # qos rate json
         --payload 64 --duration "$DURATION" --warmup "$WARMUP" --json "$3" >/dev/null 2>>"$OUT/client.log" \
         || log "run failed: kernel qos $1 rate $2"
 }
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    log "nothing listens on $PORT"; return 1
-}
+# shellcheck source=scripts/lib/broker.sh
+source "$ROOT/scripts/lib/broker.sh"
+listening() { wait_port "$PORT" || { log "nothing listens on $PORT"; return 1; }; }
 
 for core in "$CLIENT_CORE" "$SERVER_CORE"; do
     "$BENCH" jitter --core "$core" --duration 2 >"$OUT/jitter-core$core.json"
@@ -150,7 +145,7 @@ for rep in $(seq "$REPS"); do
     log "repetition $rep/$REPS: tachyon on kernel sockets (busy-polling shard, loopback)"
     "$TACHYON" serve -c "$OUT/broker-kernel-spin.toml" --data-dir "$OUT/data-kernel-$rep" 2>>"$OUT/server.log" &
     PID=$!
-    wait_port
+    listening
     for qos in 0 1; do
         for rate in $RATES; do client_kernel "$qos" "$rate" "$OUT/kernel-q$qos-$rate-r$rep.json"; done
     done
@@ -159,7 +154,7 @@ for rep in $(seq "$REPS"); do
     log "repetition $rep/$REPS: mosquitto (loopback)"
     taskset -c "$SERVER_CORE" mosquitto -p "$PORT" >>"$OUT/server.log" 2>&1 &
     PID=$!
-    wait_port
+    listening
     for qos in 0 1; do
         for rate in $RATES; do client_kernel "$qos" "$rate" "$OUT/mosquitto-q$qos-$rate-r$rep.json"; done
     done

@@ -27,6 +27,8 @@ OUT=${OUT:-$ROOT/target/bench-durability/$(date -u +%Y%m%dT%H%M%SZ)}
 BENCH="$ROOT/target/release/tachyon-bench"
 TACHYON="$ROOT/target/release/tachyon"
 log() { echo "[bench-durability $(date -u +%H:%M:%S)] $*" >&2; }
+# shellcheck source=scripts/lib/broker.sh
+source "$ROOT/scripts/lib/broker.sh"
 
 command -v mosquitto >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto mosquitto-clients; }
 COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+uncommitted')"
@@ -72,16 +74,11 @@ start() { # system
         taskset -c "$BROKER_CORE" mosquitto -c "$OUT/mosquitto.conf" >>"$OUT/mosquitto.log" 2>&1 & ;;
     esac
     PID=$!
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    log "$1 did not start"; return 1
+    wait_port "$PORT" || { log "$1 did not start"; return 1; }
 }
 stop() {
     [[ -n "$PID" ]] || return 0
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
+    stop_pid "$PID"
     PID=""
     # Preallocated segments add up over dozens of runs: each run's data goes with it.
     rm -rf "$OUT"/data-tachyon-* "$OUT/mosquitto-data/mosquitto.db"
@@ -124,10 +121,7 @@ printf 'segment_mb = 64\nsnapshot_after_mb = 64\n' >>"$OUT/tachyon-recovery.toml
 serve_recovery() {
     taskset -c "$BROKER_CORE" "$TACHYON" serve -c "$OUT/tachyon-recovery.toml" -p "$PORT" --data-dir "$DATA" 2>>"$OUT/recovery.log" &
     PID=$!
-    for _ in $(seq 600); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-        sleep 0.05
-    done
+    wait_port "$PORT" 600 || log "recovery: the broker did not listen within 30 s"
 }
 serve_recovery
 timeout 10 mosquitto_sub -p "$PORT" -i offline-keeper -c -q 1 -t 'tachyon-bench/#' -W 1 >/dev/null 2>&1 || true

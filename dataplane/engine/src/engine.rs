@@ -637,7 +637,7 @@ impl Engine {
             now + self.cfg.connect_timeout_ms,
             Timer::ConnectTimeout(conn),
         );
-        tracing::debug!(shard = self.shard, conn = conn.0, peer = %peer, "connection opened");
+        tracing::debug!(shard = self.shard, conn = conn.0, client_id = "-", peer = %peer, "connection opened");
     }
 
     /// Bytes arrived on `conn`. Every complete packet at the front of `rx` is split off and
