@@ -326,7 +326,6 @@ def test_metrics_move_with_real_traffic(cp):
     assert after["tachyon_clients_connected"] >= 2
     assert after['tachyon_broker_hop_latency_microseconds_bucket{le="+Inf"}'] == after["tachyon_broker_hop_latency_microseconds_count"]
     assert d("tachyon_connections_opened_total") >= 2
-    assert after["tachyon_wal_commits_total"] >= 0
     sub.close()
     pub.close()
 
