@@ -179,8 +179,13 @@ impl Engine {
             }
             AdminQuery::Retained { filter, limit } => {
                 let mut out = Vec::new();
-                self.retained.for_each_matched_by(filter.as_bytes(), |m| {
-                    if out.len() < *limit && !m.expired(now) {
+                // The walk stops at `limit`: a listing of a large store costs the shard only
+                // what it returns.
+                self.retained.matched_by_while(filter.as_bytes(), |m| {
+                    if out.len() >= *limit {
+                        return false;
+                    }
+                    if !m.expired(now) {
                         out.push(RetainedInfo {
                             topic: m.topic.as_str().to_owned(),
                             payload: m.payload.clone(),
@@ -188,6 +193,7 @@ impl Engine {
                             expires_in_secs: m.remaining_expiry_secs(now),
                         });
                     }
+                    true
                 });
                 AdminAnswer::Retained(out)
             }

@@ -224,3 +224,24 @@ fn a_large_listing_comes_in_pages_that_cover_every_session_once() {
     };
     assert_eq!((p.items.len(), p.next), (1, None));
 }
+
+#[test]
+fn a_retained_listing_stops_at_its_limit() {
+    let mut c = Cluster::new(1);
+    let p = c.connect(0, ProtocolVersion::V5, "p", true);
+    for i in 0..10 {
+        c.publish(p, &format!("r/{i}"), b"x", QoS::AtMostOnce, true, 0);
+    }
+    let q = |limit| AdminQuery::Retained {
+        filter: "r/#".into(),
+        limit,
+    };
+    let AdminAnswer::Retained(three) = ask(&mut c, 0, q(3)) else {
+        panic!()
+    };
+    assert_eq!(three.len(), 3);
+    let AdminAnswer::Retained(all) = ask(&mut c, 0, q(100)) else {
+        panic!()
+    };
+    assert_eq!(all.len(), 10);
+}

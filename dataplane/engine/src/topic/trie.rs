@@ -243,60 +243,73 @@ impl<T> Trie<T> {
     /// Calls `f` with every value whose key (a Topic Name, in the retained store) matches the
     /// Topic Filter `filter`. The inverse of [`Trie::for_each_match`].
     pub fn for_each_matched_by<'a>(&'a self, filter: &[u8], mut f: impl FnMut(&'a T)) {
+        self.matched_by_while(filter, |v| {
+            f(v);
+            true
+        });
+    }
+
+    /// As [`Trie::for_each_matched_by`], stopping as soon as `f` returns false (a bounded
+    /// listing need not walk the rest of a large store).
+    pub fn matched_by_while<'a>(&'a self, filter: &[u8], mut f: impl FnMut(&'a T) -> bool) {
         let levels: Vec<&[u8]> = filter.split(|&b| b == b'/').collect();
         Self::matched_by_rec(&self.root, &levels, true, &mut f);
     }
 
+    /// Returns false once `f` asked to stop.
     fn matched_by_rec<'a>(
         node: &'a Node<T>,
         levels: &[&[u8]],
         first: bool,
-        f: &mut impl FnMut(&'a T),
-    ) {
+        f: &mut impl FnMut(&'a T) -> bool,
+    ) -> bool {
         let Some((level, rest)) = levels.split_first() else {
-            if let Some(v) = node.value.as_ref() {
-                f(v);
-            }
-            return;
+            return node.value.as_ref().is_none_or(|v| f(v));
         };
         match *level {
             b"#" => {
                 // "#" matches the parent level and everything below, except `$` topics at root.
-                if !first {
-                    if let Some(v) = node.value.as_ref() {
-                        f(v);
-                    }
+                if !first && !node.value.as_ref().is_none_or(|v| f(v)) {
+                    return false;
                 }
                 for (name, child) in node.each_child() {
                     if first && name.first() == Some(&b'$') {
                         continue;
                     }
-                    Self::all_below(child, f);
+                    if !Self::all_below(child, f) {
+                        return false;
+                    }
                 }
+                true
             }
             b"+" => {
                 for (name, child) in node.each_child() {
                     if first && name.first() == Some(&b'$') {
                         continue;
                     }
-                    Self::matched_by_rec(child, rest, false, f);
+                    if !Self::matched_by_rec(child, rest, false, f) {
+                        return false;
+                    }
                 }
+                true
             }
-            lit => {
-                if let Some(child) = node.child(lit) {
-                    Self::matched_by_rec(child, rest, false, f);
-                }
-            }
+            lit => match node.child(lit) {
+                Some(child) => Self::matched_by_rec(child, rest, false, f),
+                None => true,
+            },
         }
     }
 
-    fn all_below<'a>(node: &'a Node<T>, f: &mut impl FnMut(&'a T)) {
-        if let Some(v) = node.value.as_ref() {
-            f(v);
+    fn all_below<'a>(node: &'a Node<T>, f: &mut impl FnMut(&'a T) -> bool) -> bool {
+        if !node.value.as_ref().is_none_or(|v| f(v)) {
+            return false;
         }
         for (_, child) in node.each_child() {
-            Self::all_below(child, f);
+            if !Self::all_below(child, f) {
+                return false;
+            }
         }
+        true
     }
 }
 
