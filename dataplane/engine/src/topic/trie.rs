@@ -264,12 +264,12 @@ impl<T> Trie<T> {
         f: &mut impl FnMut(&'a T) -> bool,
     ) -> bool {
         let Some((level, rest)) = levels.split_first() else {
-            return node.value.as_ref().is_none_or(|v| f(v));
+            return node.value.as_ref().is_none_or(&mut *f);
         };
         match *level {
             b"#" => {
                 // "#" matches the parent level and everything below, except `$` topics at root.
-                if !first && !node.value.as_ref().is_none_or(|v| f(v)) {
+                if !first && !node.value.as_ref().is_none_or(&mut *f) {
                     return false;
                 }
                 for (name, child) in node.each_child() {
@@ -301,7 +301,7 @@ impl<T> Trie<T> {
     }
 
     fn all_below<'a>(node: &'a Node<T>, f: &mut impl FnMut(&'a T) -> bool) -> bool {
-        if !node.value.as_ref().is_none_or(|v| f(v)) {
+        if !node.value.as_ref().is_none_or(&mut *f) {
             return false;
         }
         for (_, child) in node.each_child() {
