@@ -1070,7 +1070,7 @@ impl Engine {
                 true
             });
             is_sys = false;
-        } else if self.retained.len() - self.sys_retained >= self.cfg.retained_max
+        } else if self.retained.len().saturating_sub(self.sys_retained) >= self.cfg.retained_max
             && !sys
             && self.retained.get(msg.topic.as_bytes()).is_none()
         {
@@ -1091,6 +1091,9 @@ impl Engine {
             *slot = msg;
             is_sys = sys;
         }
-        self.sys_retained = self.sys_retained + usize::from(is_sys) - usize::from(was_sys);
+        // Saturating: an entry that reached the store another way (recovery) is never
+        // counted here, and a miscount must not panic on the network path.
+        self.sys_retained =
+            (self.sys_retained + usize::from(is_sys)).saturating_sub(usize::from(was_sys));
     }
 }
