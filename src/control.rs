@@ -190,7 +190,7 @@ pub fn serve(path: Option<PathBuf>, port: Option<u16>, data_dir: Option<String>)
             Some(Signal::SIGUSR2) => break,
             sig => {
                 tracing::info!(signal = ?sig, "stopping the broker");
-                let grace = Duration::from_millis(sup.running().cfg.net.shutdown_drain_ms)
+                let grace = Duration::from_millis(sup.with_config(|c| c.net.shutdown_drain_ms))
                     + Duration::from_secs(10);
                 sup.stop(grace);
                 break;
@@ -357,7 +357,7 @@ fn publish_sys(sup: &Supervisor) {
     let mut last: Option<(Instant, u32)> = None;
     while !sup.is_stopping() {
         std::thread::sleep(Duration::from_millis(200));
-        let interval = sup.running().cfg.sys.interval_secs;
+        let interval = sup.with_config(|c| c.sys.interval_secs);
         if interval == 0 || !sup.is_ready() {
             continue;
         }

@@ -83,7 +83,7 @@ impl Api {
                 }
             }
             ("GET", "/metrics") => {
-                if self.sup.running().cfg.admin.metrics_require_token {
+                if self.sup.with_config(|c| c.admin.metrics_require_token) {
                     if let Err(r) = self.authorized(req) {
                         return r;
                     }

@@ -195,6 +195,12 @@ impl Supervisor {
             .clone()
     }
 
+    /// Reads one setting of the running configuration without copying it (the scrape and
+    /// `$SYS` paths ask several times a second).
+    pub fn with_config<T>(&self, f: impl FnOnce(&Config) -> T) -> T {
+        f(&self.running.read().unwrap_or_else(|e| e.into_inner()).cfg)
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -256,7 +262,7 @@ impl Supervisor {
         let mut backoff = Duration::ZERO;
         let mut failed_starts = 0u32;
         loop {
-            let sv = self.running().cfg.supervisor.clone();
+            let sv = self.with_config(|c| c.supervisor.clone());
             let began = Instant::now();
             let readies_before = self.readies.load(Ordering::Acquire);
             let status = match self.run_once() {
