@@ -94,6 +94,23 @@ impl Engine {
                 s.conn = None;
                 s.epoch += 1;
                 self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
+                if s.expiry_secs == 0 {
+                    // v5 3.1.2.11.2, v3.1.1 [MQTT-3.1.2-6]: a session that lasts as long as
+                    // its connection ended with it; there is nothing to hand over, and its
+                    // Will is due now, delayed or not (v5 3.1.3.2.2: at the session's end).
+                    // The new connection starts a new session (v5 [MQTT-3.1.2-6],
+                    // [MQTT-3.2.2-3]: Session Present 0).
+                    self.end_session(now, skey, will);
+                    self.send_mail(
+                        to_shard,
+                        Mail::Transfer {
+                            client_id,
+                            conn: to_conn,
+                            handover: Handover::None,
+                        },
+                    );
+                    return;
+                }
                 if let Some(w) = will {
                     let delay = w.properties.will_delay_interval.unwrap_or(0);
                     if delay == 0 {
