@@ -53,11 +53,41 @@ pub struct Config {
 pub struct Listener {
     /// `host:port`, e.g. "127.0.0.1:1883" or "[::1]:1883".
     pub bind: String,
+    /// MQTT versions accepted: any of "3.1", "3.1.1", "5" (all by default). A CONNECT of
+    /// another version gets CONNACK "unacceptable protocol version".
+    #[serde(default = "default_protocols")]
+    pub protocols: Vec<String>,
+    /// MQTT 3.1 limits client identifiers to 23 bytes; like Mosquitto and EMQX the broker
+    /// accepts longer ones unless this is true.
+    #[serde(default)]
+    pub v31_strict_client_id: bool,
+}
+
+/// The protocol names `listeners[].protocols` takes.
+const PROTOCOLS: [&str; 3] = ["3.1", "3.1.1", "5"];
+
+fn default_protocols() -> Vec<String> {
+    PROTOCOLS.iter().map(|p| p.to_string()).collect()
+}
+
+impl Listener {
+    /// The engine's rules for this listener.
+    pub fn rules(&self) -> tachyon_engine::ListenerRules {
+        let has = |name: &str| self.protocols.iter().any(|p| p == name);
+        tachyon_engine::ListenerRules {
+            mqtt31: has("3.1"),
+            mqtt311: has("3.1.1"),
+            mqtt5: has("5"),
+            v31_strict_client_id: self.v31_strict_client_id,
+        }
+    }
 }
 
 fn default_listeners() -> Vec<Listener> {
     vec![Listener {
         bind: "127.0.0.1:1883".into(),
+        protocols: default_protocols(),
+        v31_strict_client_id: false,
     }]
 }
 
@@ -458,6 +488,17 @@ impl Config {
                     "use host:port with a numeric address, e.g. \"127.0.0.1:1883\" or \"[::1]:1883\"",
                 ));
             }
+            let unknown = l
+                .protocols
+                .iter()
+                .find(|p| !PROTOCOLS.contains(&p.as_str()));
+            if l.protocols.is_empty() || unknown.is_some() {
+                return Err(invalid(
+                    &format!("listeners[{i}].protocols"),
+                    format!("{:?}", l.protocols),
+                    "list one or more of \"3.1\", \"3.1.1\", \"5\" (leave the key out for all three)",
+                ));
+            }
         }
         if self.shards.count > tachyon_engine::SHARDS_MAX {
             return Err(invalid(
@@ -672,8 +713,30 @@ impl Config {
             connect_timeout_ms: l.connect_timeout_ms,
             sessions_max_per_shard: l.max_sessions.div_ceil(self.shard_count()).max(1),
             retained_max: l.max_retained,
+            listeners: self.listener_rules(),
             ..EngineConfig::default()
         })
+    }
+
+    /// Each driver listener's rules, by the number the driver gives it: the kernel driver's
+    /// listeners are `[[listeners]]`; the user-space driver's are `userspace.ports`, each with
+    /// the rules of the `[[listeners]]` entry of the same port (all versions when none).
+    fn listener_rules(&self) -> Vec<tachyon_engine::ListenerRules> {
+        match self.dataplane.driver() {
+            Driver::Kernel => self.listeners.iter().map(Listener::rules).collect(),
+            Driver::Tap | Driver::Dpdk => self
+                .userspace
+                .ports
+                .iter()
+                .map(|&port| {
+                    self.listeners
+                        .iter()
+                        .find(|l| l.bind.parse::<SocketAddr>().is_ok_and(|a| a.port() == port))
+                        .map(Listener::rules)
+                        .unwrap_or_default()
+                })
+                .collect(),
+        }
     }
 
     /// Kernel driver settings.
@@ -979,5 +1042,27 @@ mod tests {
         let mut c = Config::default_dev();
         c.override_port(1999);
         assert_eq!(c.listeners[0].bind, "127.0.0.1:1999");
+    }
+
+    #[test]
+    fn listener_protocols_default_to_all_and_are_checked() {
+        let c = Config::default_dev();
+        assert_eq!(
+            c.listeners[0].rules(),
+            tachyon_engine::ListenerRules::default()
+        );
+        let c = Config::parse(
+            "[[listeners]]\nbind = \"127.0.0.1:1883\"\nprotocols = [\"3.1.1\", \"5\"]\nv31_strict_client_id = true\n",
+            "t",
+        )
+        .unwrap();
+        let r = c.engine_config(0).listener(0);
+        assert!(!r.mqtt31 && r.mqtt311 && r.mqtt5 && r.v31_strict_client_id);
+        for bad in ["[]", "[\"3\"]", "[\"5.0\", \"3.1.1\"]"] {
+            let text = format!("[[listeners]]\nbind = \"127.0.0.1:1883\"\nprotocols = {bad}\n");
+            let e = Config::parse(&text, "t").unwrap_err().to_string();
+            assert!(e.contains("listeners[0].protocols"), "{e}");
+            assert!(e.contains("\"3.1\", \"3.1.1\", \"5\""), "{e}");
+        }
     }
 }

@@ -17,7 +17,12 @@ use tachyon_codec::{decode, encode, encoded_len, Packet, Properties, ProtocolVer
 const MAX_PACKET_SIZE: usize = 1 << 16;
 
 fuzz_target!(|data: &[u8]| {
-    for version in [None, Some(ProtocolVersion::V311), Some(ProtocolVersion::V5)] {
+    for version in [
+        None,
+        Some(ProtocolVersion::V31),
+        Some(ProtocolVersion::V311),
+        Some(ProtocolVersion::V5),
+    ] {
         decode_stream(data, version);
     }
 });

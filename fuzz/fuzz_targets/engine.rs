@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
     let mut open = [true; 4];
     for c in 0..4u64 {
         let shard = (c % 2) as usize;
-        engines[shard].handle_open(now, ConnId(c), "127.0.0.1:1".parse().unwrap());
+        engines[shard].handle_open(now, ConnId(c), "127.0.0.1:1".parse().unwrap(), 0);
         let mut rx = BytesMut::from(if c < 2 { CONNECT_V5 } else { CONNECT_V311 });
         engines[shard].handle_bytes(now, ConnId(c), &mut rx);
     }

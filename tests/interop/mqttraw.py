@@ -50,7 +50,8 @@ TYPE_NAMES = {
     AUTH: "AUTH",
 }
 
-# Protocol levels.
+# Protocol levels (3 is MQTT 3.1, protocol name "MQIsdp").
+V31 = 3
 V311 = 4
 V5 = 5
 
@@ -209,6 +210,8 @@ def connect(
     """
     if level is None:
         level = version
+    if version == V31 and protocol_name == "MQTT":
+        protocol_name = "MQIsdp"
     if v5_layout is None:
         v5_layout = version == V5
     flags = 0

@@ -19,10 +19,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+V31 = mqtt.MQTTv31
 V311 = mqtt.MQTTv311
 V5 = mqtt.MQTTv5
 
-PROTOCOLS = {"v311": V311, "v5": V5}
+PROTOCOLS = {"v31": V31, "v311": V311, "v5": V5}
 
 TIMEOUT = 5.0  # default bound for any single wait
 QUIET = 0.5  # how long "nothing else arrives" is observed

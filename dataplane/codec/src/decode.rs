@@ -136,8 +136,8 @@ pub fn decode(
     let Some(header) = peek_fixed_header(buf)? else {
         return Ok(None);
     };
-    if header.packet_type() == PacketType::Auth as u8 && version == Some(ProtocolVersion::V311) {
-        // v3.1.1 2.2.1 Table 2.1: type 15 is Reserved.
+    if header.packet_type() == PacketType::Auth as u8 && version.is_some_and(|v| !v.is_v5()) {
+        // v3.1.1 2.2.1 Table 2.1 (and MQTT 3.1): type 15 is Reserved.
         return Err(DecodeError::AuthInV311);
     }
     let total = header.total_len();
@@ -346,8 +346,7 @@ fn decode_body(first: u8, mut r: Reader, v: ProtocolVersion) -> Result<Packet, D
 fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     let name = r.binary("Protocol Name")?;
     let is_mqtt = &name[..] == b"MQTT";
-    // MQTT 3.1 used "MQIsdp" with level 3: recognisably MQTT, so it gets "unsupported version"
-    // (CONNACK 0x01 in v3.1.1 terms) rather than a silent close.
+    // MQTT 3.1 used "MQIsdp" with level 3 (MQTT V3.1 Protocol Specification, 3.1).
     let is_mqisdp = &name[..] == b"MQIsdp";
     if !is_mqtt && !is_mqisdp {
         // v5 [MQTT-3.1.2-1]; v3.1.1 [MQTT-3.1.2-1].
@@ -357,11 +356,10 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     let version = match (is_mqtt, level) {
         (true, 4) => ProtocolVersion::V311,
         (true, 5) => ProtocolVersion::V5,
-        (false, 3) | (true, _) => {
-            // v5 [MQTT-3.1.2-2]; v3.1.1 [MQTT-3.1.2-2].
-            return Err(DecodeError::UnsupportedProtocolVersion { level });
-        }
-        (false, _) => return Err(DecodeError::InvalidProtocolName),
+        (false, 3) => ProtocolVersion::V31,
+        // v5 [MQTT-3.1.2-2]; v3.1.1 [MQTT-3.1.2-2]. "MQIsdp" with another level gets the same
+        // answer (CONNACK 0x01), as from Mosquitto.
+        _ => return Err(DecodeError::UnsupportedProtocolVersion { level }),
     };
     let v5 = version == ProtocolVersion::V5;
     let flags = r.u8("Connect Flags")?;
@@ -559,8 +557,8 @@ fn decode_reason_and_props(
     Ok((reason, properties))
 }
 
-/// SUBSCRIBE (v5 3.8; v3.1.1 3.8). Topic Filter syntax is left to the engine so that one bad
-/// filter fails in SUBACK without failing the packet; only the string rules apply here.
+/// SUBSCRIBE (v5 3.8; v3.1.1 3.8). A Topic Filter that is not correctly formed makes the packet
+/// malformed; a correctly formed one may still be refused by the Server in SUBACK (0x8F/0x80).
 fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
     let packet_id = r.packet_id()?;
     let properties = if v5 {
@@ -571,6 +569,7 @@ fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> 
     let mut filters = Vec::new();
     while r.remaining() > 0 {
         let filter = r.utf8("Topic Filter")?; // v5 [MQTT-3.8.3-1]; v3.1.1 [MQTT-3.8.3-1].
+        well_formed_filter(&filter, 8)?;
         let options = r.u8("Subscription Options")?;
         filters.push((filter, subscription_options(options, v5)?));
     }
@@ -583,6 +582,12 @@ fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> 
         properties,
         filters,
     })
+}
+
+/// A Topic Filter's syntax (v5 4.7, 4.8.2; v3.1.1 4.7): `packet_type` 8 or 10.
+fn well_formed_filter(filter: &Utf8Str, packet_type: u8) -> Result<(), DecodeError> {
+    crate::topic::check_filter(filter.as_bytes())
+        .map_err(|rule| DecodeError::TopicFilterInvalid { packet_type, rule })
 }
 
 /// Subscription Options byte (v5 3.8.3.1; v3.1.1 3.8.3 "Requested QoS").
@@ -657,7 +662,11 @@ fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeErr
     };
     let mut filters = Vec::new();
     while r.remaining() > 0 {
-        filters.push(r.utf8("Topic Filter")?); // v5 [MQTT-3.10.3-1]; v3.1.1 [MQTT-3.10.3-1].
+        let filter = r.utf8("Topic Filter")?; // v5 [MQTT-3.10.3-1]; v3.1.1 [MQTT-3.10.3-1].
+                                              // The same syntax as in SUBSCRIBE: a filter that could never have been subscribed is
+                                              // malformed, not "no subscription existed".
+        well_formed_filter(&filter, 10)?;
+        filters.push(filter);
     }
     if filters.is_empty() {
         // v5 [MQTT-3.10.3-2]; v3.1.1 [MQTT-3.10.3-2].

@@ -243,7 +243,8 @@ fn options_byte(o: &SubscriptionOptions, v: ProtocolVersion) -> u8 {
 fn body_len(packet: &Packet, v: ProtocolVersion) -> usize {
     match packet {
         Packet::Connect(c) => {
-            let mut n = 2 + 4 + 1 + 1 + 2; // "MQTT", level, flags, keep alive
+            // Protocol Name ("MQTT", or "MQIsdp" for 3.1), level, flags, keep alive.
+            let mut n = 2 + v.protocol_name().len() + 1 + 1 + 2;
             n += props_block(&c.properties, PropContext::Connect, v);
             n += 2 + c.client_id.len();
             if let Some(w) = &c.will {
@@ -473,7 +474,7 @@ fn write_props(p: &Properties, ctx: PropContext, v: ProtocolVersion, out: &mut B
 fn write_body(packet: &Packet, v: ProtocolVersion, out: &mut BytesMut) {
     match packet {
         Packet::Connect(c) => {
-            put_len_prefixed(out, b"MQTT");
+            put_len_prefixed(out, v.protocol_name());
             out.put_u8(v.level());
             let mut flags = 0u8;
             if c.clean_start {
@@ -508,7 +509,8 @@ fn write_body(packet: &Packet, v: ProtocolVersion, out: &mut BytesMut) {
             }
         }
         Packet::ConnAck(c) => {
-            out.put_u8(u8::from(c.session_present));
+            // MQTT 3.1 has no Session Present flag: the byte is reserved (0).
+            out.put_u8(u8::from(c.session_present && v != ProtocolVersion::V31));
             if is_v5(v) {
                 out.put_u8(c.reason.0);
                 write_props(&c.properties, PropContext::ConnAck, v, out);

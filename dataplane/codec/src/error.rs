@@ -15,6 +15,7 @@
 use std::fmt;
 
 use crate::reason::ReasonCode;
+use crate::topic::FilterRule;
 use crate::types::PacketType;
 
 /// Name of a control packet type number for messages (v5 2.1.2).
@@ -70,7 +71,7 @@ pub enum DecodeError {
     InvalidUtf8String { field: &'static str },
     /// The CONNECT Protocol Name is not "MQTT": v5 [MQTT-3.1.2-1]; v3.1.1 [MQTT-3.1.2-1].
     InvalidProtocolName,
-    /// The CONNECT Protocol Level is not 4 or 5 (MQTT 3.1 "MQIsdp" level 3 included):
+    /// The CONNECT Protocol Level is not 4 or 5 with "MQTT", or 3 with "MQIsdp" (MQTT 3.1):
     /// v5 [MQTT-3.1.2-2]; v3.1.1 [MQTT-3.1.2-2] (CONNACK return code 0x01).
     UnsupportedProtocolVersion { level: u8 },
     /// The reserved bit 0 of the CONNECT flags is set: v5 [MQTT-3.1.2-3]; v3.1.1 [MQTT-3.1.2-3].
@@ -93,6 +94,14 @@ pub enum DecodeError {
     /// Will Topic: v5 [MQTT-4.7.3-1]; v3.1.1 [MQTT-4.7.3-1]). An empty v5 PUBLISH Topic Name is
     /// left to the engine, which checks it against the Topic Alias.
     TopicNameInvalid,
+    /// A Topic Filter in SUBSCRIBE or UNSUBSCRIBE that is not correctly formed (the rule is
+    /// named by [`FilterRule`]: v5 [MQTT-4.7.1-1], [MQTT-4.7.1-2], [MQTT-4.7.3-1],
+    /// [MQTT-4.8.2-1], [MQTT-4.8.2-2]; v3.1.1 [MQTT-4.7.1-2], [MQTT-4.7.1-3], [MQTT-4.7.3-1]).
+    /// A Malformed Packet (0x81): the filter does not conform to the specification's syntax
+    /// (v5 3.14.2.1, 0x81 "The received packet does not conform to this specification"); 0x8F
+    /// stays for correctly formed filters a Server refuses (v5 3.9.3). v3.1.1: a protocol
+    /// violation, the connection is closed (v3.1.1 [MQTT-4.8.0-1]).
+    TopicFilterInvalid { packet_type: u8, rule: FilterRule },
     /// SUBSCRIBE or UNSUBSCRIBE without any Topic Filter: v5 [MQTT-3.8.3-2], [MQTT-3.10.3-2];
     /// v3.1.1 [MQTT-3.8.3-3], [MQTT-3.10.3-2].
     NoTopicFilters { packet_type: u8 },
@@ -170,6 +179,7 @@ impl DecodeError {
             | PasswordWithoutUsername
             | PublishDupWithQoS0
             | InvalidSubscriptionOptions { .. }
+            | TopicFilterInvalid { .. }
             | InvalidConnAckFlags { .. }
             | PropertyNotAllowed { .. }
             | UnknownProperty { .. }
@@ -217,7 +227,7 @@ impl fmt::Display for DecodeError {
             InvalidProtocolName => f.write_str("CONNECT protocol name is not \"MQTT\""),
             UnsupportedProtocolVersion { level } => write!(
                 f,
-                "CONNECT protocol level {level} is not supported (4 = MQTT 3.1.1, 5 = MQTT 5.0)"
+                "CONNECT protocol level {level} is not supported (3 = MQTT 3.1 with \"MQIsdp\", 4 = MQTT 3.1.1, 5 = MQTT 5.0)"
             ),
             ConnectReservedFlag => f.write_str("CONNECT flags reserved bit 0 is set"),
             InvalidQoS => f.write_str("PUBLISH has QoS 3 (both QoS bits set)"),
@@ -237,6 +247,12 @@ impl fmt::Display for DecodeError {
             NoTopicFilters { packet_type } => {
                 write!(f, "{} has no topic filter", packet_type_name(packet_type))
             }
+            TopicFilterInvalid { packet_type, rule } => write!(
+                f,
+                "{} has a malformed topic filter: {}",
+                packet_type_name(packet_type),
+                rule.describe()
+            ),
             InvalidSubscriptionOptions { options } => {
                 write!(f, "subscription options 0x{options:02X} set reserved bits")
             }
@@ -429,8 +445,8 @@ mod tests {
             ),
             (InvalidProtocolName, "CONNECT protocol name is not \"MQTT\"", 0x84),
             (
-                UnsupportedProtocolVersion { level: 3 },
-                "CONNECT protocol level 3 is not supported (4 = MQTT 3.1.1, 5 = MQTT 5.0)",
+                UnsupportedProtocolVersion { level: 6 },
+                "CONNECT protocol level 6 is not supported (3 = MQTT 3.1 with \"MQIsdp\", 4 = MQTT 3.1.1, 5 = MQTT 5.0)",
                 0x84,
             ),
             (ConnectReservedFlag, "CONNECT flags reserved bit 0 is set", 0x81),
@@ -451,6 +467,16 @@ mod tests {
             (TopicNameInvalid, "topic name is empty or contains a wildcard ('+' or '#')", 0x90),
             (NoTopicFilters { packet_type: 8 }, "SUBSCRIBE has no topic filter", 0x82),
             (NoTopicFilters { packet_type: 10 }, "UNSUBSCRIBE has no topic filter", 0x82),
+            (
+                TopicFilterInvalid { packet_type: 8, rule: FilterRule::MultiLevelWildcard },
+                "SUBSCRIBE has a malformed topic filter: '#' must be alone in the last level of a topic filter",
+                0x81,
+            ),
+            (
+                TopicFilterInvalid { packet_type: 10, rule: FilterRule::Empty },
+                "UNSUBSCRIBE has a malformed topic filter: a topic filter must not be empty",
+                0x81,
+            ),
             (
                 InvalidSubscriptionOptions { options: 0xC0 },
                 "subscription options 0xC0 set reserved bits",

@@ -6,9 +6,15 @@ use std::num::NonZeroU16;
 
 use crate::reason::ReasonCode;
 
-/// The protocol level from CONNECT: 4 is MQTT 3.1.1, 5 is MQTT 5.0.
+/// The protocol from CONNECT: "MQIsdp" level 3 is MQTT 3.1, "MQTT" level 4 is MQTT 3.1.1,
+/// level 5 is MQTT 5.0.
+///
+/// MQTT 3.1 packets are MQTT 3.1.1 packets on the wire, except CONNECT (its protocol name and
+/// level) and CONNACK (byte 1 is reserved in 3.1: no Session Present flag). Everything else is
+/// encoded and decoded by the 3.1.1 rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProtocolVersion {
+    V31,
     V311,
     V5,
 }
@@ -17,8 +23,31 @@ impl ProtocolVersion {
     /// The Protocol Level byte of CONNECT.
     pub fn level(self) -> u8 {
         match self {
+            ProtocolVersion::V31 => 3,
             ProtocolVersion::V311 => 4,
             ProtocolVersion::V5 => 5,
+        }
+    }
+
+    /// The Protocol Name of CONNECT.
+    pub fn protocol_name(self) -> &'static [u8] {
+        match self {
+            ProtocolVersion::V31 => b"MQIsdp",
+            ProtocolVersion::V311 | ProtocolVersion::V5 => b"MQTT",
+        }
+    }
+
+    /// MQTT 5.0: reason codes and properties on the wire.
+    pub fn is_v5(self) -> bool {
+        self == ProtocolVersion::V5
+    }
+
+    /// How people name it: "3.1", "3.1.1", "5".
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolVersion::V31 => "3.1",
+            ProtocolVersion::V311 => "3.1.1",
+            ProtocolVersion::V5 => "5",
         }
     }
 }

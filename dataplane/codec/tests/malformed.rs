@@ -174,13 +174,14 @@ fn connect_protocol_name_other_than_mqtt() {
         DecodeError::InvalidProtocolName,
         0x84,
     );
+    // "MQIsdp" is MQTT 3.1, which is level 3 only.
     let mqisdp_4 = [
         0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 4, 0x02, 0, 60, 0, 0,
     ];
     expect(
         &pkt(0x10, &mqisdp_4),
         None,
-        DecodeError::InvalidProtocolName,
+        DecodeError::UnsupportedProtocolVersion { level: 4 },
         0x84,
     );
 }
@@ -190,13 +191,41 @@ fn connect_protocol_name_other_than_mqtt() {
 fn connect_unsupported_level() {
     let err = |level| DecodeError::UnsupportedProtocolVersion { level };
     expect(&connect(6, 0x02, &[0, 0]), None, err(6), 0x84);
+    // Level 3 is MQTT 3.1 only with its own protocol name.
     expect(&connect(3, 0x02, &[0, 0]), None, err(3), 0x84);
-    // MQTT 3.1: "MQIsdp", level 3.
+}
+
+/// MQTT 3.1: "MQIsdp" with level 3 decodes as a 3.1 CONNECT; the 3.1 CONNACK has no Session
+/// Present flag (its byte 1 is reserved).
+#[test]
+fn connect_mqtt31_decodes() {
     let mqisdp = [
-        0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 60, 0, 0,
+        0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 60, 0, 1, b'c',
     ];
-    expect(&pkt(0x10, &mqisdp), None, err(3), 0x84);
+    let Ok(Some(Packet::Connect(c))) = dec(&pkt(0x10, &mqisdp), None) else {
+        panic!("expected a 3.1 CONNECT");
+    };
+    assert_eq!(c.version, ProtocolVersion::V31);
+    assert_eq!(c.client_id.as_str(), "c");
     assert_eq!(peek_connect_level(&pkt(0x10, &mqisdp)), Some(3));
+    let mut out = bytes::BytesMut::new();
+    encode(&Packet::Connect(c), ProtocolVersion::V31, &mut out).unwrap();
+    assert_eq!(&out[..], &pkt(0x10, &mqisdp)[..]);
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: true,
+        reason: ReasonCode::SUCCESS,
+        properties: Properties::default(),
+    });
+    let mut out = bytes::BytesMut::new();
+    encode(&ack, ProtocolVersion::V31, &mut out).unwrap();
+    assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x00]);
+    // AUTH does not exist in 3.1 either.
+    expect(
+        &[0xF0, 0x00],
+        Some(ProtocolVersion::V31),
+        DecodeError::AuthInV311,
+        0x81,
+    );
 }
 
 /// v5 [MQTT-3.1.2-3]; v3.1.1 [MQTT-3.1.2-3]: the reserved connect flag is 0.
@@ -739,17 +768,48 @@ fn subscribe_subscription_identifier_rules() {
     );
 }
 
-/// Topic Filter syntax is the engine's (one bad filter fails in SUBACK, v5 0x8F): the codec
-/// accepts "a/#/b" and an empty filter.
+/// v5 [MQTT-4.7.1-1], [MQTT-4.7.1-2], [MQTT-4.7.3-1], [MQTT-4.8.2-1], [MQTT-4.8.2-2];
+/// v3.1.1 [MQTT-4.7.1-2], [MQTT-4.7.1-3], [MQTT-4.7.3-1]: a Topic Filter that is not correctly
+/// formed makes SUBSCRIBE and UNSUBSCRIBE malformed (0x81), whatever the other filters.
 #[test]
-fn subscribe_filter_syntax_is_not_checked() {
-    let body = [0, 1, 0, 5, b'a', b'/', b'#', b'/', b'b', 1, 0, 0, 0];
-    let Ok(Some(Packet::Subscribe(s))) = dec(&pkt(0x82, &body), Some(V311)) else {
-        panic!("expected SUBSCRIBE");
-    };
-    assert_eq!(s.filters.len(), 2);
-    assert_eq!(s.filters[0].0.as_str(), "a/#/b");
-    assert!(s.filters[1].0.is_empty());
+fn topic_filter_syntax_is_malformed() {
+    use tachyon_codec::topic::FilterRule::*;
+    for (filter, rule) in [
+        ("", Empty),
+        ("#/a", MultiLevelWildcard),
+        ("a/#/b", MultiLevelWildcard),
+        ("a+/b", SingleLevelWildcard),
+        ("$share/g", ShareName),
+        ("$share//a", ShareName),
+        ("$share/g/", SharedFilterMissing),
+    ] {
+        let f = filter.as_bytes();
+        // SUBSCRIBE: a good filter, then the bad one.
+        let mut sub = vec![0, 1, 0, 2, b'o', b'k', 1];
+        sub.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        sub.extend_from_slice(f);
+        sub.push(1);
+        let err = DecodeError::TopicFilterInvalid {
+            packet_type: 8,
+            rule,
+        };
+        expect(&pkt(0x82, &sub), Some(V311), err.clone(), 0x81);
+        let mut sub5 = vec![0, 1, 0];
+        sub5.extend_from_slice(&sub[2..]);
+        expect(&pkt(0x82, &sub5), Some(V5), err, 0x81);
+        // UNSUBSCRIBE.
+        let mut unsub = vec![0, 1];
+        unsub.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        unsub.extend_from_slice(f);
+        let err = DecodeError::TopicFilterInvalid {
+            packet_type: 10,
+            rule,
+        };
+        expect(&pkt(0xA2, &unsub), Some(V311), err.clone(), 0x81);
+        let mut unsub5 = vec![0, 1, 0];
+        unsub5.extend_from_slice(&unsub[2..]);
+        expect(&pkt(0xA2, &unsub5), Some(V5), err, 0x81);
+    }
 }
 
 // ---- SUBACK, UNSUBSCRIBE, UNSUBACK --------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! Property tests: arbitrary valid packets of every type, in both versions, survive
+//! Property tests: arbitrary valid packets of every type, in every version, survive
 //! encode → decode unchanged, re-encode to the same bytes, and never decode from a prefix.
 //!
 //! The generators restate the v5 2.2.2.2 property table independently of `props.rs`, so a
@@ -11,7 +11,7 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use tachyon_codec::*;
-use ProtocolVersion::{V311, V5};
+use ProtocolVersion::{V31, V311, V5};
 
 const MAX: usize = 1 << 20;
 
@@ -22,6 +22,27 @@ fn string() -> impl Strategy<Value = Utf8Str> {
 
 fn topic_name() -> impl Strategy<Value = Utf8Str> {
     "[a-z0-9/$ é]{1,8}".prop_map(|s| Utf8Str::from_string(s).expect("valid"))
+}
+
+/// A correctly formed Topic Filter (v5 4.7; the codec refuses the others): levels of plain
+/// text, `+`, or a last `#`, maybe shared.
+fn topic_filter() -> impl Strategy<Value = Utf8Str> {
+    let level = prop_oneof![4 => "[a-z0-9$ é]{0,4}", 1 => Just("+".to_string())];
+    (option::of("[a-z0-9]{1,3}"), vec(level, 1..4), any::<bool>()).prop_map(
+        |(share, levels, hash)| {
+            let mut f = levels.join("/");
+            if hash {
+                f.push_str(if f.is_empty() { "#" } else { "/#" });
+            }
+            if f.is_empty() {
+                f.push('x');
+            }
+            if let Some(g) = share {
+                f = format!("$share/{g}/{f}");
+            }
+            Utf8Str::from_string(f).expect("valid")
+        },
+    )
 }
 
 fn binary() -> impl Strategy<Value = Bytes> {
@@ -189,7 +210,7 @@ fn mask(mut p: Properties, ctx: Ctx) -> Properties {
 }
 
 fn props(ctx: Ctx, v: ProtocolVersion) -> BoxedStrategy<Properties> {
-    if v == V311 {
+    if v != V5 {
         Just(Properties::default()).boxed()
     } else {
         all_properties().prop_map(move |p| mask(p, ctx)).boxed()
@@ -234,7 +255,7 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 properties,
             )| {
                 // v3.1.1 [MQTT-3.1.2-22]: no password without a user name.
-                let password = if v == V311 && username.is_none() {
+                let password = if v != V5 && username.is_none() {
                     None
                 } else {
                     password
@@ -256,9 +277,10 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
 fn connack(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
     let codes = if v == V5 { CONNACK } else { CONNACK_V311 };
     (any::<bool>(), reason(codes), props(Ctx::ConnAck, v)).prop_map(
-        |(session_present, reason, properties)| {
+        move |(session_present, reason, properties)| {
             Packet::ConnAck(ConnAck {
-                session_present,
+                // MQTT 3.1 has no Session Present flag.
+                session_present: session_present && v != V31,
                 reason,
                 properties,
             })
@@ -330,7 +352,7 @@ fn subscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
     (
         packet_id(),
         props(Ctx::Subscribe, v),
-        vec((string(), options(v)), 1..4),
+        vec((topic_filter(), options(v)), 1..4),
     )
         .prop_map(|(packet_id, properties, filters)| {
             Packet::Subscribe(Subscribe {
@@ -355,15 +377,18 @@ fn suback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
 }
 
 fn unsubscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    (packet_id(), props(Ctx::Unsubscribe, v), vec(string(), 1..4)).prop_map(
-        |(packet_id, properties, filters)| {
+    (
+        packet_id(),
+        props(Ctx::Unsubscribe, v),
+        vec(topic_filter(), 1..4),
+    )
+        .prop_map(|(packet_id, properties, filters)| {
             Packet::Unsubscribe(Unsubscribe {
                 packet_id,
                 properties,
                 filters,
             })
-        },
-    )
+        })
 }
 
 fn unsuback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
@@ -467,12 +492,18 @@ proptest! {
         round_trip(&p, V5)?;
     }
 
+    /// MQTT 3.1 ("MQIsdp", level 3): the 3.1.1 packets, CONNECT and CONNACK aside.
+    #[test]
+    fn v31_packets_round_trip(p in packet(V31)) {
+        round_trip(&p, V31)?;
+    }
+
     /// Arbitrary bytes never panic, never consume more than one whole packet, and what decodes
     /// re-encodes to a packet that decodes the same.
     #[test]
     fn arbitrary_bytes_never_panic(
         bytes in vec(any::<u8>(), 0..64),
-        v in prop_oneof![Just(None), Just(Some(V311)), Just(Some(V5))],
+        v in prop_oneof![Just(None), Just(Some(V31)), Just(Some(V311)), Just(Some(V5))],
     ) {
         let mut buf = BytesMut::from(&bytes[..]);
         if let Ok(Some(p)) = decode(&mut buf, v, MAX) {

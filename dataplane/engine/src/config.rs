@@ -76,6 +76,54 @@ pub struct EngineConfig {
     pub acks_wait_for_log: bool,
     /// Unix time in milliseconds at engine time 0 (records store Unix times).
     pub unix_epoch_ms: u64,
+    /// Rules of each listener, by the number the driver gives it in `Engine::handle_open`;
+    /// a listener without an entry gets `ListenerRules::default()`.
+    pub listeners: Vec<ListenerRules>,
+}
+
+/// What one listener accepts (`[[listeners]]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerRules {
+    /// Protocol versions accepted; another gets CONNACK "unsupported protocol version"
+    /// (v3.1.1 return code 0x01, v5 0x84). Mosquitto: `protocol` per listener.
+    pub mqtt31: bool,
+    pub mqtt311: bool,
+    pub mqtt5: bool,
+    /// policy: MQTT 3.1 limits Client Identifiers to 23 bytes. Mosquitto, EMQX and VerneMQ
+    /// accept longer ones, and so do we unless this is set (CONNACK 0x02 then).
+    pub v31_strict_client_id: bool,
+}
+
+impl Default for ListenerRules {
+    fn default() -> Self {
+        ListenerRules {
+            mqtt31: true,
+            mqtt311: true,
+            mqtt5: true,
+            v31_strict_client_id: false,
+        }
+    }
+}
+
+impl ListenerRules {
+    /// Whether a CONNECT of `version` is accepted here.
+    pub fn accepts(&self, version: tachyon_codec::ProtocolVersion) -> bool {
+        match version {
+            tachyon_codec::ProtocolVersion::V31 => self.mqtt31,
+            tachyon_codec::ProtocolVersion::V311 => self.mqtt311,
+            tachyon_codec::ProtocolVersion::V5 => self.mqtt5,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The rules of listener `index`.
+    pub fn listener(&self, index: u16) -> ListenerRules {
+        self.listeners
+            .get(usize::from(index))
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 impl Default for EngineConfig {
@@ -106,6 +154,7 @@ impl Default for EngineConfig {
             log_state: false,
             acks_wait_for_log: false,
             unix_epoch_ms: 0,
+            listeners: Vec::new(),
         }
     }
 }

@@ -107,9 +107,45 @@ impl Engine {
             return;
         };
         c.version = Some(version);
+        let listener = c.listener;
+
+        let rules = self.cfg.listener(listener);
+        if !rules.accepts(version) {
+            // policy: `listeners[].protocols`; v3.1.1 [MQTT-3.1.2-2] (return code 0x01),
+            // v5 [MQTT-3.1.2-2] (0x84 Unsupported Protocol Version).
+            self.refuse_connect(
+                now,
+                conn,
+                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                &format!(
+                    "MQTT {} is turned off on this listener (listeners[{}].protocols)",
+                    version.name(),
+                    listener
+                ),
+            );
+            return;
+        }
 
         let mut client_id = connect.client_id.detached();
         let mut assigned = false;
+        if version == ProtocolVersion::V31
+            && (client_id.is_empty() || (rules.v31_strict_client_id && client_id.len() > 23))
+        {
+            // MQTT 3.1 (3.1 "Client Identifier"): 1 to 23 characters, CONNACK 2 (identifier
+            // rejected) otherwise. policy: longer ones are accepted, as by Mosquitto and EMQX,
+            // unless `listeners[].v31_strict_client_id` is set.
+            self.refuse_connect(
+                now,
+                conn,
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                if client_id.is_empty() {
+                    "MQTT 3.1 needs a client identifier (it has no assigned identifiers)"
+                } else {
+                    "MQTT 3.1 client identifier longer than 23 bytes (listeners[].v31_strict_client_id)"
+                },
+            );
+            return;
+        }
         if client_id.is_empty() {
             if version == ProtocolVersion::V311 && !connect.clean_start {
                 // v3.1.1 [MQTT-3.1.3-8]: zero-length id with CleanSession 0 -> return code 2.
@@ -253,8 +289,8 @@ impl Engine {
         // connection (v3.1.1 [MQTT-3.1.2-6]), CleanSession 0 uses the configured policy.
         let requested = match version {
             ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
-            ProtocolVersion::V311 if connect.clean_start => 0,
-            ProtocolVersion::V311 => self.cfg.session_expiry_v311_secs,
+            ProtocolVersion::V311 | ProtocolVersion::V31 if connect.clean_start => 0,
+            ProtocolVersion::V311 | ProtocolVersion::V31 => self.cfg.session_expiry_v311_secs,
         };
         let expiry = if version == ProtocolVersion::V5 {
             requested.min(self.cfg.session_expiry_max_secs)
@@ -269,7 +305,7 @@ impl Engine {
             // (v5 0x97 Quota exceeded; v3.1.1 return code 3, Server unavailable).
             let reason = match version {
                 ProtocolVersion::V5 => ReasonCode::QUOTA_EXCEEDED,
-                ProtocolVersion::V311 => ReasonCode::SERVER_UNAVAILABLE,
+                ProtocolVersion::V311 | ProtocolVersion::V31 => ReasonCode::SERVER_UNAVAILABLE,
             };
             self.refuse_connect(
                 now,
@@ -385,7 +421,7 @@ impl Engine {
                 .receive_maximum
                 .unwrap_or(u16::MAX)
                 .min(self.cfg.inflight_max),
-            ProtocolVersion::V311 => self.cfg.inflight_max,
+            ProtocolVersion::V311 | ProtocolVersion::V31 => self.cfg.inflight_max,
         };
         self.clients.set_session(client_id.clone(), skey);
         self.end_barrier(barrier, Some(conn), then);
@@ -428,7 +464,8 @@ impl Engine {
         self.send_packet(
             conn,
             &Packet::ConnAck(ConnAck {
-                // v3.1.1 [MQTT-3.2.2-1], v5 [MQTT-3.2.2-2]: 0 after a clean start.
+                // v3.1.1 [MQTT-3.2.2-1], v5 [MQTT-3.2.2-2]: 0 after a clean start. (MQTT 3.1
+                // has no such flag: the encoder writes 0.)
                 session_present: present,
                 reason: ReasonCode::SUCCESS,
                 properties: props,

@@ -43,6 +43,8 @@ pub(crate) enum ConnState {
 pub(crate) struct Conn {
     pub peer: Peer,
     pub state: ConnState,
+    /// The listener it came through (`EngineConfig::listener`).
+    pub listener: u16,
     /// Its output is over the soft bound (`Engine::output_soft_bytes`): it slows publishers
     /// down (backpressure for QoS 0), listed in `Engine::out_congested`.
     pub out_congested: bool,
@@ -597,12 +599,13 @@ impl Engine {
     }
 
     /// A new TCP connection. The engine expects CONNECT within `connect_timeout_ms`.
-    pub fn handle_open(&mut self, now: u64, conn: ConnId, peer: SocketAddr) {
+    pub fn handle_open(&mut self, now: u64, conn: ConnId, peer: SocketAddr, listener: u16) {
         self.now_ms = now;
         self.stats.connections_opened += 1;
         let c = Box::new(Conn {
             peer: peer.into(),
             state: ConnState::AwaitConnect,
+            listener,
             out_congested: false,
             out_slow: false,
             version: None,

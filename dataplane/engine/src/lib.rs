@@ -5,7 +5,7 @@
 //! retained store. It never reads a clock, a socket or an RNG: the driver feeds it
 //!
 //! ```text
-//!   handle_open(now, conn, peer)       handle_bytes(now, conn, rx)     handle_closed(now, conn)
+//!   handle_open(now, conn, peer, listener)  handle_bytes(now, conn, rx)  handle_closed(now, conn)
 //!   handle_mail(now, from, mail)       handle_tick(now)                handle_shutdown(now)
 //! ```
 //!
@@ -41,7 +41,7 @@ mod subscribe;
 pub mod topic;
 mod violation;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, ListenerRules};
 pub use engine::{Engine, SessionKey};
 pub use mail::{home_shard, Handover, Mail, SharedTarget};
 pub use message::Message;

@@ -222,7 +222,7 @@ impl Engine {
                 refused = self.stats.publishes_refused_log_failed,
                 "QoS 1/2 PUBLISH refused: the WAL cannot be written (disk full or I/O error; see the error logged by the shard; free space under durability.data_dir)");
         }
-        if c.version() == ProtocolVersion::V311 {
+        if !c.version().is_v5() {
             self.begin_close(now, conn, true);
             return;
         }
@@ -1047,7 +1047,7 @@ impl Engine {
             return;
         };
         // v5 [MQTT-4.3.3-11]: PUBCOMP with the same Packet Identifier; 0x92 if unknown.
-        let reason = if known || s.version == ProtocolVersion::V311 {
+        let reason = if known || !s.version.is_v5() {
             ReasonCode::SUCCESS
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND

@@ -67,7 +67,7 @@ fn drain(e: &mut Engine) {
 }
 
 fn connect(e: &mut Engine, now: u64, id: u64, client: &str) {
-    e.handle_open(now, ConnId(id), "127.0.0.1:1".parse().unwrap());
+    e.handle_open(now, ConnId(id), "127.0.0.1:1".parse().unwrap(), 0);
     let c = Connect {
         version: V5,
         clean_start: true,
@@ -243,7 +243,7 @@ fn qos1_fan_in_through_the_queue_allocates_nothing_per_message() {
     for p in 0..8u64 {
         connect(&mut e, now, 1 + p, &format!("pub{p}"));
     }
-    e.handle_open(now, ConnId(100), "127.0.0.1:1".parse().unwrap());
+    e.handle_open(now, ConnId(100), "127.0.0.1:1".parse().unwrap(), 0);
     let c = Connect {
         version: V5,
         clean_start: true,

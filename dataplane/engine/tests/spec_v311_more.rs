@@ -102,12 +102,12 @@ fn raw_output(c: &mut Cluster, from: ConnId, bytes: &[u8], watch: ConnId) -> Vec
     out
 }
 
-/// CONNECT "MQIsdp" protocol level 3 (refused with return code 1) for Client Identifier `id`,
-/// CleanSession 0.
-fn connect_level_3(id: &str) -> Vec<u8> {
-    let mut b = vec![0x10, (12 + 2 + id.len()) as u8, 0, 6];
-    b.extend_from_slice(b"MQIsdp");
-    b.extend_from_slice(&[3, 0x00, 0, 60, 0, id.len() as u8]);
+/// A CONNECT with the unsupported Protocol Level 6 (refused with return code 1) for Client
+/// Identifier `id`, CleanSession 0.
+fn connect_level_6(id: &str) -> Vec<u8> {
+    let mut b = vec![0x10, (12 + id.len()) as u8, 0, 4];
+    b.extend_from_slice(b"MQTT");
+    b.extend_from_slice(&[6, 0x00, 0, 60, 0, id.len() as u8]);
     b.extend_from_slice(id.as_bytes());
     b
 }
@@ -366,7 +366,7 @@ fn refused_connect_following_packets_not_processed() {
     let w = c.connect(0, V311, "w", true);
     c.subscribe(w, "#", QoS::AtLeastOnce);
     let conn = c.open(0, V311);
-    let mut bytes = connect_level_3("bad");
+    let mut bytes = connect_level_6("bad");
     bytes.extend(encoded(&[
         subscribe_packet(2, &[("#", QoS::AtLeastOnce)]),
         Packet::Publish(publish("r", b"retained", QoS::AtLeastOnce, true, 3)),
@@ -450,7 +450,7 @@ fn refused_connack_session_present_0_then_close() {
     c.drop_conn(a);
     assert_eq!(c.engines[0].session_count(), 1);
     let conn = c.open(0, V311);
-    let raw = raw_output(&mut c, conn, &connect_level_3("kept"), conn);
+    let raw = raw_output(&mut c, conn, &connect_level_6("kept"), conn);
     assert_eq!(
         raw,
         vec![0x20, 0x02, 0x00, 0x01],
@@ -625,17 +625,24 @@ fn subscribe_several_filters_acts_as_sequence_one_suback() {
 }
 
 /// v3.1.1 [MQTT-3.8.4-5]: SUBACK has one return code per filter: the QoS granted, or 0x80 for
-/// a failed subscription; v3.1.1 [MQTT-3.9.3-1]: in the order of the filters.
+/// a failed subscription (here refused by policy: more levels than `limits.max_topic_levels`);
+/// v3.1.1 [MQTT-3.9.3-1]: in the order of the filters.
 #[test]
 fn suback_return_code_per_filter_in_order() {
-    let mut c = Cluster::new(1);
+    let mut c = Cluster::with_config(
+        1,
+        tachyon_engine::EngineConfig {
+            topic_levels_max: 4,
+            ..Default::default()
+        },
+    );
     let a = c.connect(0, V311, "a", true);
     let filters = [
         ("q2", QoS::ExactlyOnce),
-        ("bad/#/x", QoS::AtLeastOnce),
+        ("deep/a/b/c/#", QoS::AtLeastOnce),
         ("q0", QoS::AtMostOnce),
         ("q1/+", QoS::AtLeastOnce),
-        ("bad+", QoS::AtMostOnce),
+        ("deep/+/+/+/+", QoS::AtMostOnce),
     ];
     let want = [
         ReasonCode::GRANTED_QOS_2,

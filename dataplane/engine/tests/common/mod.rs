@@ -137,7 +137,22 @@ impl Cluster {
         self.open_holding(shard, version, usize::MAX)
     }
 
+    /// Opens a connection of listener `listener` (see `EngineConfig::listeners`).
+    pub fn open_on(&mut self, shard: usize, version: ProtocolVersion, listener: u16) -> ConnId {
+        self.open_inner(shard, version, usize::MAX, listener)
+    }
+
     pub fn open_holding(&mut self, shard: usize, version: ProtocolVersion, held: usize) -> ConnId {
+        self.open_inner(shard, version, held, 0)
+    }
+
+    fn open_inner(
+        &mut self,
+        shard: usize,
+        version: ProtocolVersion,
+        held: usize,
+        listener: u16,
+    ) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         self.clients.insert(
@@ -151,7 +166,7 @@ impl Cluster {
             },
         );
         let peer = format!("127.0.0.1:{}", 40000 + id.0).parse().unwrap();
-        self.engines[shard].handle_open(self.now, id, peer);
+        self.engines[shard].handle_open(self.now, id, peer, listener);
         self.pump_except(held);
         id
     }
@@ -282,6 +297,12 @@ impl Cluster {
             out.push(p);
         }
         out
+    }
+
+    /// The bytes the client received since the last call, undecoded.
+    pub fn recv_raw(&mut self, conn: ConnId) -> Vec<u8> {
+        let cl = self.clients.get_mut(&conn).unwrap();
+        cl.inbox.split().to_vec()
     }
 
     pub fn is_closed(&self, conn: ConnId) -> bool {

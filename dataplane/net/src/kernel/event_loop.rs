@@ -414,7 +414,7 @@ impl Shard {
                 Ok(raw) => {
                     // SAFETY: accept4 returned a new descriptor that nothing else owns.
                     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-                    self.adopt(now, fd);
+                    self.adopt(now, fd, index as u16);
                 }
                 Err(Errno::EAGAIN) => return,
                 Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => continue,
@@ -451,7 +451,8 @@ impl Shard {
         }
     }
 
-    fn adopt(&mut self, now: u64, fd: OwnedFd) {
+    /// Takes a new connection of listener `listener` (its index in `KernelConfig::listeners`).
+    fn adopt(&mut self, now: u64, fd: OwnedFd, listener: u16) {
         let _ = setsockopt(&fd, sockopt::TcpNoDelay, &true);
         if self.ctx.socket_rcvbuf > 0 {
             let _ = setsockopt(&fd, sockopt::RcvBuf, &self.ctx.socket_rcvbuf);
@@ -488,7 +489,7 @@ impl Shard {
                 phase: Phase::Open,
             },
         );
-        self.engine.handle_open(now, id, peer);
+        self.engine.handle_open(now, id, peer, listener);
     }
 
     /// Reads until EAGAIN (or the budget).

@@ -618,7 +618,8 @@ impl<D: Frames> Shard<D> {
                     conn.phase = Phase::Open;
                     let peer = peer_of(socket);
                     self.open += 1;
-                    self.engine.handle_open(now, id, peer);
+                    // The engine's listener number is the index in `StackConfig::ports`.
+                    self.engine.handle_open(now, id, peer, conn.port as u16);
                     self.read(now, id);
                 }
             },
