@@ -52,6 +52,12 @@ TABLES = {
     "v3.1.1": ROOT / "docs" / "spec" / "mqtt-v311-statements.tsv",
 }
 VERSIONS = ("v5", "v3.1.1")
+# Sections copied into the report: the choices the specifications leave open (written by
+# hand) and the engine's protocol state table (rendered by its test, see the file).
+INCLUDED = [
+    ("Choices the specifications leave open", ROOT / "docs" / "spec" / "choices.md"),
+    ("Protocol state table: every packet in every state", ROOT / "docs" / "spec" / "protocol-table.md"),
+]
 TITLES = {"v5": "MQTT 5.0", "v3.1.1": "MQTT 3.1.1"}
 
 # Ids as printed in the specifications themselves (typos in the OASIS text, or Appendix
@@ -671,6 +677,13 @@ def render(tables, hits, unknown, aliased, ambiguous) -> str:
     w(f"Citations of unknown ids: **{len(unknown)}**; ambiguous citations (no version, id means "
       f"different things in 3.1.1 and 5.0): **{len(ambiguous)}** (see the sections at the end).")
     w("")
+    for title, path in INCLUDED:
+        w(f"## {title}")
+        w("")
+        w(f"(From `{path.relative_to(ROOT)}`.)")
+        w("")
+        w(path.read_text(encoding="utf-8").rstrip("\n"))
+        w("")
     for v in VERSIONS:
         w(f"## {TITLES[v]} ({v})")
         w("")

@@ -529,6 +529,10 @@ class Packet:
     def retain(self) -> bool:
         return bool(self.flags & 1)
 
+    @property
+    def dup(self) -> bool:
+        return bool(self.flags & 8)
+
     def __repr__(self):
         extra = ""
         try:

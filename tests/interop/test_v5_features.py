@@ -164,3 +164,32 @@ def test_topic_alias_from_client(clients):
     # no alias was requested by the subscriber (its CONNECT had no Topic
     # Alias Maximum), so none may be sent to it [MQTT-3.1.2-27]
     assert all(m.prop("TopicAlias") is None for m in got)
+
+
+def test_no_matching_subscribers_reason_code(broker, raw):
+    """v5 3.4.2.1, 3.5.2.1: a QoS 1/2 PUBLISH that no subscription on any shard matches gets
+    PUBACK / PUBREC 0x10 (No matching subscribers), as from Mosquitto and EMQX; a retained
+    one is stored all the same; once a subscriber exists (here on whatever shard the
+    kernel gave it), 0x00. v3.1.1 has no reason codes."""
+    import mqttraw as m
+
+    p = raw(m.V5)
+    p.connect("nobody-listens")
+    p.send(m.publish("lonely/t", b"1", qos=1, pid=1))
+    assert p.expect(m.PUBACK).reason_code == 0x10
+    p.send(m.publish("lonely/r", b"kept", qos=2, pid=2, retain=True))
+    rec = p.expect(m.PUBREC)
+    assert rec.pid == 2 and rec.reason_code == 0x10, rec
+    p.send(m.pubrel(2))
+    assert p.expect(m.PUBCOMP).reason_code == 0
+    s = raw(m.V5)
+    s.connect("late-listener")
+    assert s.subscribe("lonely/#", qos=1) == [1]
+    got = s.recv_publish()
+    assert got.topic == "lonely/r" and got.payload == b"kept" and got.retain
+    p.send(m.publish("lonely/t", b"2", qos=1, pid=3))
+    assert p.expect(m.PUBACK).reason_code == 0
+    q = raw(m.V311)
+    q.connect("nobody-listens-311")
+    q.send(m.publish("nobody/t", b"3", qos=1, pid=4, version=m.V311))
+    assert q.expect(m.PUBACK).body == b"\x00\x04"

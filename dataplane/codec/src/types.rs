@@ -367,9 +367,9 @@ impl PubResp {
 pub struct Subscribe {
     pub packet_id: PacketId,
     pub properties: Properties,
-    /// At least one (v5 [MQTT-3.8.3-2], v3.1.1 [MQTT-3.8.3-3]). Filters are MQTT strings; their
-    /// Topic Filter syntax is checked by the engine ([`crate::topic::validate_filter`]) so that
-    /// one bad filter fails in SUBACK without failing the others.
+    /// At least one (v5 [MQTT-3.8.3-2], v3.1.1 [MQTT-3.8.3-3]); each a correctly formed Topic
+    /// Filter ([`crate::topic::check_filter`]) when decoded. Limits a Server sets on them are
+    /// the engine's (SUBACK failure codes).
     pub filters: Vec<(Utf8Str, SubscriptionOptions)>,
 }
 
@@ -385,7 +385,7 @@ pub struct SubAck {
 pub struct Unsubscribe {
     pub packet_id: PacketId,
     pub properties: Properties,
-    /// MQTT strings; Topic Filter syntax is checked by the engine.
+    /// Correctly formed Topic Filters when decoded ([`crate::topic::check_filter`]).
     pub filters: Vec<Utf8Str>,
 }
 

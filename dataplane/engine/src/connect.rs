@@ -1,5 +1,4 @@
-//! CONNECT and CONNACK (v5 3.1, 3.2; v3.1.1 3.1, 3.2), and the dispatch of packets by
-//! connection state.
+//! CONNECT and CONNACK (v5 3.1, 3.2; v3.1.1 3.1, 3.2; MQTT 3.1).
 
 use tachyon_codec::{
     ConnAck, Connect, Packet, PacketId, Properties, ProtocolVersion, ReasonCode, Utf8Str, Will,
@@ -8,79 +7,10 @@ use tachyon_codec::{
 use crate::barrier::AfterBarrier;
 use crate::engine::{ConnState, Engine, Timer};
 use crate::mail::{home_shard, Handover, Mail};
-use crate::session::{OutState, Session};
-use crate::violation::Violation;
+use crate::session::Session;
 use crate::ConnId;
 
-/// Packets a client may send ahead of CONNACK before we stop buffering them.
-const PENDING_PACKETS_MAX: usize = 1024;
-/// Bytes of such packets (at least one packet of the maximum size fits).
-const PENDING_BYTES_MIN: usize = 4 * 1024 * 1024;
-
 impl Engine {
-    pub(crate) fn handle_packet(&mut self, now: u64, conn: ConnId, packet: Packet) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        match c.state {
-            ConnState::AwaitConnect => match packet {
-                Packet::Connect(connect) => self.on_connect(now, conn, connect),
-                // v5 [MQTT-3.1.0-1], v3.1.1 [MQTT-3.1.0-1]
-                _ => self.violation(now, conn, Violation::FirstPacketNotConnect, None),
-            },
-            ConnState::Claiming => match packet {
-                Packet::Connect(_) => self.violation(now, conn, Violation::SecondConnect, None),
-                p => {
-                    let size = tachyon_codec::encoded_len(&p, c.version());
-                    let bytes_max = PENDING_BYTES_MIN.max(self.cfg.max_packet_size as usize);
-                    let claim = c.claim.get_or_insert_with(Box::default);
-                    claim.pending_bytes += size;
-                    if claim.pending.len() >= PENDING_PACKETS_MAX || claim.pending_bytes > bytes_max
-                    {
-                        let v = Violation::TooManyPacketsBeforeConnack {
-                            max: PENDING_PACKETS_MAX,
-                        };
-                        self.violation(now, conn, v, None);
-                    } else {
-                        claim.pending.push(p);
-                    }
-                }
-            },
-            ConnState::Connected => self.handle_connected(now, conn, packet),
-            ConnState::Closing => {}
-        }
-    }
-
-    fn handle_connected(&mut self, now: u64, conn: ConnId, packet: Packet) {
-        match packet {
-            Packet::Publish(mut p) => self.on_publish(now, conn, &mut p),
-            Packet::PubAck(r) => {
-                self.on_flow_complete(now, conn, r.packet_id, OutState::AwaitPubAck)
-            }
-            Packet::PubRec(r) => self.on_pubrec(now, conn, r.packet_id, r.reason),
-            Packet::PubRel(r) => self.on_pubrel(conn, r.packet_id),
-            Packet::PubComp(r) => {
-                self.on_flow_complete(now, conn, r.packet_id, OutState::AwaitPubComp)
-            }
-            Packet::Subscribe(s) => self.on_subscribe(now, conn, s),
-            Packet::Unsubscribe(u) => self.on_unsubscribe(conn, u),
-            // v5 [MQTT-3.12.4-1]: the Server MUST send PINGRESP in response to PINGREQ.
-            Packet::PingReq => self.send_packet(conn, &Packet::PingResp),
-            Packet::Disconnect(d) => self.on_disconnect(now, conn, d),
-            // v5 [MQTT-3.1.0-2], v3.1.1 [MQTT-3.1.0-2]
-            Packet::Connect(_) => self.violation(now, conn, Violation::SecondConnect, None),
-            Packet::Auth(_) => self.violation(now, conn, Violation::AuthNotSupported, None),
-            Packet::ConnAck(_) => self.server_only(now, conn, "CONNACK"),
-            Packet::SubAck(_) => self.server_only(now, conn, "SUBACK"),
-            Packet::UnsubAck(_) => self.server_only(now, conn, "UNSUBACK"),
-            Packet::PingResp => self.server_only(now, conn, "PINGRESP"),
-        }
-    }
-
-    fn server_only(&mut self, now: u64, conn: ConnId, packet: &'static str) {
-        self.violation(now, conn, Violation::ServerOnlyPacket { packet }, None);
-    }
-
     pub(crate) fn send_connack_refusal(&mut self, conn: ConnId, reason: ReasonCode) {
         self.stats.connects_refused += 1;
         self.send_packet(
@@ -101,7 +31,7 @@ impl Engine {
         self.begin_close(now, conn, false);
     }
 
-    fn on_connect(&mut self, now: u64, conn: ConnId, mut connect: Box<Connect>) {
+    pub(crate) fn on_connect(&mut self, now: u64, conn: ConnId, mut connect: Box<Connect>) {
         let version = connect.version;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;

@@ -653,6 +653,7 @@ impl Engine {
                 return;
             };
             if matches!(c.state, ConnState::Closing) {
+                // The protocol table's row for every packet after close: discarded.
                 rx.clear();
                 return;
             }
@@ -670,7 +671,8 @@ impl Engine {
             };
             if version.is_none() && rx[0] >> 4 != tachyon_codec::PacketType::Connect as u8 {
                 // v5 [MQTT-3.1.0-1], v3.1.1 [MQTT-3.1.0-1]: judged from the first byte, before
-                // decoding a body whose version is unknown.
+                // decoding a body whose version is unknown (the protocol table's row for
+                // every packet but CONNECT before CONNECT: `protocol::HOT_PATH_ROWS`).
                 self.violation(now, conn, Violation::FirstPacketNotConnect, None);
                 rx.clear();
                 break;

@@ -15,6 +15,7 @@ use tachyon_codec::{
 };
 
 use crate::engine::{Engine, SessionKey, SPARE_MESSAGES};
+use crate::protocol;
 
 /// How long a queued message may keep sharing the publisher's receive buffer before it gets
 /// its own bytes (see `Engine::enqueue`).
@@ -35,7 +36,8 @@ impl Engine {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let v5 = c.version() == ProtocolVersion::V5;
+        let version = c.version();
+        let v5 = version.is_v5();
         if v5 {
             if let Some(alias) = p.properties.topic_alias.take() {
                 let max = c.alias_max_in;
@@ -92,29 +94,44 @@ impl Engine {
         }
 
         match (p.qos, p.packet_id) {
-            (QoS::AtMostOnce, _) | (QoS::AtLeastOnce, Some(_)) => {}
-            (QoS::ExactlyOnce, Some(pid)) => {
+            (QoS::AtMostOnce, _) => {}
+            (qos, Some(pid)) => {
                 let s = self
                     .sessions
                     .get_mut(skey)
                     .expect("connected conns have sessions");
-                if s.flows().qos2_incoming.contains(&pid.get()) {
-                    // v5 [MQTT-4.3.3-10]: a retransmission before PUBREL is not forwarded again.
-                    self.send_packet(
+                let held = &s.flows().qos2_incoming;
+                if !held.is_empty() && held.contains(&pid.get()) {
+                    // The identifier is held by the client's QoS 2 flow: the protocol table
+                    // decides (a QoS 2 retransmission, or an identifier in use).
+                    let inbound = protocol::Inbound::publish(qos);
+                    let id = protocol::IdState::AwaitPubRel;
+                    let reaction =
+                        protocol::lookup(version, protocol::Stage::Connected, inbound, id).reaction;
+                    self.react(
+                        now,
                         conn,
-                        &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)),
+                        reaction,
+                        inbound,
+                        id,
+                        Some(pid),
+                        ReasonCode::SUCCESS,
                     );
                     return;
                 }
-                if s.flows().qos2_incoming.len() >= receive_max_in as usize {
+                if qos == QoS::AtLeastOnce {
+                    // Inbound QoS 1 identifiers are not tracked: PUBACK at once (v5
+                    // [MQTT-4.3.2-5]).
+                } else if s.flows().qos2_incoming.len() >= receive_max_in as usize {
                     // v5 [MQTT-3.3.4-7]
                     let v = Violation::ReceiveMaximumExceeded {
                         max: receive_max_in,
                     };
                     self.violation(now, conn, v, None);
                     return;
+                } else {
+                    s.flows_mut().qos2_incoming.insert(pid.get());
                 }
-                s.flows_mut().qos2_incoming.insert(pid.get());
             }
             _ => unreachable!("the codec guarantees a packet id exactly when QoS > 0"),
         }
@@ -183,24 +200,30 @@ impl Engine {
         if scoped {
             self.scope_routed(routed.clone());
         }
-        self.publish_message(now, msg.clone());
+        let matched = self.publish_message(now, msg.clone());
         if scoped {
             self.scope_end();
         } else if let Some((client, pid)) = routed {
             // Not waiting for the disk: routed as soon as written.
             self.log_qos2_routed(client, pid);
         }
+        // policy: v5 3.4.2.1, 3.5.2.1: 0x10 when the routes (every shard's subscriptions,
+        // shared groups included) match nothing; known here without waiting for anyone. A
+        // retained message is stored all the same.
+        let reason = if matched || !self.conns.get(&conn).is_some_and(|c| c.version().is_v5()) {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        };
         // v5 [MQTT-4.3.2-4], v3.1.1 [MQTT-4.3.2-2]: PUBACK once we own the message; v5
         // [MQTT-4.3.3-9]: PUBREC likewise (both after routing, so order is kept).
         match (msg.qos, pid) {
-            (QoS::AtLeastOnce, Some(pid)) => self.send_packet(
-                conn,
-                &Packet::PubAck(PubResp::new(pid, ReasonCode::SUCCESS)),
-            ),
-            (QoS::ExactlyOnce, Some(pid)) => self.send_packet(
-                conn,
-                &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)),
-            ),
+            (QoS::AtLeastOnce, Some(pid)) => {
+                self.send_packet(conn, &Packet::PubAck(PubResp::new(pid, reason)))
+            }
+            (QoS::ExactlyOnce, Some(pid)) => {
+                self.send_packet(conn, &Packet::PubRec(PubResp::new(pid, reason)))
+            }
             _ => {}
         }
         self.recycle_message(msg);
@@ -269,12 +292,12 @@ impl Engine {
     }
 
     /// Routes a message from a client or a Will: retained store, then every shard with
-    /// matching subscribers.
-    pub(crate) fn publish_message(&mut self, now: u64, msg: Arc<Message>) {
+    /// matching subscribers. Returns false when no subscription on any shard matched.
+    pub(crate) fn publish_message(&mut self, now: u64, msg: Arc<Message>) -> bool {
         if msg.retain {
             self.update_retained(&msg);
         }
-        self.route_message(now, msg);
+        self.route_message(now, msg)
     }
 
     /// The retained-store part of a retained PUBLISH (an empty payload clears the topic).
@@ -305,8 +328,9 @@ impl Engine {
         }
     }
 
-    /// Delivers a message to every shard with matching subscribers.
-    fn route_message(&mut self, now: u64, msg: Arc<Message>) {
+    /// Delivers a message to every shard with matching subscribers. Returns false when the
+    /// routing trie (every shard's subscriptions, shared groups included) has no match.
+    fn route_message(&mut self, now: u64, msg: Arc<Message>) -> bool {
         let mut mask = 0u64;
         let mut picks: Vec<(ShardId, SharedTarget)> = Vec::new();
         self.routes.for_each_match(msg.topic.as_bytes(), |e| {
@@ -366,6 +390,7 @@ impl Engine {
         if self.seen[origin] < seq {
             self.seen[origin] = seq;
         }
+        mask != 0 || !picks.is_empty()
     }
 
     /// Picks a shard for a shared-group delivery, counting `minus` fewer members on this shard.
@@ -953,106 +978,72 @@ impl Engine {
         self.conns.get(&conn).and_then(|c| c.session)
     }
 
-    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) ends an outbound flow that is in `expected`
-    /// state, and frees a place in the inflight window.
-    pub(crate) fn on_flow_complete(
-        &mut self,
-        now: u64,
-        conn: ConnId,
-        pid: PacketId,
-        expected: OutState,
-    ) {
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) ends an outbound flow (the protocol table checked
+    /// that it awaits that packet), and frees a place in the inflight window.
+    pub(crate) fn end_flow(&mut self, now: u64, conn: ConnId, pid: PacketId) {
         let Some(key) = self.conn_session(conn) else {
             return;
         };
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        if s.flows()
-            .inflight
-            .get(&pid.get())
-            .is_some_and(|i| i.state == expected)
-        {
-            if let Some(done) = s.complete(pid.get()) {
-                self.note_receipt_done(key, done.delivery.msg.receipt);
-                self.recycle_completed(done.delivery.msg);
-            }
+        if let Some(done) = s.complete(pid.get()) {
+            self.note_receipt_done(key, done.delivery.msg.receipt);
+            self.recycle_completed(done.delivery.msg);
+        }
+        self.log_flow(key, pid.get(), false);
+        self.fill_window(now, key);
+    }
+
+    /// PUBREC for a QoS 2 PUBLISH awaiting it (the protocol table checked the state).
+    pub(crate) fn release(&mut self, now: u64, conn: ConnId, pid: PacketId, reason: ReasonCode) {
+        let Some(key) = self.conn_session(conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if reason.is_error() {
+            // v5 4.3.3, [MQTT-4.4.0-2]: a PUBREC with an error ends the flow.
+            let receipt = s.complete(pid.get()).map_or(0, |i| i.delivery.msg.receipt);
+            self.note_receipt_done(key, receipt);
             self.log_flow(key, pid.get(), false);
             self.fill_window(now, key);
+            return;
         }
+        // v5 [MQTT-4.3.3-4]: answer PUBREC with PUBREL; the message is now delivered.
+        let f = s.flows_mut();
+        if let Some(inf) = f.inflight.get_mut(&pid.get()) {
+            inf.state = OutState::AwaitPubComp;
+        }
+        if !f.resend.is_empty() {
+            // Acknowledged before we resent it: it is on this connection now.
+            f.resend.retain(|&x| x != pid.get());
+        }
+        self.log_flow(key, pid.get(), true);
+        self.send_packet(
+            conn,
+            &Packet::PubRel(PubResp::new(pid, ReasonCode::SUCCESS)),
+        );
     }
 
-    pub(crate) fn on_pubrec(&mut self, now: u64, conn: ConnId, pid: PacketId, reason: ReasonCode) {
+    /// PUBREL of the client's QoS 2 PUBLISH awaiting it: PUBCOMP (v5 [MQTT-4.3.3-11]).
+    pub(crate) fn complete_inbound(&mut self, conn: ConnId, pid: PacketId) {
         let Some(key) = self.conn_session(conn) else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
-        let v5 = s.version == ProtocolVersion::V5;
-        let state = s.flows().inflight.get(&pid.get()).map(|i| i.state);
-        match state {
-            Some(OutState::AwaitPubRec | OutState::AwaitPubComp) => {
-                if reason.is_error() {
-                    // v5 4.3.3: a PUBREC with an error ends the flow.
-                    let receipt = s.complete(pid.get()).map_or(0, |i| i.delivery.msg.receipt);
-                    self.note_receipt_done(key, receipt);
-                    self.log_flow(key, pid.get(), false);
-                    self.fill_window(now, key);
-                    return;
-                }
-                // v5 [MQTT-4.3.3-4]: answer PUBREC with PUBREL; the message is now delivered.
-                let f = s.flows_mut();
-                if let Some(inf) = f.inflight.get_mut(&pid.get()) {
-                    inf.state = OutState::AwaitPubComp;
-                }
-                if !f.resend.is_empty() {
-                    // Acknowledged before we resent it: it is on this connection now.
-                    f.resend.retain(|&x| x != pid.get());
-                }
-                if state == Some(OutState::AwaitPubRec) {
-                    self.log_flow(key, pid.get(), true);
-                }
-                self.send_packet(
-                    conn,
-                    &Packet::PubRel(PubResp::new(pid, ReasonCode::SUCCESS)),
-                );
-            }
-            _ => {
-                // v5 3.6.2.1: PUBREL 0x92 for an identifier we do not know.
-                let reason = if v5 {
-                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-                } else {
-                    ReasonCode::SUCCESS
-                };
-                self.send_packet(conn, &Packet::PubRel(PubResp::new(pid, reason)));
-            }
-        }
-    }
-
-    pub(crate) fn on_pubrel(&mut self, conn: ConnId, pid: PacketId) {
-        let Some(key) = self.conn_session(conn) else {
-            return;
-        };
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
-        let known = s
-            .flows_if_any()
+        let removed = self
+            .sessions
+            .get_mut(key)
+            .and_then(|s| s.flows_if_any())
             .is_some_and(|f| f.qos2_incoming.remove(&pid.get()));
-        if known {
+        if removed {
             self.log_qos2_incoming(key, pid.get(), false);
         }
-        let Some(s) = self.sessions.get(key) else {
-            return;
-        };
-        // v5 [MQTT-4.3.3-11]: PUBCOMP with the same Packet Identifier; 0x92 if unknown.
-        let reason = if known || !s.version.is_v5() {
-            ReasonCode::SUCCESS
-        } else {
-            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-        };
-        self.send_packet(conn, &Packet::PubComp(PubResp::new(pid, reason)));
+        self.send_packet(
+            conn,
+            &Packet::PubComp(PubResp::new(pid, ReasonCode::SUCCESS)),
+        );
     }
 
     /// Updates this shard's replica of the retained store. An empty payload clears the topic

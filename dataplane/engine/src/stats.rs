@@ -52,6 +52,9 @@ pub struct Stats {
     pub publishes_refused_log_failed: u64,
     /// Logged messages recovery could not decode (counted, skipped).
     pub restore_skipped: u64,
+    /// Acknowledgements naming a Packet Identifier no flow uses, by packet: PUBACK, PUBREC,
+    /// PUBREL, PUBCOMP (a confused client; see `protocol::Reaction::IgnoreUnknownId`).
+    pub unknown_packet_ids: [u64; 4],
     /// Protocol violations by kind (see `Violation::kind`).
     pub violations: BTreeMap<&'static str, u64>,
 }

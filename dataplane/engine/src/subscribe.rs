@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tachyon_codec::topic::{split_shared, validate_filter};
+use tachyon_codec::topic::split_shared;
 use tachyon_codec::{
     Packet, Properties, ProtocolVersion, ReasonCode, SubAck, Subscribe, SubscriptionOptions,
     UnsubAck, Unsubscribe, Utf8Str,
@@ -52,8 +52,11 @@ impl Engine {
         for (filter, opts) in &sub.filters {
             let filter = &filter.detached();
             let levels = filter.as_bytes().iter().filter(|&&b| b == b'/').count() + 1;
-            if !validate_filter(filter.as_bytes()) || levels > self.cfg.topic_levels_max {
-                // v5 3.9.3: Topic Filter invalid; v3.1.1 3.9.3: 0x80 Failure.
+            // The decoder refused filters that are not correctly formed (a malformed packet);
+            // what is left to refuse here is policy.
+            if levels > self.cfg.topic_levels_max {
+                // policy: limits.max_topic_levels. v5 3.9.3: 0x8F Topic Filter invalid
+                // ("correctly formed but not allowed"); v3.1.1 3.9.3: 0x80 Failure.
                 reasons.push(if v5 {
                     ReasonCode::TOPIC_FILTER_INVALID
                 } else {

@@ -39,6 +39,18 @@ pub enum Violation {
     NoLocalOnSharedSubscription,
     /// More packets sent ahead of CONNACK than the broker buffers.
     TooManyPacketsBeforeConnack { max: usize },
+    /// An acknowledgement naming a Packet Identifier that is in flight in another kind or
+    /// stage of flow (a PUBREC or PUBCOMP for a QoS 1 PUBLISH, a PUBACK for a QoS 2 one, a
+    /// PUBCOMP before PUBREC): inconsistent with the state, a Protocol Error (v5 1.2,
+    /// [MQTT-4.13.1-1]; v3.1.1 [MQTT-4.8.0-1]).
+    AckOfOtherFlow {
+        packet: &'static str,
+        id: u16,
+        awaiting: &'static str,
+    },
+    /// A new PUBLISH (QoS 1), SUBSCRIBE or UNSUBSCRIBE with a Packet Identifier the client's
+    /// QoS 2 PUBLISH still holds (no PUBREL yet): v5 [MQTT-2.2.1-3]; v3.1.1 [MQTT-2.3.1-2].
+    PacketIdInUse { packet: &'static str, id: u16 },
 }
 
 impl Violation {
@@ -60,6 +72,9 @@ impl Violation {
             Violation::ConnectTimeout => ReasonCode::MAXIMUM_CONNECT_TIME,
             Violation::NoLocalOnSharedSubscription => ReasonCode::PROTOCOL_ERROR,
             Violation::TooManyPacketsBeforeConnack { .. } => ReasonCode::QUOTA_EXCEEDED,
+            Violation::AckOfOtherFlow { .. } | Violation::PacketIdInUse { .. } => {
+                ReasonCode::PROTOCOL_ERROR
+            }
         }
     }
 
@@ -81,6 +96,8 @@ impl Violation {
             Violation::ConnectTimeout => "connect_timeout",
             Violation::NoLocalOnSharedSubscription => "no_local_on_shared_subscription",
             Violation::TooManyPacketsBeforeConnack { .. } => "too_many_packets_before_connack",
+            Violation::AckOfOtherFlow { .. } => "ack_of_other_flow",
+            Violation::PacketIdInUse { .. } => "packet_id_in_use",
         }
     }
 }
@@ -126,6 +143,15 @@ impl std::fmt::Display for Violation {
             Violation::TooManyPacketsBeforeConnack { max } => {
                 write!(f, "more than {max} packets sent before CONNACK")
             }
+            Violation::AckOfOtherFlow {
+                packet,
+                id,
+                awaiting,
+            } => write!(f, "{packet} for packet id {id}, whose flow awaits {awaiting}"),
+            Violation::PacketIdInUse { packet, id } => write!(
+                f,
+                "{packet} with packet id {id}, which the client's QoS 2 PUBLISH still holds (no PUBREL yet)"
+            ),
         }
     }
 }
@@ -209,6 +235,23 @@ mod tests {
                 Violation::TooManyPacketsBeforeConnack { max: 9 },
                 "more than 9 packets sent before CONNACK",
                 0x97,
+            ),
+            (
+                Violation::AckOfOtherFlow {
+                    packet: "PUBCOMP",
+                    id: 7,
+                    awaiting: "PUBACK",
+                },
+                "PUBCOMP for packet id 7, whose flow awaits PUBACK",
+                0x82,
+            ),
+            (
+                Violation::PacketIdInUse {
+                    packet: "SUBSCRIBE",
+                    id: 3,
+                },
+                "SUBSCRIBE with packet id 3, which the client's QoS 2 PUBLISH still holds (no PUBREL yet)",
+                0x82,
             ),
         ];
         for (v, text, code) in cases {

@@ -383,9 +383,13 @@ fn retained_puback_waits_for_every_replica() {
         "PUBACK held until shard 2 has the retained message"
     );
     c.pump();
+    // Nobody subscribes: 0x10 No matching subscribers (stored all the same).
     assert_eq!(
         c.recv(p),
-        vec![Packet::PubAck(PubResp::new(pid(1), ReasonCode::SUCCESS))]
+        vec![Packet::PubAck(PubResp::new(
+            pid(1),
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        ))]
     );
     for shard in 0..3 {
         assert_eq!(c.engines[shard].retained_count(), 1);
@@ -399,9 +403,13 @@ fn retained_qos2_duplicate_does_not_stall_connection() {
     let mut c = Cluster::new(2);
     let p = c.connect(0, V5, "p", true);
     c.publish(p, "r/q2", b"v", QoS::ExactlyOnce, true, 7);
+    // Nobody subscribes: 0x10 No matching subscribers.
     assert_eq!(
         c.recv(p),
-        vec![Packet::PubRec(PubResp::new(pid(7), ReasonCode::SUCCESS))]
+        vec![Packet::PubRec(PubResp::new(
+            pid(7),
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        ))]
     );
     let mut again = publish("r/q2", b"v", QoS::ExactlyOnce, true, 7);
     again.dup = true;

@@ -338,7 +338,11 @@ fn a_failed_log_on_another_shard_refuses_too() {
     c.engines[1].set_log_failed(false);
     c.pump();
     c.publish(p, "t/1", b"q1", QoS::ExactlyOnce, false, 2);
-    assert_eq!(acks(&c.recv(p)), vec![(2, ReasonCode::SUCCESS)]);
+    // Accepted again (nobody subscribes: 0x10 No matching subscribers).
+    assert_eq!(
+        acks(&c.recv(p)),
+        vec![(2, ReasonCode::NO_MATCHING_SUBSCRIBERS)]
+    );
 }
 
 /// A delayed Will of an offline session survives a crash and is published when due.

@@ -93,6 +93,10 @@ counters! {
     SessionsExpired = "sessions_expired_total", Counter, "Sessions ended by their expiry interval";
     Takeovers = "session_takeovers_total", Counter, "Sessions taken over by a new connection";
     Violations = "protocol_violations_total", Counter, "Connections closed for breaking the protocol";
+    UnknownIdPubAck = "unknown_packet_id_acks_total" ("packet" = "puback"), Counter, "Acknowledgements naming a packet identifier no flow uses (a confused client), by packet";
+    UnknownIdPubRec = "unknown_packet_id_acks_total" ("packet" = "pubrec"), Counter, "Acknowledgements naming a packet identifier no flow uses (a confused client), by packet";
+    UnknownIdPubRel = "unknown_packet_id_acks_total" ("packet" = "pubrel"), Counter, "Acknowledgements naming a packet identifier no flow uses (a confused client), by packet";
+    UnknownIdPubComp = "unknown_packet_id_acks_total" ("packet" = "pubcomp"), Counter, "Acknowledgements naming a packet identifier no flow uses (a confused client), by packet";
     LogFailures = "wal_failures_total", Counter, "Times the WAL could not be written (disk full, I/O error)";
     WalCommits = "wal_commits_total", Counter, "WAL group commits";
     WalBytes = "wal_bytes_total", Counter, "Bytes appended to the WAL";
