@@ -552,3 +552,95 @@ def test_segments_are_reclaimed_under_steady_load(tmp_path):
     finally:
         if cluster.broker.running():
             cluster.broker.stop()
+
+
+def test_recovering_dataplane_completes_no_handshake(tmp_path):
+    """Issue 13 §6: a restarting dataplane binds its listeners at once (a port in use fails
+    fast) but listens only once the WAL is recovered: until then a TCP connect is refused,
+    not accepted to wait in silence. Checked as an order of events, not a duration: the
+    first connection the kernel accepts comes after the dataplane logged "recovered durable
+    state", and gets its CONNACK at once."""
+    import datetime
+    import signal
+    import socket
+    import subprocess
+
+    from conftest import TACHYON_BIN
+
+    n = 120_000
+    cfg = tmp_path / "recover.toml"
+    text = (HERE / "broker.toml").read_text().replace(
+        "max_queued_messages = 1000", f"max_queued_messages = {n + 10}\nmax_queued_bytes = 1073741824"
+    )
+    cfg.write_text(text.replace("segment_mb = 1 ", "segment_mb = 16 "))
+    cluster = Cluster(tmp_path, cfg)
+    cluster.start()
+    port = cluster.current_port()
+    sink = M.RawClient(port, M.V311)
+    sink.connect("sink", clean=False)
+    assert sink.subscribe("fill/t", 1) == [1]
+    sink.close()
+    p = M.RawClient(port, M.V311, timeout=60)
+    p.connect("filler")
+    burst = b"".join(
+        M.publish("fill/t", b"%08d" % i, qos=1, pid=i % 65535 + 1, version=M.V311) for i in range(n)
+    )
+    p.send(burst)
+    for _ in range(n):
+        p.expect(M.PUBACK)
+    p.close()
+    cluster.kill()
+    # The dataplane follows the control plane (PR_SET_PDEATHSIG): wait for its listeners to
+    # be gone, so that the probe below can only meet the new one.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            time.sleep(0.01)
+        except OSError:
+            break
+
+    log_path = tmp_path / "restart.log"
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen(
+            [TACHYON_BIN, "serve", "--config", str(cfg), "-p", str(port)],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        first_accept = None
+        refused = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=1)
+            except (ConnectionRefusedError, socket.timeout):
+                refused += 1
+                time.sleep(0.002)
+                continue
+            first_accept = time.time()
+            s.close()
+            break
+        assert first_accept is not None, "the restarted broker never listened"
+        c = M.RawClient(port, M.V311, timeout=5)
+        c.connect("probe-after-recovery")
+        c.close()
+        log = re.sub(r"\x1b\[[0-9;]*m", "", log_path.read_text(errors="replace"))
+        m = re.search(r"^(\S+Z)\s+INFO.*recovered durable state.*?elapsed_ms=([\d.]+)", log, re.M)
+        assert m, log[-4000:]
+        recovered = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+        print(f"recovery took {m.group(2)} ms; {refused} connects refused meanwhile")
+        assert first_accept >= recovered, (
+            f"a TCP connection was accepted {recovered - first_accept:.3f} s before recovery ended"
+        )
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)

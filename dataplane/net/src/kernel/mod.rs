@@ -58,7 +58,9 @@ pub struct KernelConfig {
     pub shutdown_drain_ms: u64,
 }
 
-fn listener(addr: SocketAddr, backlog: i32) -> Result<OwnedFd, NetError> {
+/// A socket bound to `addr` but not listening: a port in use fails here, at once, while the
+/// kernel completes no handshake on it yet (a SYN gets a reset) until [`start_listening`].
+fn bind_listener(addr: SocketAddr) -> Result<OwnedFd, NetError> {
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -83,13 +85,23 @@ fn listener(addr: SocketAddr, backlog: i32) -> Result<OwnedFd, NetError> {
         }
     };
     res.map_err(|source| NetError::Bind { addr, source })?;
-    let backlog = Backlog::new(backlog).unwrap_or(Backlog::MAXCONN);
-    listen(&fd, backlog).map_err(setup("listen()"))?;
     Ok(fd)
 }
 
+/// Lets the kernel complete handshakes on a bound socket (once the shards can serve them).
+fn start_listening(fd: &OwnedFd, backlog: i32) -> Result<(), NetError> {
+    let backlog = Backlog::new(backlog).unwrap_or(Backlog::MAXCONN);
+    listen(fd, backlog).map_err(|source| NetError::Setup {
+        what: "listen()",
+        source,
+    })
+}
+
 /// Runs the broker on kernel sockets until `shutdown` is triggered. Binds every listener
-/// once per shard before any thread starts, so address errors are reported synchronously.
+/// once per shard before anything else, so that a port in use fails at once; recovers the
+/// durable state; only then listens, so that no client completes a TCP handshake that
+/// would wait in silence for the recovery (a load balancer's TCP check sees the port closed
+/// until the broker can answer).
 ///
 /// # Errors
 /// [`NetError`] when a listener cannot be bound or a shard thread cannot start.
@@ -105,7 +117,7 @@ pub fn run(
     for _ in 0..n {
         let mut ls = Vec::new();
         for &addr in &cfg.listeners {
-            ls.push((addr, listener(addr, cfg.listen_backlog)?));
+            ls.push((addr, bind_listener(addr)?));
         }
         per_shard_listeners.push(ls);
     }
@@ -125,6 +137,11 @@ pub fn run(
     } = crate::durable::prepare(n, &engine_cfg, durability, epoch)?;
     let mesh = Mesh::new(wakers, cfg.ring_capacity);
     shutdown.attach(&mesh);
+    for ls in &per_shard_listeners {
+        for (_, fd) in ls {
+            start_listening(fd, cfg.listen_backlog)?;
+        }
+    }
     for addr in &cfg.listeners {
         tracing::info!(listener = %addr, shards = n, "listening (SO_REUSEPORT, one listener per shard)");
     }
@@ -164,4 +181,31 @@ pub fn run(
     }
     hooks.ready(&mesh);
     join_shards(handles, &shutdown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bound listener completes no handshake (the port answers with a reset, as a closed
+    /// one does) until `start_listening`: a recovering dataplane is not mistaken for a
+    /// serving one.
+    #[test]
+    fn bound_listener_refuses_until_listening() {
+        let fd = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = nix::sys::socket::getsockname::<SockaddrIn>(fd.as_raw_fd()).unwrap();
+        let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()));
+        let refused = std::net::TcpStream::connect(addr).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        start_listening(&fd, 16).unwrap();
+        std::net::TcpStream::connect(addr).expect("accepted once listening");
+    }
+
+    /// A port in use fails at bind time, before recovery would start.
+    #[test]
+    fn port_in_use_fails_at_bind() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = bind_listener(taken.local_addr().unwrap()).unwrap_err();
+        assert!(matches!(err, NetError::Bind { .. }), "{err}");
+    }
 }
