@@ -70,16 +70,27 @@ impl Api {
         let m = req.method.as_str();
         match (m, path) {
             ("GET", "/health") => {
+                // The control plane answers; `status` says whether every shard of the
+                // dataplane makes progress, and `stalled` names those that do not.
+                let stalled = self.sup.stalled();
+                let shards: Vec<Value> = stalled.iter().map(|(s, h)| h.json(*s)).collect();
                 return Response::json(
                     200,
-                    &json!({ "status": "ok", "dataplane_ready": self.sup.is_ready() }),
-                )
+                    &json!({
+                        "status": if stalled.is_empty() { "ok" } else { "degraded" },
+                        "dataplane_ready": self.sup.is_ready(),
+                        "stalled": shards,
+                        "dataplane_hangs": self.sup.hangs(),
+                    }),
+                );
             }
             ("GET", "/ready") => {
                 return if self.sup.is_ready() {
                     Response::json(200, &json!({ "ready": true }))
                 } else {
-                    Response::json(503, &json!({ "ready": false }))
+                    let stalled: Vec<Value> =
+                        self.sup.stalled().iter().map(|(s, h)| h.json(*s)).collect();
+                    Response::json(503, &json!({ "ready": false, "stalled": stalled }))
                 }
             }
             ("GET", "/metrics") => {
@@ -96,6 +107,7 @@ impl Api {
                         uptime_secs: self.sup.started.elapsed().as_secs(),
                         dataplane_ready: self.sup.is_ready(),
                         restarts: self.sup.restarts(),
+                        hangs: self.sup.hangs(),
                     },
                 );
                 return Response::text(200, "text/plain; version=0.0.4; charset=utf-8", text);

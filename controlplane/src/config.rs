@@ -293,6 +293,16 @@ pub struct Supervisor {
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
     pub stable_after_secs: u64,
+    /// A shard whose loop has published nothing for this long, and is not inside a WAL
+    /// commit or a snapshot, is hung (0 turns the check off). 10 s: fifteen times the
+    /// longest loop pass measured (a `#` SUBSCRIBE over a million retained messages, 0.63 s),
+    /// beyond any scheduling hiccup, and well inside the 1.5 x keep-alive (typically 30-90 s)
+    /// after which clients give up on their own.
+    pub hang_timeout_ms: u64,
+    /// What a hung shard gets: "restart" (kill the dataplane; it restarts with its WAL, as
+    /// after a crash) or "report" (`/ready` false, `/health` names it, an error line; an
+    /// operator or an orchestrator decides).
+    pub hang_action: String,
 }
 
 impl Default for Supervisor {
@@ -301,6 +311,8 @@ impl Default for Supervisor {
             backoff_min_ms: 100,
             backoff_max_ms: 10_000,
             stable_after_secs: 30,
+            hang_timeout_ms: 10_000,
+            hang_action: "restart".into(),
         }
     }
 }
@@ -618,6 +630,20 @@ impl Config {
                 "use at least 1, and at most supervisor.backoff_max_ms",
             ));
         }
+        if sv.hang_timeout_ms != 0 && sv.hang_timeout_ms < 2_000 {
+            return Err(invalid(
+                "supervisor.hang_timeout_ms",
+                sv.hang_timeout_ms,
+                "use 0 (off) or at least 2000: an idle shard publishes only every 1.25 s",
+            ));
+        }
+        if sv.hang_action != "restart" && sv.hang_action != "report" {
+            return Err(invalid(
+                "supervisor.hang_action",
+                format!("{:?}", sv.hang_action),
+                "use \"restart\" or \"report\"",
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",
@@ -787,8 +813,8 @@ pub struct Changes {
 
 impl Config {
     /// Compares `self` (running) with `next`. Limits, session expiry ceilings,
-    /// `auth.allow_anonymous`, `log.level`, `sys` and the admin token apply live; listeners,
-    /// shards, network, durability, drivers, `log.format`, `admin.bind` and the supervisor
+    /// `auth.allow_anonymous`, `log.level`, `sys`, the supervisor and the admin token apply
+    /// live; listeners, shards, network, durability, drivers, `log.format` and `admin.bind`
     /// need a restart.
     pub fn changes(&self, next: &Config) -> Changes {
         let mut c = Changes::default();
@@ -827,7 +853,8 @@ impl Config {
             "admin.bind",
             false,
         );
-        note(self.supervisor != next.supervisor, "supervisor", false);
+        // Read at each use (a restart's backoff, each hang check).
+        note(self.supervisor != next.supervisor, "supervisor", true);
         c
     }
 

@@ -13,7 +13,8 @@
 //!
 //! - [`config`]: one TOML file, parsed strictly (unknown keys are errors), validated with
 //!   messages that name the key, the value and the fix; what a reload changes.
-//! - [`supervisor`]: spawn, handshake, restart with backoff, requests, reload, totals.
+//! - [`supervisor`]: spawn, handshake, restart with backoff, requests, reload, totals, and
+//!   the hang check ([`liveness`]: every shard's progress, read from the stats region).
 //! - [`channel`]: the control channel's frames and messages (versioned).
 //! - [`agent`]: the dataplane's end of the channel; asks the shards, merges their answers.
 //! - [`http`], [`api`]: the admin API (bearer token) and `/metrics` ([`metrics`]).
@@ -24,6 +25,7 @@ pub mod api;
 pub mod channel;
 pub mod config;
 pub mod http;
+pub mod liveness;
 pub mod metrics;
 pub mod supervisor;
 pub mod sys;

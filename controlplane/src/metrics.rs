@@ -17,6 +17,8 @@ pub struct Process {
     pub uptime_secs: u64,
     pub dataplane_ready: bool,
     pub restarts: u64,
+    /// Dataplanes the hang check killed (`supervisor.hang_timeout_ms`).
+    pub hangs: u64,
 }
 
 pub fn render(t: &Totals, p: &Process) -> String {
@@ -50,6 +52,13 @@ pub fn render(t: &Totals, p: &Process) -> String {
         "Times the control plane restarted a dataplane that died",
     );
     let _ = writeln!(out, "tachyon_dataplane_restarts_total {}", p.restarts);
+    family(
+        &mut out,
+        "dataplane_hangs_total",
+        "counter",
+        "Times a dataplane shard made no progress for supervisor.hang_timeout_ms and the dataplane was killed",
+    );
+    let _ = writeln!(out, "tachyon_dataplane_hangs_total {}", p.hangs);
     family(
         &mut out,
         "uptime_seconds",
@@ -141,6 +150,7 @@ mod tests {
                 heartbeat_unix_ms: 1,
                 counters,
                 hists: vec![],
+                ..ShardSnapshot::default()
             }],
         };
         let text = render(
@@ -151,6 +161,7 @@ mod tests {
                 uptime_secs: 5,
                 dataplane_ready: true,
                 restarts: 2,
+                hangs: 1,
             },
         );
         assert!(

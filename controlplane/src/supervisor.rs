@@ -28,6 +28,7 @@ use tachyon_stats::{Counter, Histogram, Kind, Region, ShardSnapshot, COUNTERS, H
 
 use crate::channel::{self, ChannelError, FromDataplane, Op, ToDataplane};
 use crate::config::{Changes, Config};
+use crate::liveness::{judge, ShardHealth};
 
 /// How long a request waits for the dataplane's reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,6 +156,15 @@ pub struct Supervisor {
     pub gave_up: Mutex<Option<i32>>,
     /// Called when the supervisor ends on its own (the signal loop then exits).
     on_end: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// When the running dataplane reported ready (`tachyon_stats::monotonic_ms`).
+    ready_mono_ms: AtomicU64,
+    /// Shards of the running dataplane that are not live (see `liveness`), by the last hang
+    /// check; while any is, the broker is not ready.
+    stalled: Mutex<Vec<(usize, ShardHealth)>>,
+    stalled_any: AtomicBool,
+    /// The hang check killed the running dataplane (once per incarnation).
+    hang_killed: AtomicBool,
+    hangs: AtomicU64,
 }
 
 impl Supervisor {
@@ -185,6 +195,11 @@ impl Supervisor {
             child_affinity,
             gave_up: Mutex::new(None),
             on_end: Mutex::new(None),
+            ready_mono_ms: AtomicU64::new(0),
+            stalled: Mutex::new(Vec::new()),
+            stalled_any: AtomicBool::new(false),
+            hang_killed: AtomicBool::new(false),
+            hangs: AtomicU64::new(0),
         })
     }
 
@@ -201,8 +216,22 @@ impl Supervisor {
         f(&self.running.read().unwrap_or_else(|e| e.into_inner()).cfg)
     }
 
+    /// The dataplane reported ready and every shard is making progress.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.stalled_any.load(Ordering::Acquire)
+    }
+
+    /// Shards the last hang check found not live (busy past the timeout, or hung).
+    pub fn stalled(&self) -> Vec<(usize, ShardHealth)> {
+        self.stalled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Dataplanes killed by the hang check.
+    pub fn hangs(&self) -> u64 {
+        self.hangs.load(Ordering::Relaxed)
     }
 
     /// Pid of the running dataplane (0: none).
@@ -231,6 +260,92 @@ impl Supervisor {
             .name("tachyon-supervisor".into())
             .spawn(move || me.supervise())
             .expect("spawning the supervisor thread at start-up");
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("tachyon-watchdog".into())
+            .spawn(move || me.watch_shards())
+            .expect("spawning the watchdog thread at start-up");
+    }
+
+    /// The hang check: judges every shard of the ready dataplane a few times per
+    /// `supervisor.hang_timeout_ms` (see `liveness`).
+    fn watch_shards(self: Arc<Supervisor>) {
+        let mut busy_logged: HashMap<usize, Instant> = HashMap::new();
+        while !self.is_stopping() {
+            let (timeout_ms, action) = self.with_config(|c| {
+                (
+                    c.supervisor.hang_timeout_ms,
+                    c.supervisor.hang_action.clone(),
+                )
+            });
+            let tick = Duration::from_millis((timeout_ms / 8).clamp(50, 1_000));
+            let stalled = if timeout_ms == 0 || !self.ready.load(Ordering::Acquire) {
+                Vec::new()
+            } else {
+                self.judge_shards(timeout_ms)
+            };
+            for &(shard, h) in &stalled {
+                match h {
+                    ShardHealth::Hung { silent_ms } => {
+                        if self.hang_killed.load(Ordering::Acquire) {
+                            continue;
+                        }
+                        let pid = self.dataplane_pid();
+                        if action == "restart" {
+                            tracing::error!(shard, silent_ms, pid, timeout_ms,
+                                "dataplane shard {shard} has made no progress for {silent_ms} ms and is in no WAL commit or snapshot: hung; killing the dataplane, which restarts with its state from the WAL (supervisor.hang_action = \"restart\")");
+                            self.hang_killed.store(true, Ordering::Release);
+                            self.hangs.fetch_add(1, Ordering::Relaxed);
+                            if pid != 0 {
+                                let _ = nix::sys::signal::kill(
+                                    nix::unistd::Pid::from_raw(pid as i32),
+                                    nix::sys::signal::Signal::SIGKILL,
+                                );
+                            }
+                        } else if busy_logged
+                            .get(&shard)
+                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                        {
+                            tracing::error!(shard, silent_ms, pid, timeout_ms,
+                                "dataplane shard {shard} has made no progress for {silent_ms} ms: hung; /ready is false (supervisor.hang_action = \"report\": restart it yourself, e.g. kill {pid})");
+                            busy_logged.insert(shard, Instant::now());
+                        }
+                    }
+                    ShardHealth::Busy { what, for_ms } => {
+                        if busy_logged
+                            .get(&shard)
+                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                        {
+                            tracing::warn!(shard, busy = what.name(), busy_ms = for_ms, timeout_ms,
+                                "dataplane shard {shard} has been in a {} for {for_ms} ms (a slow disk or a large state): not restarted; /ready is false until it finishes", what.name());
+                            busy_logged.insert(shard, Instant::now());
+                        }
+                    }
+                    ShardHealth::Live => {}
+                }
+            }
+            if stalled.is_empty() {
+                busy_logged.clear();
+            }
+            self.stalled_any
+                .store(!stalled.is_empty(), Ordering::Release);
+            *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) = stalled;
+            std::thread::sleep(tick);
+        }
+    }
+
+    /// The shards that are not live now.
+    fn judge_shards(&self, timeout_ms: u64) -> Vec<(usize, ShardHealth)> {
+        let slot = self.region.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(region) = slot.as_ref() else {
+            return Vec::new();
+        };
+        let now = tachyon_stats::monotonic_ms();
+        let ready = self.ready_mono_ms.load(Ordering::Acquire);
+        (0..region.shard_count())
+            .map(|s| (s, judge(&region.read(s), now, ready, timeout_ms)))
+            .filter(|(_, h)| *h != ShardHealth::Live)
+            .collect()
     }
 
     fn notify(&self) {
@@ -449,6 +564,10 @@ impl Supervisor {
                         Err(e) => tracing::warn!(error = %e, "statistics unavailable"),
                     }
                     self.shards.store(shards, Ordering::Release);
+                    self.ready_mono_ms
+                        .store(tachyon_stats::monotonic_ms(), Ordering::Release);
+                    self.hang_killed.store(false, Ordering::Release);
+                    self.stalled_any.store(false, Ordering::Release);
                     self.ready.store(true, Ordering::Release);
                     self.ever_ready.store(true, Ordering::Release);
                     self.readies.fetch_add(1, Ordering::AcqRel);
@@ -499,6 +618,23 @@ impl Supervisor {
     /// [`RequestError::Unavailable`] when no dataplane is ready, [`RequestError::Failed`]
     /// with the dataplane's reason.
     pub fn request(&self, op: Op) -> Result<Value, RequestError> {
+        if let Some(&(shard, h)) = self.stalled().first() {
+            let what = match h {
+                ShardHealth::Hung { silent_ms } => {
+                    format!("shard {shard} has made no progress for {silent_ms} ms (hung)")
+                }
+                ShardHealth::Busy { what, for_ms } => {
+                    format!(
+                        "shard {shard} has been in a {} for {for_ms} ms",
+                        what.name()
+                    )
+                }
+                ShardHealth::Live => format!("shard {shard} is live"),
+            };
+            return Err(RequestError::Unavailable(format!(
+                "the dataplane cannot answer: {what}; see /health and the log"
+            )));
+        }
         if !self.is_ready() {
             return Err(RequestError::Unavailable(
                 "the dataplane is not ready (starting, recovering or restarting); try again shortly"

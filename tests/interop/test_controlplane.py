@@ -476,3 +476,90 @@ def test_json_logs_name_client_and_peer(tmp_path):
     assert conn, lines
     assert all("peer" in l["fields"] for l in conn), conn
     assert {l["fields"]["message"] for l in conn} >= {"client connected", "client disconnected"}
+
+
+HANG = "\n[supervisor]\nhang_timeout_ms = 2000\n"
+
+
+def _wait_not_ready(admin: Admin, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = admin.call("GET", "/ready", token=None)
+        if status == 503:
+            return body
+        time.sleep(0.02)
+    raise AssertionError(f"/ready stayed 200 for {timeout}s")
+
+
+def test_stopped_dataplane_is_found_hung_and_restarted(tmp_path):
+    """Issue 13 §5: a dataplane that stops making progress (kill -STOP) is found hung after
+    supervisor.hang_timeout_ms (2 s here): /ready turns false, an error line names the
+    shard, the dataplane is killed and restarted with its WAL (a queued message of a
+    persistent session is still there). Detection and restart times are printed."""
+    cfg, port = write_config(tmp_path, HANG)
+    b = start_broker(tmp_path, config=cfg)
+    admin = Admin(port)
+    try:
+        old = admin.wait_ready()["dataplane_pid"]
+        sub = persistent_subscriber(b.port, "hang-keeper", "hang/#")
+        sub.send(M.disconnect())
+        sub.close()
+        pub = M.RawClient(b.port, M.V5)
+        pub.connect("hang-pub")
+        pub.publish("hang/x", b"kept across the hang", qos=1)
+        pub.close()
+
+        t0 = time.monotonic()
+        os.kill(old, signal.SIGSTOP)
+        _wait_not_ready(admin)
+        detected = time.monotonic() - t0
+        info = admin.wait_ready(pid_not=old, timeout=30)
+        restarted = time.monotonic() - t0
+        print(f"hang detected after {detected:.2f} s, serving again after {restarted:.2f} s")
+        assert not pid_alive(old)
+        log = b.log()
+        assert "has made no progress for" in log and "hung; killing the dataplane" in log, log[-3000:]
+        assert admin.metrics()["tachyon_dataplane_hangs_total"] == 1
+        assert info["dataplane_restarts"] == 1, info
+
+        c = M.RawClient(b.port, M.V5)
+        ack = c.connect("hang-keeper", clean=False, props=[(M.SESSION_EXPIRY_INTERVAL, 3600)])
+        assert ack.session_present
+        p = c.recv_publish()
+        assert p.payload == b"kept across the hang"
+        c.close()
+    finally:
+        assert b.stop() == 0, b.log()
+
+
+def test_hang_action_report_marks_not_ready_and_names_the_shard(tmp_path):
+    """With supervisor.hang_action = "report" a hung dataplane is not killed: /ready is 503,
+    /health says "degraded" and names each silent shard, admin requests fail at once with
+    the reason instead of waiting; once the dataplane runs again (SIGCONT) it is ready."""
+    cfg, port = write_config(tmp_path, HANG + 'hang_action = "report"\n')
+    b = start_broker(tmp_path, config=cfg)
+    admin = Admin(port)
+    try:
+        dp = admin.wait_ready()["dataplane_pid"]
+        os.kill(dp, signal.SIGSTOP)
+        try:
+            body = _wait_not_ready(admin)
+            assert body["stalled"] and all(s["state"] == "hung" for s in body["stalled"]), body
+            status, health = admin.call("GET", "/health", token=None)
+            assert status == 200 and health["status"] == "degraded", health
+            assert {s["shard"] for s in health["stalled"]} <= {0, 1} and health["stalled"], health
+            t = time.monotonic()
+            status, err = admin.call("GET", "/api/v1/clients")
+            assert status == 503 and "no progress" in json.dumps(err), (status, err)
+            assert time.monotonic() - t < 2, "answered at once, not after the request timeout"
+            time.sleep(2.5)
+            assert pid_alive(dp), "not killed under hang_action = report"
+            assert "hang_action = \"report\"" in b.log()
+        finally:
+            os.kill(dp, signal.SIGCONT)
+        info = admin.wait_ready(timeout=15)
+        assert info["dataplane_pid"] == dp and info["dataplane_restarts"] == 0, info
+        status, health = admin.call("GET", "/health", token=None)
+        assert health["status"] == "ok" and health["stalled"] == [], health
+    finally:
+        assert b.stop() == 0, b.log()

@@ -288,6 +288,8 @@ pub struct ShardLog {
     pub commit_max_ns: u64,
     pub snapshots: u64,
     pub snapshot_max_us: u64,
+    /// Tells the control plane's hang check when a commit or a snapshot holds the loop.
+    busy: Option<tachyon_stats::BusyMarker>,
     /// Commit durations, for `/metrics`.
     pub commit_latency: tachyon_stats::Histogram,
     /// Bytes appended (records with their framing).
@@ -328,6 +330,7 @@ impl ShardLog {
             commit_max_ns: 0,
             snapshots: 0,
             snapshot_max_us: 0,
+            busy: None,
             commit_latency: Default::default(),
             bytes_appended: 0,
         }
@@ -373,6 +376,24 @@ impl ShardLog {
         }
         if self.bytes_since_snapshot >= self.next_snapshot_at && !self.failed {
             self.snapshot(engine);
+        }
+    }
+
+    /// Marks WAL commits and snapshots in the stats region while they run (a slow disk or a
+    /// large snapshot is told apart from a hung shard; see `supervisor.hang_timeout_ms`).
+    pub fn watch(&mut self, busy: Option<tachyon_stats::BusyMarker>) {
+        self.busy = busy;
+    }
+
+    fn busy(&self, what: tachyon_stats::Busy) {
+        if let Some(b) = &self.busy {
+            b.begin(what);
+        }
+    }
+
+    fn done(&self) {
+        if let Some(b) = &self.busy {
+            b.end();
         }
     }
 
@@ -451,7 +472,10 @@ impl ShardLog {
             return;
         }
         let t = Instant::now();
-        match self.wal.commit() {
+        self.busy(tachyon_stats::Busy::WalCommit);
+        let res = self.wal.commit();
+        self.done();
+        match res {
             Ok(_) => {
                 let ns = t.elapsed().as_nanos() as u64;
                 self.commits += 1;
@@ -481,6 +505,7 @@ impl ShardLog {
     /// The engine writes its state as records; the next steps append and commit them.
     fn snapshot(&mut self, engine: &mut Engine) {
         let t = Instant::now();
+        self.busy(tachyon_stats::Busy::Snapshot);
         engine.snapshot();
         let us = t.elapsed().as_micros() as u64;
         self.snapshots += 1;
@@ -493,6 +518,7 @@ impl ShardLog {
             "snapshot written into the WAL"
         );
         self.append(engine);
+        self.done();
         // The snapshot's own bytes do not count towards the next one.
         self.next_snapshot_at = self
             .snapshot_after_bytes

@@ -35,6 +35,15 @@ impl ControlHooks {
         }
     }
 
+    /// The marker with which shard `shard`'s long operations (WAL commits, snapshots) tell
+    /// the control plane's hang check that the shard is slow, not hung.
+    pub(crate) fn busy_marker(&self, shard: usize) -> Option<tachyon_stats::BusyMarker> {
+        self.stats
+            .as_ref()
+            .filter(|r| shard < r.shard_count())
+            .map(|r| r.slot(shard).busy_marker())
+    }
+
     /// The observer of shard `shard`.
     pub(crate) fn observer(&self, shard: usize) -> Observer {
         let slot = self
@@ -132,6 +141,6 @@ impl Observer {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        slot.heartbeat(unix_ms);
+        slot.heartbeat(unix_ms, tachyon_stats::monotonic_ms());
     }
 }

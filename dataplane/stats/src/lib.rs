@@ -8,7 +8,7 @@
 //!
 //! ```text
 //!   [ header: magic, version, shard count, layout, pid, start time ]   512 bytes
-//!   [ shard 0: heartbeat | counters (COUNTERS) | histograms (HISTOGRAMS) ]
+//!   [ shard 0: heartbeat, progress, busy | counters (COUNTERS) | histograms (HISTOGRAMS) ]
 //!   [ shard 1: ... ]
 //! ```
 //!
@@ -19,7 +19,7 @@ pub mod histogram;
 mod region;
 
 pub use histogram::Histogram;
-pub use region::{Region, RegionError, ShardSlot, ShardSnapshot};
+pub use region::{monotonic_ms, Busy, BusyMarker, Region, RegionError, ShardSlot, ShardSnapshot};
 
 /// Whether a counter only grows (Prometheus `counter`) or goes up and down (`gauge`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

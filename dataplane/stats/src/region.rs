@@ -12,12 +12,53 @@ use crate::{Counter, Hist, COUNTERS, HISTOGRAMS};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"TCHSTATS");
 /// Bumped whenever the layout changes: a reader refuses a region of another version.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 const HEADER_WORDS: usize = 64;
 /// More shards than any broker runs: a header claiming more is not one of ours.
 const SHARDS_MAX: usize = 1024;
-/// Words before the counters in a block: the heartbeat (Unix ms of the last publication).
-const BLOCK_PREFIX: usize = 1;
+/// Words before the counters in a block: the heartbeat (Unix ms of the last publication), the
+/// same instant on the monotonic clock (what liveness is judged by), and the busy marker.
+const BLOCK_PREFIX: usize = 3;
+const WORD_HEARTBEAT_UNIX: usize = 0;
+const WORD_PROGRESS_MONO: usize = 1;
+const WORD_BUSY: usize = 2;
+/// The busy marker: the operation in its top 16 bits, its start (monotonic ms) below.
+const BUSY_SINCE_MASK: u64 = (1 << 48) - 1;
+
+/// Milliseconds of the host's monotonic clock (`CLOCK_MONOTONIC`): the same in every process
+/// of the host, unmoved by changes of the wall clock.
+pub fn monotonic_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
+
+/// A long operation a shard is in, during which its loop does not publish: the control plane
+/// tells such a shard (slow, but working) from a hung one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Writing its state into the WAL (a snapshot).
+    Snapshot = 1,
+    /// Waiting for the WAL to reach the disk (msync).
+    WalCommit = 2,
+}
+
+impl Busy {
+    fn from_word(w: u64) -> Option<Busy> {
+        match w >> 48 {
+            1 => Some(Busy::Snapshot),
+            2 => Some(Busy::WalCommit),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Busy::Snapshot => "snapshot",
+            Busy::WalCommit => "wal_commit",
+        }
+    }
+}
 
 fn block_words() -> usize {
     (BLOCK_PREFIX + COUNTERS.len() + HISTOGRAMS.len() * WORDS).next_multiple_of(8)
@@ -218,8 +259,11 @@ impl Region {
                 out
             })
             .collect();
+        let busy = b[WORD_BUSY].load(Ordering::Acquire);
         ShardSnapshot {
-            heartbeat_unix_ms: b[0].load(Ordering::Relaxed),
+            heartbeat_unix_ms: b[WORD_HEARTBEAT_UNIX].load(Ordering::Relaxed),
+            progress_mono_ms: b[WORD_PROGRESS_MONO].load(Ordering::Acquire),
+            busy: Busy::from_word(busy).map(|what| (what, busy & BUSY_SINCE_MASK)),
             counters,
             hists,
         }
@@ -251,9 +295,42 @@ impl ShardSlot {
         b[base + BUCKETS + 1].store(v.count, Ordering::Relaxed);
     }
 
-    /// Marks the block as published at `unix_ms` (after its words).
-    pub fn heartbeat(&self, unix_ms: u64) {
-        self.block()[0].store(unix_ms, Ordering::Release);
+    /// Marks the block as published at `unix_ms` and `mono_ms` ([`monotonic_ms`]), after its
+    /// words: the shard's loop made progress.
+    pub fn heartbeat(&self, unix_ms: u64, mono_ms: u64) {
+        let b = self.block();
+        b[WORD_HEARTBEAT_UNIX].store(unix_ms, Ordering::Release);
+        b[WORD_PROGRESS_MONO].store(mono_ms, Ordering::Release);
+    }
+
+    /// The handle with which the shard's long operations mark themselves.
+    pub fn busy_marker(&self) -> BusyMarker {
+        BusyMarker {
+            region: self.region.clone(),
+            shard: self.shard,
+        }
+    }
+}
+
+/// Marks a shard as inside a long operation (two relaxed stores and a clock read; used
+/// around WAL commits and snapshots, never per message).
+#[derive(Clone)]
+pub struct BusyMarker {
+    region: Arc<Region>,
+    shard: usize,
+}
+
+impl BusyMarker {
+    pub fn begin(&self, what: Busy) {
+        let w = ((what as u64) << 48) | (monotonic_ms() & BUSY_SINCE_MASK);
+        self.region.block(self.shard)[WORD_BUSY].store(w, Ordering::Release);
+    }
+
+    /// The operation ended; it counts as progress.
+    pub fn end(&self) {
+        let b = self.region.block(self.shard);
+        b[WORD_BUSY].store(0, Ordering::Release);
+        b[WORD_PROGRESS_MONO].store(monotonic_ms(), Ordering::Release);
     }
 }
 
@@ -261,6 +338,10 @@ impl ShardSlot {
 #[derive(Debug, Clone, Default)]
 pub struct ShardSnapshot {
     pub heartbeat_unix_ms: u64,
+    /// When the shard last made progress ([`monotonic_ms`]); 0 before its first pass.
+    pub progress_mono_ms: u64,
+    /// The long operation the shard is in, and since when ([`monotonic_ms`]).
+    pub busy: Option<(Busy, u64)>,
     /// Indexed by [`Counter`].
     pub counters: Vec<u64>,
     /// Indexed by [`Hist`].
@@ -289,7 +370,9 @@ mod tests {
         let mut h = Histogram::default();
         h.record(42);
         b.set_histogram(Hist::WalCommit, &h);
-        b.heartbeat(99);
+        b.heartbeat(99, 1234);
+        let marker = a.busy_marker();
+        marker.begin(Busy::Snapshot);
         let r = Region::open(&path).unwrap();
         assert_eq!(r.shard_count(), 2);
         assert_eq!(r.pid(), std::process::id());
@@ -298,6 +381,16 @@ mod tests {
         assert_eq!(s1.get(Counter::MsgsInQos1), 5);
         assert_eq!(s1.hists[Hist::WalCommit as usize], h);
         assert_eq!(s1.heartbeat_unix_ms, 99);
+        assert_eq!(s1.progress_mono_ms, 1234);
+        assert_eq!(s1.busy, None);
+        let s0 = r.read(0);
+        assert!(
+            matches!(s0.busy, Some((Busy::Snapshot, since)) if since > 0 && since <= monotonic_ms())
+        );
+        marker.end();
+        let s0 = r.read(0);
+        assert_eq!(s0.busy, None);
+        assert!(s0.progress_mono_ms > 0);
         // A new region replaces the file; the old mapping stays readable.
         let _fresh = Region::create(&path, 1).unwrap();
         assert_eq!(r.read(0).get(Counter::MsgsInQos1), 7);

@@ -147,7 +147,14 @@ pub fn run(
     }
 
     let mut handles = Vec::with_capacity(n);
-    let states = engines.into_iter().zip(logs);
+    let states = engines
+        .into_iter()
+        .zip(logs.into_iter().enumerate().map(|(shard, mut log)| {
+            if let Some(l) = log.as_mut() {
+                l.watch(hooks.busy_marker(shard));
+            }
+            log
+        }));
     for (shard, ((listeners, efd), (engine, log))) in per_shard_listeners
         .into_iter()
         .zip(eventfds)

@@ -158,7 +158,10 @@ pub fn run<D: Frames>(
             epoch,
             observer: hooks.observer(shard),
         };
-        let (engine, log) = states.next().expect("one engine per device");
+        let (engine, mut log) = states.next().expect("one engine per device");
+        if let Some(l) = log.as_mut() {
+            l.watch(hooks.busy_marker(shard));
+        }
         let h = std::thread::Builder::new()
             .name(format!("tachyon-shard-{shard}"))
             .spawn(move || shard::run_shard(ctx, engine, log))
