@@ -80,7 +80,8 @@ def test_packet_id_held_by_qos2_flow_is_protocol_error(broker, raw, witness, ver
     """The client's QoS 2 PUBLISH holds its identifier until PUBREL: a QoS 1 PUBLISH,
     SUBSCRIBE or UNSUBSCRIBE reusing it is a Protocol Error (v5 DISCONNECT 0x82, v3.1.1
     close), and the held message is not routed twice. v5 [MQTT-2.2.1-3]; v3.1.1
-    [MQTT-2.3.1-2]."""
+    [MQTT-2.3.1-2]. Mosquitto 2.0 deviates: it takes the new packet (and drops the held
+    QoS 2 message when a PUBLISH reuses the id)."""
     c, _ = _persistent(raw, version, f"held-{kind}-{version}")
     c.send(m.publish("witness/held", b"held", qos=2, pid=11, version=version))
     assert c.expect(m.PUBREC).pid == 11
@@ -115,7 +116,8 @@ def test_subscribe_malformed_filter(broker, raw, witness, version, name):
     v5 DISCONNECT 0x81, v3.1.1 close; no SUBACK, nothing subscribed.
     v5 [MQTT-4.7.1-1], [MQTT-4.7.1-2], [MQTT-4.7.3-1], [MQTT-4.8.2-1], [MQTT-4.8.2-2],
     [MQTT-1.5.4-2]; v3.1.1 [MQTT-4.7.1-2], [MQTT-4.7.1-3], [MQTT-4.7.3-1], [MQTT-1.5.3-2],
-    [MQTT-4.8.0-1]."""
+    [MQTT-4.8.0-1]. Mosquitto 2.0 deviates for "$share//a" (accepted, an empty share name)
+    and answers 0x82 for "$share/g"."""
     c = raw(version)
     c.connect(f"bad-filter-{name}-{version}")
     c.send(m.subscribe(1, [("witness/ok", 1), (MALFORMED_FILTERS[name], 1)], version=version))
@@ -138,7 +140,8 @@ def test_unsubscribe_malformed_filter(broker, raw, witness, version, name):
     """The same filter rules in UNSUBSCRIBE: not "No subscription existed" (0x11) but a
     Malformed Packet (v5 DISCONNECT 0x81, v3.1.1 close). v5 [MQTT-4.7.1-1],
     [MQTT-4.7.1-2], [MQTT-4.7.3-1], [MQTT-4.8.2-1], [MQTT-4.8.2-2]; v3.1.1 [MQTT-4.7.1-2],
-    [MQTT-4.7.1-3], [MQTT-4.7.3-1], [MQTT-4.8.0-1]."""
+    [MQTT-4.7.1-3], [MQTT-4.7.3-1], [MQTT-4.8.0-1]. Mosquitto 2.0 deviates for the shared
+    filters as in SUBSCRIBE."""
     c = raw(version)
     c.connect(f"bad-unsub-{name}-{version}")
     c.send(m.unsubscribe(1, [MALFORMED_FILTERS[name]], version=version))
@@ -146,6 +149,7 @@ def test_unsubscribe_malformed_filter(broker, raw, witness, version, name):
     witness.check()
 
 
+@pytest.mark.tachyon_only("limits.max_topic_levels")
 @VERSIONS
 def test_filter_refused_by_policy_keeps_connection(broker, raw, witness, version):
     """A correctly formed filter the broker refuses (more than limits.max_topic_levels =
@@ -173,7 +177,10 @@ def test_unknown_ids_answered_and_connection_kept(broker, raw, witness, version)
     rel = c.expect(m.PUBREL)
     comp = c.expect(m.PUBCOMP)
     assert rel.pid == 902 and comp.pid == 903, (rel, comp)
-    want = 0x92 if version == m.V5 else 0
-    assert rel.reason_code == want and comp.reason_code == want, (rel, comp)
+    # 0x92 is Tachyon's choice (docs/spec/choices.md row 4); Mosquitto answers 0x00.
+    want = {0x92} if version == m.V5 and broker.strict else {0x92, 0}
+    if version != m.V5:
+        want = {0}
+    assert rel.reason_code in want and comp.reason_code in want, (rel, comp)
     c.ping()
     witness.check()

@@ -179,7 +179,8 @@ def test_no_matching_subscribers_reason_code(broker, raw):
     assert p.expect(m.PUBACK).reason_code == 0x10
     p.send(m.publish("lonely/r", b"kept", qos=2, pid=2, retain=True))
     rec = p.expect(m.PUBREC)
-    assert rec.pid == 2 and rec.reason_code == 0x10, rec
+    # Mosquitto routes QoS 2 at PUBREL, so its PUBREC cannot know (0x00).
+    assert rec.pid == 2 and rec.reason_code in ((0x10,) if broker.strict else (0x10, 0)), rec
     p.send(m.pubrel(2))
     assert p.expect(m.PUBCOMP).reason_code == 0
     s = raw(m.V5)
