@@ -89,7 +89,9 @@ gen() { taskset -c "$GEN_CORE" timeout 120 "$BENCH" "$@" --port "$PORT" >/dev/nu
 
 RUNS=(
     "tp-q0-fanout8|QoS 0, fan-out 1→8, 64 B|throughput --topology fan-out --subscribers 8 --qos 0 --payload 64"
+    "tp-q0-fanin8|QoS 0, fan-in 8→1, 64 B|throughput --topology fan-in --publishers 8 --qos 0 --payload 64"
     "tp-q1-pairs4|QoS 1, 4 pairs, 64 B|throughput --topology pairs --publishers 4 --qos 1 --payload 64"
+    "tp-q2-pairs4|QoS 2, 4 pairs, 64 B|throughput --topology pairs --publishers 4 --qos 2 --payload 64"
     "lat-q0-10k|QoS 0 at 10k msgs/s|latency --rate 10000 --qos 0 --payload 64"
     "lat-q1-10k|QoS 1 at 10k msgs/s|latency --rate 10000 --qos 1 --payload 64"
 )

@@ -293,9 +293,10 @@ pub struct Supervisor {
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
     pub stable_after_secs: u64,
-    /// A shard whose loop has published nothing for this long, and is not inside a WAL
-    /// commit or a snapshot, is hung (0 turns the check off). 10 s: fifteen times the
-    /// longest loop pass measured (a `#` SUBSCRIBE over a million retained messages, 0.63 s),
+    /// A shard whose loop has published nothing for this long, and is not inside its WAL
+    /// step, a snapshot or its shutdown, is hung (0 turns the check off). 10 s: fifteen times
+    /// the longest loop pass known (a `#` SUBSCRIBE over a million retained messages, 0.63 s
+    /// in issue 20's measurement),
     /// beyond any scheduling hiccup, and well inside the 1.5 x keep-alive (typically 30-90 s)
     /// after which clients give up on their own.
     pub hang_timeout_ms: u64,

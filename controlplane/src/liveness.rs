@@ -1,13 +1,15 @@
 //! Is each shard of the running dataplane alive? Every shard's loop publishes its block of
 //! the stats region at least every 1.25 s (every 250 ms when busy with traffic; an idle loop
 //! sleeps up to a second), stamping it with the host's monotonic clock; long operations
-//! inside a loop pass (a WAL commit, a snapshot) mark themselves while they run. So the
+//! inside a loop pass (the WAL step, a snapshot) and a shard's shutdown mark themselves while
+//! they run. So the
 //! control plane tells three cases apart without costing the loop anything:
 //!
 //! ```text
 //!   published within hang_timeout_ms                      ─▶ Live
-//!   silent longer, inside a WAL commit or a snapshot       ─▶ Busy  (slow disk, large state:
-//!                                                                   reported, never killed)
+//!   silent longer, inside a WAL write or sync, a snapshot  ─▶ Busy  (slow disk, large state,
+//!   or its shutdown                                                  a drain: reported, never
+//!                                                                   killed)
 //!   silent longer, in no such operation                    ─▶ Hung  (SIGSTOP, an endless
 //!                                                                   loop, a deadlock)
 //! ```
@@ -99,14 +101,9 @@ mod tests {
     #[test]
     fn silence_inside_a_commit_or_snapshot_is_busy() {
         assert_eq!(
-            judge(
-                &snap(5_000, Some((Busy::WalCommit, 6_000))),
-                10_000,
-                0,
-                2_000
-            ),
+            judge(&snap(5_000, Some((Busy::Wal, 6_000))), 10_000, 0, 2_000),
             ShardHealth::Busy {
-                what: Busy::WalCommit,
+                what: Busy::Wal,
                 for_ms: 4_000
             }
         );

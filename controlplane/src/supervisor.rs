@@ -271,6 +271,7 @@ impl Supervisor {
     /// `supervisor.hang_timeout_ms` (see `liveness`).
     fn watch_shards(self: Arc<Supervisor>) {
         let mut busy_logged: HashMap<usize, Instant> = HashMap::new();
+        let mut blind_logged = false;
         while !self.is_stopping() {
             let (timeout_ms, action) = self.with_config(|c| {
                 (
@@ -279,24 +280,40 @@ impl Supervisor {
                 )
             });
             let tick = Duration::from_millis((timeout_ms / 8).clamp(50, 1_000));
+            // What this check judges: one dataplane incarnation (a restart meanwhile voids it).
+            let readies = self.readies.load(Ordering::Acquire);
+            let pid = self.dataplane_pid();
             let stalled = if timeout_ms == 0 || !self.ready.load(Ordering::Acquire) {
                 Vec::new()
             } else {
-                self.judge_shards(timeout_ms)
+                match self.judge_shards(timeout_ms) {
+                    Some(s) => s,
+                    None => {
+                        if !blind_logged {
+                            tracing::error!("the hang check cannot read the dataplane's statistics region (see the warning when the dataplane became ready): hung shards go unnoticed until the next dataplane start");
+                            blind_logged = true;
+                        }
+                        Vec::new()
+                    }
+                }
             };
+            if self.readies.load(Ordering::Acquire) != readies {
+                std::thread::sleep(tick);
+                continue;
+            }
             for &(shard, h) in &stalled {
                 match h {
                     ShardHealth::Hung { silent_ms } => {
                         if self.hang_killed.load(Ordering::Acquire) {
                             continue;
                         }
-                        let pid = self.dataplane_pid();
                         if action == "restart" {
                             tracing::error!(shard, silent_ms, pid, timeout_ms,
-                                "dataplane shard {shard} has made no progress for {silent_ms} ms and is in no WAL commit or snapshot: hung; killing the dataplane, which restarts with its state from the WAL (supervisor.hang_action = \"restart\")");
+                                "dataplane shard {shard} has made no progress for {silent_ms} ms and is in no WAL write, snapshot or shutdown: hung; killing the dataplane, which restarts with its state from the WAL (supervisor.hang_action = \"restart\")");
                             self.hang_killed.store(true, Ordering::Release);
                             self.hangs.fetch_add(1, Ordering::Relaxed);
-                            if pid != 0 {
+                            // Only the incarnation judged (its pid was read before).
+                            if pid != 0 && self.dataplane_pid() == pid {
                                 let _ = nix::sys::signal::kill(
                                     nix::unistd::Pid::from_raw(pid as i32),
                                     nix::sys::signal::Signal::SIGKILL,
@@ -334,18 +351,18 @@ impl Supervisor {
         }
     }
 
-    /// The shards that are not live now.
-    fn judge_shards(&self, timeout_ms: u64) -> Vec<(usize, ShardHealth)> {
+    /// The shards that are not live now; `None` without a statistics region to read.
+    fn judge_shards(&self, timeout_ms: u64) -> Option<Vec<(usize, ShardHealth)>> {
         let slot = self.region.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(region) = slot.as_ref() else {
-            return Vec::new();
-        };
+        let region = slot.as_ref()?;
         let now = tachyon_stats::monotonic_ms();
         let ready = self.ready_mono_ms.load(Ordering::Acquire);
-        (0..region.shard_count())
-            .map(|s| (s, judge(&region.read(s), now, ready, timeout_ms)))
-            .filter(|(_, h)| *h != ShardHealth::Live)
-            .collect()
+        Some(
+            (0..region.shard_count())
+                .map(|s| (s, judge(&region.read(s), now, ready, timeout_ms)))
+                .filter(|(_, h)| *h != ShardHealth::Live)
+                .collect(),
+        )
     }
 
     fn notify(&self) {

@@ -91,8 +91,8 @@ impl<'a> PublishHead<'a> {
                 len: self.topic.len(),
             });
         }
-        if version == ProtocolVersion::V311 && self.topic.is_empty() {
-            // v3.1.1 [MQTT-4.7.3-1]: no Topic Alias to stand in for the name.
+        if !version.is_v5() && self.topic.is_empty() {
+            // v3.1.1 [MQTT-4.7.3-1] (and 3.1): no Topic Alias to stand in for the name.
             return Err(EncodeError::InvalidPacket {
                 what: "MQTT 3.1.1 PUBLISH needs a topic",
             });

@@ -230,6 +230,9 @@ impl Engine {
                 next.acks_wait_for_log = self.cfg.acks_wait_for_log;
                 next.unix_epoch_ms = self.cfg.unix_epoch_ms;
                 next.assigned_id_prefix = self.cfg.assigned_id_prefix.clone();
+                // Listeners change with a restart only: their rules stay those of the
+                // sockets the driver has (matched by position).
+                next.listeners = self.cfg.listeners.clone();
                 self.cfg = Arc::new(next);
                 AdminAnswer::Done(1)
             }

@@ -197,12 +197,37 @@ impl Engine {
 
     /// The claimed session (or none) arrived: decide Session Present, attach, send CONNACK,
     /// resend what was inflight, and run the packets that came in meanwhile.
+    /// The Session Expiry Interval a CONNECT asks for, and the one it gets (v5 3.1.2.11);
+    /// v3.1.1 CleanSession 1 lasts as long as the connection (v3.1.1 [MQTT-3.1.2-6]),
+    /// CleanSession 0 uses the configured policy.
+    pub(crate) fn session_expiry(&self, connect: &Connect) -> (u32, u32) {
+        match connect.version {
+            ProtocolVersion::V5 => {
+                let requested = connect.properties.session_expiry_interval.unwrap_or(0);
+                (requested, requested.min(self.cfg.session_expiry_max_secs))
+            }
+            ProtocolVersion::V311 | ProtocolVersion::V31 if connect.clean_start => (0, 0),
+            ProtocolVersion::V311 | ProtocolVersion::V31 => {
+                let e = self.cfg.session_expiry_v311_secs;
+                (e, e)
+            }
+        }
+    }
+
+    /// Whether a CONNECT ends the session it claims whatever follows: Clean Start discards
+    /// it, and a session of expiry 0 ends with its connection.
+    pub(crate) fn connect_ends_session(&self, connect: &Connect) -> bool {
+        connect.clean_start || self.session_expiry(connect).1 == 0
+    }
+
+    /// `discard`: a claim that came in between ended the session (see `Mail::Transfer`).
     pub(crate) fn complete_connect(
         &mut self,
         now: u64,
         conn: ConnId,
         client_id: tachyon_codec::Utf8Str,
         handover: Handover,
+        discard: bool,
     ) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -214,19 +239,7 @@ impl Engine {
             .expect("a claiming connection keeps its CONNECT");
         let version = connect.version;
         let assigned = connect.client_id.is_empty();
-
-        // Session Expiry Interval (v5 3.1.2.11); v3.1.1 CleanSession 1 lasts as long as the
-        // connection (v3.1.1 [MQTT-3.1.2-6]), CleanSession 0 uses the configured policy.
-        let requested = match version {
-            ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
-            ProtocolVersion::V311 | ProtocolVersion::V31 if connect.clean_start => 0,
-            ProtocolVersion::V311 | ProtocolVersion::V31 => self.cfg.session_expiry_v311_secs,
-        };
-        let expiry = if version == ProtocolVersion::V5 {
-            requested.min(self.cfg.session_expiry_max_secs)
-        } else {
-            requested
-        };
+        let (requested, expiry) = self.session_expiry(&connect);
 
         if matches!(handover, Handover::None)
             && self.sessions.len() >= self.cfg.sessions_max_per_shard
@@ -260,7 +273,9 @@ impl Engine {
         let mut discarded_gen = None;
         let skey = match handover {
             // v5 [MQTT-3.1.2-5], v3.1.1 [MQTT-3.1.2-4]: resume the existing session.
-            Handover::InPlace(k) if !connect.clean_start && self.sessions.get(k).is_some() => {
+            Handover::InPlace(k)
+                if !connect.clean_start && !discard && self.sessions.get(k).is_some() =>
+            {
                 present = true;
                 fresh = false;
                 k
@@ -268,7 +283,7 @@ impl Engine {
             Handover::Moved {
                 mut session,
                 tombstone,
-            } if !connect.clean_start => {
+            } if !connect.clean_start && !discard => {
                 present = true;
                 session.adopted = tombstone.map(|from| {
                     Box::new(crate::session::Adopted {
@@ -286,7 +301,8 @@ impl Engine {
                 k
             }
             old => {
-                // v5 [MQTT-3.1.2-4], v3.1.1 [MQTT-3.1.2-6]: Clean Start discards the session.
+                // v5 [MQTT-3.1.2-4], v3.1.1 [MQTT-3.1.2-6]: Clean Start discards the session
+                // (this CONNECT's, or that of a claim passed over on the way: `discard`).
                 // Its shared-subscription messages go to other members first (v5 4.8.2).
                 let discarded = match old {
                     Handover::InPlace(k) => {
@@ -326,6 +342,13 @@ impl Engine {
         if present {
             // v5 [MQTT-3.1.3-9]: a resumed session cancels the pending Will.
             session.pending_will = None;
+            // Inbound QoS 2 flows still awaiting PUBREL are now an earlier connection's.
+            if let Some(f) = session
+                .flows_if_any()
+                .filter(|f| !f.qos2_incoming.is_empty())
+            {
+                f.qos2_incoming_earlier = f.qos2_incoming.clone();
+            }
         }
         if let Some(g) = discarded_gen {
             session.gen = session.gen.max(g);

@@ -34,6 +34,7 @@ impl Engine {
                     client_id,
                     conn,
                     handover: Handover::None,
+                    discard: false,
                 },
             ),
         }
@@ -107,6 +108,7 @@ impl Engine {
                             client_id,
                             conn: to_conn,
                             handover: Handover::None,
+                            discard: false,
                         },
                     );
                     return;
@@ -132,6 +134,7 @@ impl Engine {
                     client_id,
                     conn: to_conn,
                     handover,
+                    discard: false,
                 },
             );
             return;
@@ -155,6 +158,7 @@ impl Engine {
                 client_id,
                 conn: to_conn,
                 handover: Handover::None,
+                discard: false,
             },
         );
     }
@@ -206,6 +210,7 @@ impl Engine {
         handover: Handover,
         to_shard: ShardId,
         to_conn: ConnId,
+        discard: bool,
     ) {
         let handover = match handover {
             Handover::InPlace(k) => self.give_away(k, to_shard),
@@ -223,6 +228,7 @@ impl Engine {
             client_id,
             conn: to_conn,
             handover,
+            discard,
         };
         self.send_mail(to_shard, mail);
     }
@@ -234,6 +240,7 @@ impl Engine {
         client_id: Utf8Str,
         conn: ConnId,
         handover: Handover,
+        discard: bool,
     ) {
         let claiming = self
             .conns
@@ -246,19 +253,27 @@ impl Engine {
                 .and_then(|c| c.claim.as_ref()?.forward_to);
             if let Some((to_shard, to_conn)) = forward {
                 // A newer connection claimed the id while we waited: it wins (takeover
-                // before CONNACK, so this one is only closed).
+                // before CONNACK, so this one is only closed). This CONNECT came first: its
+                // Clean Start discards the session, and a session of expiry 0 it would have
+                // made ends as its connection is taken over (v5 [MQTT-3.1.2-4]; v3.1.1
+                // [MQTT-3.1.2-6]).
+                let ends = self
+                    .conns
+                    .get(&conn)
+                    .and_then(|c| c.claim.as_ref()?.connect.as_deref())
+                    .is_some_and(|cn| self.connect_ends_session(cn));
                 self.stats.takeovers += 1;
                 self.close_detached(conn);
-                self.pass_on(client_id, handover, to_shard, to_conn);
+                self.pass_on(client_id, handover, to_shard, to_conn, discard || ends);
                 return;
             }
-            self.complete_connect(now, conn, client_id, handover);
+            self.complete_connect(now, conn, client_id, handover, discard);
             return;
         }
-        // The connection went away while claiming. If a newer claim asked for the session
-        // meanwhile, it goes there.
+        // The connection went away while claiming (its CONNECT never took effect). If a
+        // newer claim asked for the session meanwhile, it goes there.
         if let Some((_, Some((to_shard, to_conn)))) = self.zombie_claims.remove(&conn) {
-            self.pass_on(client_id, handover, to_shard, to_conn);
+            self.pass_on(client_id, handover, to_shard, to_conn, discard);
             return;
         }
         // Otherwise the directory names us as owner now: keep the session as an offline one
@@ -271,6 +286,10 @@ impl Engine {
                 session.claim = conn;
                 session.conn = None;
                 session.epoch += 1;
+                if discard {
+                    // Ended on the way: it ends here (after_detach, expiry 0).
+                    session.expiry_secs = 0;
+                }
                 session.adopted = tombstone.map(|from| {
                     Box::new(crate::session::Adopted {
                         from,
@@ -296,6 +315,9 @@ impl Engine {
                 if let Some(s) = self.sessions.get_mut(skey) {
                     s.claim = conn;
                     s.epoch += 1;
+                    if discard {
+                        s.expiry_secs = 0;
+                    }
                 }
                 self.after_detach(now, skey, None);
             }

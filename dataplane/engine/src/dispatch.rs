@@ -13,8 +13,9 @@ use tachyon_codec::{DecodeError, Packet, PacketId, PubResp, ReasonCode};
 use crate::engine::{ConnState, Engine};
 use crate::protocol::{self, IdState, Inbound, Reaction, Rule, Stage};
 use crate::session::OutState;
+use crate::stats::Stats;
 use crate::violation::Violation;
-use crate::ConnId;
+use crate::{ConnId, SessionKey};
 
 /// Packets a client may send ahead of CONNACK before we stop buffering them.
 const PENDING_PACKETS_MAX: usize = 1024;
@@ -53,27 +54,31 @@ impl Engine {
         };
         let stage = c.state.stage();
         let version = c.version();
+        let key = c.session;
         let inbound = Inbound::of(&packet);
         let pid = packet_id(&packet);
-        let id = match (stage, pid) {
-            (Stage::Connected, Some(pid)) => self.id_state(conn, inbound, pid),
+        let id = match (stage, pid, key) {
+            (Stage::Connected, Some(pid), Some(key)) => self.id_state(key, inbound, pid),
             _ => IdState::None,
         };
         let reaction = protocol::lookup(version, stage, inbound, id).reaction;
         match reaction {
-            Reaction::Accept => match packet {
-                Packet::Connect(connect) => self.on_connect(now, conn, connect),
-                Packet::Publish(mut p) => self.on_publish(now, conn, &mut p),
-                Packet::Subscribe(s) => self.on_subscribe(now, conn, s),
-                Packet::Unsubscribe(u) => self.on_unsubscribe(conn, u),
-                // v5 [MQTT-3.12.4-1], v3.1.1 [MQTT-3.12.4-1]
-                Packet::PingReq => self.send_packet(conn, &Packet::PingResp),
-                Packet::Disconnect(d) => self.on_disconnect(now, conn, d),
-                other => panic!(
-                    "protocol table accepts {:?}, which has no handler",
-                    Inbound::of(&other)
-                ),
-            },
+            Reaction::Accept | Reaction::ReleaseHeldAccept => {
+                if let (Reaction::ReleaseHeldAccept, Some(key), Some(pid)) = (reaction, key, pid) {
+                    self.release_held_id(conn, key, inbound, pid);
+                }
+                match packet {
+                    Packet::Connect(connect) => self.on_connect(now, conn, connect),
+                    Packet::Publish(mut p) => self.on_publish(now, conn, &mut p),
+                    Packet::Subscribe(s) => self.on_subscribe(now, conn, s),
+                    Packet::Unsubscribe(u) => self.on_unsubscribe(conn, u),
+                    // v5 [MQTT-3.12.4-1], v3.1.1 [MQTT-3.12.4-1]
+                    Packet::PingReq => self.send_packet(conn, &Packet::PingResp),
+                    Packet::Disconnect(d) => self.on_disconnect(now, conn, d),
+                    // `protocol::ACCEPT_ROWS_HAVE_HANDLERS` rules this out at compile time.
+                    other => unreachable!("protocol table accepts {:?}", Inbound::of(&other)),
+                }
+            }
             Reaction::Defer => self.defer_until_connack(now, conn, packet),
             _ => {
                 let reason = match &packet {
@@ -98,43 +103,56 @@ impl Engine {
         pid: Option<PacketId>,
         reason: ReasonCode,
     ) {
-        let v5 = self.conns.get(&conn).is_some_and(|c| c.version().is_v5());
-        let not_found = if v5 {
-            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-        } else {
-            ReasonCode::SUCCESS
-        };
-        let ack = |r| PubResp::new(pid.expect("identifier states come with an identifier"), r);
-        match reaction {
-            Reaction::Accept | Reaction::Defer => {
-                panic!("protocol table: {reaction:?} for {inbound:?} needs the packet")
-            }
-            // v5 [MQTT-4.3.3-10], v3.1.1 [MQTT-4.3.3-2]: acknowledged again, not routed again.
-            Reaction::PubRecAgain => {
-                self.send_packet(conn, &Packet::PubRec(ack(ReasonCode::SUCCESS)))
-            }
-            Reaction::EndFlow => self.end_flow(now, conn, ack(reason).packet_id),
-            Reaction::Release => self.release(now, conn, ack(reason).packet_id, reason),
-            Reaction::ReleaseAgain => {
-                self.send_packet(conn, &Packet::PubRel(ack(ReasonCode::SUCCESS)))
-            }
-            Reaction::Complete => self.complete_inbound(conn, ack(reason).packet_id),
-            Reaction::IgnoreUnknownId => self.count_unknown_id(conn, inbound, pid),
-            Reaction::PubRelUnknownId => {
-                self.count_unknown_id(conn, inbound, pid);
-                // v5 3.6.2.1: 0x92 Packet Identifier not found.
-                self.send_packet(conn, &Packet::PubRel(ack(not_found)));
-            }
-            Reaction::PubCompUnknownId => {
-                self.count_unknown_id(conn, inbound, pid);
-                // v5 3.7.2.1, [MQTT-4.3.3-11]: PUBCOMP with the same identifier, 0x92.
-                self.send_packet(conn, &Packet::PubComp(ack(not_found)));
-            }
-            Reaction::Violation(rule) => {
+        // The reactions below that name an identifier only exist for identifier states,
+        // which only a connected session's packets with identifiers have (`id_states`).
+        let (Some(key), Some(pid)) = (self.conns.get(&conn).and_then(|c| c.session), pid) else {
+            if let Reaction::Violation(rule) = reaction {
                 let v = violation_of(rule, inbound, id, pid);
                 self.violation(now, conn, v, None);
+            } else if reaction == Reaction::Malformed {
+                // Only AUTH in MQTT 3.x, which the decoder refuses before the table.
+                self.violation(now, conn, Violation::Decode(DecodeError::AuthInV311), None);
             }
-            // Only AUTH in MQTT 3.x, which the decoder refuses before the table is consulted.
+            return;
+        };
+        match reaction {
+            // `protocol::ACCEPT_ROWS_HAVE_HANDLERS` and `HOT_PATH_ROWS` rule these out.
+            Reaction::Accept | Reaction::Defer | Reaction::ReleaseHeldAccept => {
+                unreachable!("protocol table: {reaction:?} for {inbound:?} needs the packet")
+            }
+            // v5 [MQTT-4.3.3-10], v3.1.1 [MQTT-4.3.3-2]: acknowledged again, not routed again.
+            Reaction::PubRecAgain => self.send_packet(
+                conn,
+                &Packet::PubRec(PubResp::new(pid, ReasonCode::SUCCESS)),
+            ),
+            Reaction::EndFlow => self.end_flow(now, key, pid),
+            Reaction::Release => self.release(now, conn, key, pid, reason, true),
+            Reaction::ReleaseAgain => self.release(now, conn, key, pid, reason, false),
+            Reaction::Complete => self.complete_inbound(conn, key, pid),
+            Reaction::IgnoreUnknownId => self.count_unknown_id(conn, inbound, pid),
+            Reaction::PubRelUnknownId | Reaction::PubCompUnknownId => {
+                self.count_unknown_id(conn, inbound, pid);
+                // v5 3.6.2.1, 3.7.2.1: 0x92 Packet Identifier not found.
+                let v5 = self.conns.get(&conn).is_some_and(|c| c.version().is_v5());
+                let r = PubResp::new(
+                    pid,
+                    if v5 {
+                        ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                    } else {
+                        ReasonCode::SUCCESS
+                    },
+                );
+                let answer = if reaction == Reaction::PubRelUnknownId {
+                    Packet::PubRel(r)
+                } else {
+                    Packet::PubComp(r)
+                };
+                self.send_packet(conn, &answer);
+            }
+            Reaction::Violation(rule) => {
+                let v = violation_of(rule, inbound, id, Some(pid));
+                self.violation(now, conn, v, None);
+            }
             Reaction::Malformed => {
                 self.violation(now, conn, Violation::Decode(DecodeError::AuthInV311), None)
             }
@@ -142,15 +160,9 @@ impl Engine {
         }
     }
 
-    /// The state of `pid` in the flows of `conn`'s session, in the namespace `inbound` uses.
-    fn id_state(&self, conn: ConnId, inbound: Inbound, pid: PacketId) -> IdState {
-        let flows = self
-            .conns
-            .get(&conn)
-            .and_then(|c| c.session)
-            .and_then(|k| self.sessions.get(k))
-            .map(|s| s.flows());
-        let Some(f) = flows else {
+    /// The state of `pid` in the flows of session `key`, in the namespace `inbound` uses.
+    fn id_state(&self, key: SessionKey, inbound: Inbound, pid: PacketId) -> IdState {
+        let Some(f) = self.sessions.get(key).map(|s| s.flows()) else {
             return IdState::Free;
         };
         match inbound {
@@ -167,13 +179,33 @@ impl Engine {
             | Inbound::PubRel
             | Inbound::Subscribe
             | Inbound::Unsubscribe => {
-                if f.qos2_incoming.contains(&pid.get()) {
-                    IdState::AwaitPubRel
-                } else {
+                if f.qos2_incoming.is_empty() || !f.qos2_incoming.contains(&pid.get()) {
                     IdState::Free
+                } else if f.qos2_incoming_earlier.contains(&pid.get()) {
+                    IdState::AwaitPubRelEarlier
+                } else {
+                    IdState::AwaitPubRel
                 }
             }
             _ => IdState::None,
+        }
+    }
+
+    /// `Reaction::ReleaseHeldAccept`: the client reused the identifier of a QoS 2 flow of an
+    /// earlier connection, so it no longer has that flow; it ends here.
+    pub(crate) fn release_held_id(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        inbound: Inbound,
+        pid: PacketId,
+    ) {
+        self.release_inbound_id(key, pid);
+        self.stats.inbound_ids_released += 1;
+        if let Some(c) = self.conns.get(&conn) {
+            tracing::info!(shard = self.shard, client_id = c.client_label(), peer = %c.peer,
+                packet = inbound.name(), packet_id = pid.get(),
+                "the client reused the packet identifier of its QoS 2 message of an earlier connection (awaiting PUBREL): it lost its session state; that flow ends (the message was delivered)");
         }
     }
 
@@ -197,24 +229,23 @@ impl Engine {
         }
     }
 
-    fn count_unknown_id(&mut self, conn: ConnId, inbound: Inbound, pid: Option<PacketId>) {
-        let i = match inbound {
-            Inbound::PubAck => 0,
-            Inbound::PubRec => 1,
-            Inbound::PubRel => 2,
-            _ => 3,
-        };
-        self.stats.unknown_packet_ids[i] += 1;
+    fn count_unknown_id(&mut self, conn: ConnId, inbound: Inbound, pid: PacketId) {
+        self.stats.unknown_packet_ids[Stats::unknown_id_index(inbound)] += 1;
         if let Some(c) = self.conns.get(&conn) {
             tracing::debug!(shard = self.shard, client_id = c.client_label(), peer = %c.peer,
-                packet = inbound.name(), packet_id = pid.map_or(0, PacketId::get),
+                packet = inbound.name(), packet_id = pid.get(),
                 "acknowledgement of a packet identifier no flow uses");
         }
     }
 }
 
 /// The violation a table row names, with the packet's details.
-fn violation_of(rule: Rule, inbound: Inbound, id: IdState, pid: Option<PacketId>) -> Violation {
+pub(crate) fn violation_of(
+    rule: Rule,
+    inbound: Inbound,
+    id: IdState,
+    pid: Option<PacketId>,
+) -> Violation {
     let id_num = pid.map_or(0, PacketId::get);
     match rule {
         Rule::FirstPacketNotConnect => Violation::FirstPacketNotConnect,

@@ -1001,7 +1001,8 @@ impl Engine {
                 client_id,
                 conn,
                 handover,
-            } => self.on_transfer(now, client_id, conn, handover),
+                discard,
+            } => self.on_transfer(now, client_id, conn, handover, discard),
             Mail::Release {
                 client_id,
                 shard,

@@ -113,6 +113,10 @@ pub enum Mail {
         client_id: Utf8Str,
         conn: ConnId,
         handover: Handover,
+        /// A claim the session passed through on its way here (a CONNECT that lost to a
+        /// newer one before its CONNACK) ended it: Clean Start, or expiry 0 with its
+        /// connection taken over. The receiver discards it as a Clean Start would.
+        discard: bool,
     },
     Release {
         client_id: Utf8Str,

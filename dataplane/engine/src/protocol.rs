@@ -70,8 +70,11 @@ pub enum IdState {
     AwaitPubRec,
     /// The broker's PUBREL awaits PUBCOMP.
     AwaitPubComp,
-    /// The client's QoS 2 PUBLISH was answered with PUBREC; PUBREL has not come.
+    /// The client's QoS 2 PUBLISH was answered with PUBREC on this connection; PUBREL has
+    /// not come.
     AwaitPubRel,
+    /// The same, from an earlier connection of the session (resumed since).
+    AwaitPubRelEarlier,
 }
 
 /// What the broker does with the packet.
@@ -95,6 +98,10 @@ pub enum Reaction {
     ReleaseAgain,
     /// PUBREL: PUBCOMP, the client's QoS 2 flow ends.
     Complete,
+    /// A new packet with the identifier of a QoS 2 flow of an earlier connection: the client
+    /// no longer has that flow (it lost its state), so the broker ends it (its message was
+    /// routed when it came) and handles the packet as with a free identifier; counted.
+    ReleaseHeldAccept,
     /// An acknowledgement of an identifier nothing uses: ignored, counted.
     IgnoreUnknownId,
     /// PUBREC of an identifier nothing uses: PUBREL (v5 0x92 Packet Identifier not found),
@@ -179,7 +186,7 @@ pub const PACKETS: [Inbound; 17] = [
     Inbound::Disconnect,
     Inbound::Auth,
 ];
-const ID_COUNT: usize = 6;
+const ID_COUNT: usize = 7;
 
 /// Identifiers of the broker's flows (named by PUBACK, PUBREC, PUBCOMP).
 const OUTBOUND: &[IdState] = &[
@@ -189,7 +196,11 @@ const OUTBOUND: &[IdState] = &[
     IdState::AwaitPubComp,
 ];
 /// Identifiers of the client's packets (PUBLISH QoS > 0, SUBSCRIBE, UNSUBSCRIBE, PUBREL).
-const INBOUND: &[IdState] = &[IdState::Free, IdState::AwaitPubRel];
+const INBOUND: &[IdState] = &[
+    IdState::Free,
+    IdState::AwaitPubRel,
+    IdState::AwaitPubRelEarlier,
+];
 const NO_ID: &[IdState] = &[IdState::None];
 
 /// The identifier states a packet can meet in a stage (the table's keys).
@@ -332,6 +343,8 @@ const NOT_CONNECT: &[Inbound] = &[
 ];
 const FREE: &[IdState] = &[IdState::Free];
 const AWAIT_PUBREL: &[IdState] = &[IdState::AwaitPubRel];
+const AWAIT_PUBREL_ANY: &[IdState] = &[IdState::AwaitPubRel, IdState::AwaitPubRelEarlier];
+const AWAIT_PUBREL_EARLIER: &[IdState] = &[IdState::AwaitPubRelEarlier];
 const SERVER_ONLY: &[Inbound] = &[
     Inbound::ConnAck,
     Inbound::SubAck,
@@ -406,18 +419,22 @@ pub static ROWS: &[Row] = &[
         "v5 [MQTT-4.3.2-4], [MQTT-4.3.2-5]; v3.1.1 [MQTT-4.3.2-2]", None),
     row(V::All, CONNECTED, &[Inbound::Publish2], FREE, R::Accept,
         "v5 [MQTT-4.3.3-8], [MQTT-4.3.3-12]; v3.1.1 [MQTT-4.3.3-2]", None),
-    row(V::All, CONNECTED, &[Inbound::Publish2], AWAIT_PUBREL, R::PubRecAgain,
+    row(V::All, CONNECTED, &[Inbound::Publish2], AWAIT_PUBREL_ANY, R::PubRecAgain,
         "v5 [MQTT-4.3.3-10]; v3.1.1 [MQTT-4.3.3-2]",
         Some("PUBREC 0x00, whatever DUP says (Mosquitto: the same once, a disconnect on a second resend; EMQX: 0x91 Packet Identifier in use when DUP is 0)")),
     row(V::All, CONNECTED, &[Inbound::Publish1, Inbound::Subscribe, Inbound::Unsubscribe], AWAIT_PUBREL,
         R::Violation(Rule::PacketIdInUse),
         "v5 [MQTT-2.2.1-3], 1.2 Protocol Error, [MQTT-4.13.1-1]; v3.1.1 [MQTT-2.3.1-2], [MQTT-4.8.0-1]",
         Some("the identifier is the client's QoS 2 message's until PUBREL: v5 DISCONNECT 0x82 (Mosquitto drops the held QoS 2 message and takes the new one; EMQX processes the new packet)")),
+    row(V::All, CONNECTED, &[Inbound::Publish1, Inbound::Subscribe, Inbound::Unsubscribe], AWAIT_PUBREL_EARLIER,
+        R::ReleaseHeldAccept,
+        "v5 [MQTT-2.2.1-3], [MQTT-4.4.0-1]; v3.1.1 [MQTT-2.3.1-2], [MQTT-4.4.0-1]",
+        Some("a client that resumed its session but lost its state would be disconnected again and again: the held flow ends (its message was routed at PUBLISH) and the packet is handled, counted (Mosquitto and EMQX handle the packet too)")),
     row(V::All, CONNECTED, &[Inbound::Subscribe], FREE, R::Accept,
         "v5 [MQTT-3.8.4-1]; v3.1.1 [MQTT-3.8.4-1]", None),
     row(V::All, CONNECTED, &[Inbound::Unsubscribe], FREE, R::Accept,
         "v5 [MQTT-3.10.4-4]; v3.1.1 [MQTT-3.10.4-4]", None),
-    row(V::All, CONNECTED, &[Inbound::PubRel], AWAIT_PUBREL, R::Complete,
+    row(V::All, CONNECTED, &[Inbound::PubRel], AWAIT_PUBREL_ANY, R::Complete,
         "v5 [MQTT-4.3.3-11]; v3.1.1 [MQTT-4.3.3-2]", None),
     row(V::All, CONNECTED, &[Inbound::PubRel], FREE, R::PubCompUnknownId,
         "v5 3.7.2.1 (0x92 Packet Identifier not found), [MQTT-4.3.3-11]; v3.1.1 [MQTT-4.3.3-2]",
@@ -429,7 +446,7 @@ pub static ROWS: &[Row] = &[
         "v5 [MQTT-4.3.3-4], [MQTT-4.4.0-2]; v3.1.1 [MQTT-4.3.3-1]", None),
     row(V::All, CONNECTED, &[Inbound::PubRec], &[IdState::AwaitPubComp], R::ReleaseAgain,
         "v5 [MQTT-4.3.3-4]; v3.1.1 [MQTT-4.3.3-1]",
-        Some("a repeated PUBREC names the flow it acknowledged: PUBREL again, 0x00 (Mosquitto the same; EMQX PUBREL 0x91)")),
+        Some("a repeated PUBREC names the flow it acknowledged: PUBREL again, 0x00 (a Reason Code of 0x80 or more ends the flow, v5 [MQTT-4.4.0-2]) (Mosquitto the same; EMQX PUBREL 0x91)")),
     row(V::All, CONNECTED, &[Inbound::PubComp], &[IdState::AwaitPubComp], R::EndFlow,
         "v5 [MQTT-4.3.3-5]; v3.1.1 [MQTT-4.3.3-1]", None),
     row(V::All, CONNECTED, &[Inbound::PubAck, Inbound::PubComp], FREE, R::IgnoreUnknownId,
@@ -663,13 +680,31 @@ pub const HOT_PATH_ROWS: bool = {
             IdState::Free,
         ));
         // `Engine::on_publish` hands a held identifier to `Engine::react`, which needs no
-        // packet: not Accept or Defer.
+        // packet (or ends the held flow and goes on): not Accept or Defer.
         ok &= !matches!(
             reaction_at(v, Stage::Connected, Inbound::Publish1, IdState::AwaitPubRel),
             Some(Reaction::Accept | Reaction::Defer) | None
         );
         ok &= !matches!(
             reaction_at(v, Stage::Connected, Inbound::Publish2, IdState::AwaitPubRel),
+            Some(Reaction::Accept | Reaction::Defer) | None
+        );
+        ok &= !matches!(
+            reaction_at(
+                v,
+                Stage::Connected,
+                Inbound::Publish1,
+                IdState::AwaitPubRelEarlier
+            ),
+            Some(Reaction::Accept | Reaction::Defer) | None
+        );
+        ok &= !matches!(
+            reaction_at(
+                v,
+                Stage::Connected,
+                Inbound::Publish2,
+                IdState::AwaitPubRelEarlier
+            ),
             Some(Reaction::Accept | Reaction::Defer) | None
         );
         let mut p = 0;
@@ -712,7 +747,7 @@ pub const ACCEPT_ROWS_HAVE_HANDLERS: bool = {
                     | Inbound::PingReq
                     | Inbound::Disconnect
             );
-            if matches!(row.reaction, Reaction::Accept) && !handled {
+            if matches!(row.reaction, Reaction::Accept | Reaction::ReleaseHeldAccept) && !handled {
                 ok = false;
             }
             p += 1;
@@ -749,16 +784,11 @@ fn violation_wire(version: ProtocolVersion, stage: Stage, code: u8) -> String {
 }
 
 impl Rule {
-    /// The v5 Reason Code of the violation.
+    /// The v5 Reason Code of the violation (`Violation::reason_code`, the one mapping).
     pub fn reason_code(self) -> u8 {
-        match self {
-            Rule::FirstPacketNotConnect
-            | Rule::SecondConnect
-            | Rule::ServerOnlyPacket
-            | Rule::AckOfOtherFlow
-            | Rule::PacketIdInUse
-            | Rule::AuthNotSupported => 0x82,
-        }
+        crate::dispatch::violation_of(self, Inbound::Connect, IdState::None, None)
+            .reason_code()
+            .0
     }
 
     pub fn name(self) -> &'static str {
@@ -793,8 +823,14 @@ impl Reaction {
             Reaction::PubRecAgain => "PUBREC, not routed again".into(),
             Reaction::EndFlow => "flow ends".into(),
             Reaction::Release => "PUBREL (flow ends on a Reason Code ≥ 0x80)".into(),
-            Reaction::ReleaseAgain => "PUBREL again".into(),
+            Reaction::ReleaseAgain => "PUBREL again (flow ends on a Reason Code ≥ 0x80)".into(),
             Reaction::Complete => "PUBCOMP, flow ends".into(),
+            Reaction::ReleaseHeldAccept => {
+                format!(
+                    "held flow ended, then {}",
+                    Reaction::Accept.describe(version, stage, packet)
+                )
+            }
             Reaction::IgnoreUnknownId => "ignored, counted".into(),
             Reaction::PubRelUnknownId if v5 => "PUBREL 0x92, counted".into(),
             Reaction::PubRelUnknownId => "PUBREL, counted".into(),
@@ -828,6 +864,9 @@ fn id_name(id: IdState) -> &'static str {
         IdState::AwaitPubRec => "broker's QoS 2 PUBLISH awaits PUBREC",
         IdState::AwaitPubComp => "broker's PUBREL awaits PUBCOMP",
         IdState::AwaitPubRel => "client's QoS 2 PUBLISH awaits PUBREL",
+        IdState::AwaitPubRelEarlier => {
+            "client's QoS 2 PUBLISH of an earlier connection awaits PUBREL"
+        }
     }
 }
 

@@ -100,25 +100,37 @@ impl Engine {
                     .sessions
                     .get_mut(skey)
                     .expect("connected conns have sessions");
-                let held = &s.flows().qos2_incoming;
-                if !held.is_empty() && held.contains(&pid.get()) {
+                let f = s.flows();
+                if !f.qos2_incoming.is_empty() && f.qos2_incoming.contains(&pid.get()) {
                     // The identifier is held by the client's QoS 2 flow: the protocol table
-                    // decides (a QoS 2 retransmission, or an identifier in use).
+                    // decides (a QoS 2 retransmission, an identifier in use, or a client that
+                    // lost the state of an earlier connection).
                     let inbound = protocol::Inbound::publish(qos);
-                    let id = protocol::IdState::AwaitPubRel;
+                    let id = if f.qos2_incoming_earlier.contains(&pid.get()) {
+                        protocol::IdState::AwaitPubRelEarlier
+                    } else {
+                        protocol::IdState::AwaitPubRel
+                    };
                     let reaction =
                         protocol::lookup(version, protocol::Stage::Connected, inbound, id).reaction;
-                    self.react(
-                        now,
-                        conn,
-                        reaction,
-                        inbound,
-                        id,
-                        Some(pid),
-                        ReasonCode::SUCCESS,
-                    );
-                    return;
+                    if reaction != protocol::Reaction::ReleaseHeldAccept {
+                        self.react(
+                            now,
+                            conn,
+                            reaction,
+                            inbound,
+                            id,
+                            Some(pid),
+                            ReasonCode::SUCCESS,
+                        );
+                        return;
+                    }
+                    self.release_held_id(conn, skey, inbound, pid);
                 }
+                let s = self
+                    .sessions
+                    .get_mut(skey)
+                    .expect("connected conns have sessions");
                 if qos == QoS::AtLeastOnce {
                     // Inbound QoS 1 identifiers are not tracked: PUBACK at once (v5
                     // [MQTT-4.3.2-5]).
@@ -974,16 +986,9 @@ impl Engine {
         }
     }
 
-    fn conn_session(&self, conn: ConnId) -> Option<SessionKey> {
-        self.conns.get(&conn).and_then(|c| c.session)
-    }
-
-    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) ends an outbound flow (the protocol table checked
-    /// that it awaits that packet), and frees a place in the inflight window.
-    pub(crate) fn end_flow(&mut self, now: u64, conn: ConnId, pid: PacketId) {
-        let Some(key) = self.conn_session(conn) else {
-            return;
-        };
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) ends an outbound flow of session `key` (the
+    /// protocol table checked that it awaits that packet), and frees a place in the window.
+    pub(crate) fn end_flow(&mut self, now: u64, key: SessionKey, pid: PacketId) {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
@@ -995,22 +1000,25 @@ impl Engine {
         self.fill_window(now, key);
     }
 
-    /// PUBREC for a QoS 2 PUBLISH awaiting it (the protocol table checked the state).
-    pub(crate) fn release(&mut self, now: u64, conn: ConnId, pid: PacketId, reason: ReasonCode) {
-        let Some(key) = self.conn_session(conn) else {
+    /// PUBREC for a QoS 2 PUBLISH of session `key` awaiting it (`first`), or repeated after
+    /// the PUBREL (the protocol table checked the state).
+    pub(crate) fn release(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        key: SessionKey,
+        pid: PacketId,
+        reason: ReasonCode,
+        first: bool,
+    ) {
+        if reason.is_error() {
+            // v5 4.3.3, [MQTT-4.4.0-2]: a PUBREC with an error ends the flow.
+            self.end_flow(now, key, pid);
             return;
-        };
+        }
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        if reason.is_error() {
-            // v5 4.3.3, [MQTT-4.4.0-2]: a PUBREC with an error ends the flow.
-            let receipt = s.complete(pid.get()).map_or(0, |i| i.delivery.msg.receipt);
-            self.note_receipt_done(key, receipt);
-            self.log_flow(key, pid.get(), false);
-            self.fill_window(now, key);
-            return;
-        }
         // v5 [MQTT-4.3.3-4]: answer PUBREC with PUBREL; the message is now delivered.
         let f = s.flows_mut();
         if let Some(inf) = f.inflight.get_mut(&pid.get()) {
@@ -1020,7 +1028,9 @@ impl Engine {
             // Acknowledged before we resent it: it is on this connection now.
             f.resend.retain(|&x| x != pid.get());
         }
-        self.log_flow(key, pid.get(), true);
+        if first {
+            self.log_flow(key, pid.get(), true);
+        }
         self.send_packet(
             conn,
             &Packet::PubRel(PubResp::new(pid, ReasonCode::SUCCESS)),
@@ -1028,22 +1038,29 @@ impl Engine {
     }
 
     /// PUBREL of the client's QoS 2 PUBLISH awaiting it: PUBCOMP (v5 [MQTT-4.3.3-11]).
-    pub(crate) fn complete_inbound(&mut self, conn: ConnId, pid: PacketId) {
-        let Some(key) = self.conn_session(conn) else {
-            return;
-        };
-        let removed = self
-            .sessions
-            .get_mut(key)
-            .and_then(|s| s.flows_if_any())
-            .is_some_and(|f| f.qos2_incoming.remove(&pid.get()));
-        if removed {
-            self.log_qos2_incoming(key, pid.get(), false);
-        }
+    pub(crate) fn complete_inbound(&mut self, conn: ConnId, key: SessionKey, pid: PacketId) {
+        self.release_inbound_id(key, pid);
         self.send_packet(
             conn,
             &Packet::PubComp(PubResp::new(pid, ReasonCode::SUCCESS)),
         );
+    }
+
+    /// Ends the client's QoS 2 flow of `pid` (its message was routed when the PUBLISH came).
+    pub(crate) fn release_inbound_id(&mut self, key: SessionKey, pid: PacketId) {
+        let removed = self
+            .sessions
+            .get_mut(key)
+            .and_then(|s| s.flows_if_any())
+            .is_some_and(|f| {
+                if !f.qos2_incoming_earlier.is_empty() {
+                    f.qos2_incoming_earlier.remove(&pid.get());
+                }
+                f.qos2_incoming.remove(&pid.get())
+            });
+        if removed {
+            self.log_qos2_incoming(key, pid.get(), false);
+        }
     }
 
     /// Updates this shard's replica of the retained store. An empty payload clears the topic

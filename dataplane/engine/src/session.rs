@@ -82,6 +82,10 @@ pub struct Flows {
     /// Inbound QoS 2 Packet Identifiers answered with PUBREC and waiting for PUBREL: a
     /// retransmitted PUBLISH with one of these is not forwarded again (v5 [MQTT-4.3.3-10]).
     pub qos2_incoming: KeyedSet<u16>,
+    /// Those of `qos2_incoming` that arrived on an earlier connection of the session: a
+    /// client that reuses one for a new packet lost its state (see
+    /// `protocol::IdState::AwaitPubRelEarlier`). Usually empty.
+    pub qos2_incoming_earlier: KeyedSet<u16>,
 }
 
 impl Flows {
@@ -94,6 +98,7 @@ impl Flows {
         queue_bytes: 0,
         uncompacted_since_ms: None,
         qos2_incoming: KeyedSet::with_hasher(crate::hash::Keyed),
+        qos2_incoming_earlier: KeyedSet::with_hasher(crate::hash::Keyed),
     };
 }
 

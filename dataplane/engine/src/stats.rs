@@ -55,11 +55,25 @@ pub struct Stats {
     /// Acknowledgements naming a Packet Identifier no flow uses, by packet: PUBACK, PUBREC,
     /// PUBREL, PUBCOMP (a confused client; see `protocol::Reaction::IgnoreUnknownId`).
     pub unknown_packet_ids: [u64; 4],
+    /// Inbound QoS 2 flows of an earlier connection ended because the client reused their
+    /// identifier (it lost its state; `protocol::Reaction::ReleaseHeldAccept`).
+    pub inbound_ids_released: u64,
     /// Protocol violations by kind (see `Violation::kind`).
     pub violations: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {
+    /// The slot of `unknown_packet_ids` counting `packet` (PUBACK, PUBREC, PUBREL, PUBCOMP).
+    pub fn unknown_id_index(packet: crate::protocol::Inbound) -> usize {
+        use crate::protocol::Inbound;
+        match packet {
+            Inbound::PubAck => 0,
+            Inbound::PubRec => 1,
+            Inbound::PubRel => 2,
+            _ => 3,
+        }
+    }
+
     pub fn violations_total(&self) -> u64 {
         self.violations.values().sum()
     }

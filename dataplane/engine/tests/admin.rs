@@ -245,3 +245,31 @@ fn a_retained_listing_stops_at_its_limit() {
     };
     assert_eq!(all.len(), 10);
 }
+
+/// A live reconfiguration keeps the listeners' rules: listeners change with a restart only,
+/// and a reordered `[[listeners]]` must not give a running listener another's rules.
+#[test]
+fn reconfigure_keeps_the_listener_rules() {
+    let no31 = tachyon_engine::ListenerRules {
+        mqtt31: false,
+        ..Default::default()
+    };
+    let mut c = Cluster::with_config(
+        1,
+        EngineConfig {
+            listeners: vec![no31],
+            ..Default::default()
+        },
+    );
+    let all = EngineConfig {
+        listeners: vec![tachyon_engine::ListenerRules::default()],
+        ..Default::default()
+    };
+    assert!(matches!(
+        ask(&mut c, 0, AdminQuery::Reconfigure(Arc::new(all))),
+        AdminAnswer::Done(1)
+    ));
+    let (conn, ack) = c.connect_with(0, connect(ProtocolVersion::V31, "old", true));
+    assert_eq!(ack.reason, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+    assert!(c.is_closed(conn));
+}

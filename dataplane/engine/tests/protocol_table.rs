@@ -155,7 +155,7 @@ fn connected(version: ProtocolVersion, held: IdState) -> Setup {
                 );
             }
         }
-        IdState::AwaitPubRel => {
+        IdState::AwaitPubRel | IdState::AwaitPubRelEarlier => {
             c.publish(conn, "x/held", b"held", QoS::ExactlyOnce, false, FREE_ID);
             let got = c.recv(conn);
             assert!(
@@ -164,6 +164,15 @@ fn connected(version: ProtocolVersion, held: IdState) -> Setup {
             );
             assert_eq!(c.publishes(watch, true).len(), 1);
         }
+    }
+    let mut conn = conn;
+    if held == IdState::AwaitPubRelEarlier {
+        // The session is resumed on a new connection: the flow is an earlier connection's.
+        c.drop_conn(conn);
+        let (again, ack) = c.connect_with(0, persistent(version, &client));
+        // (MQTT 3.1's CONNACK has no Session Present flag.)
+        assert!(ack.session_present || version == ProtocolVersion::V31);
+        conn = again;
     }
     Setup {
         c,
@@ -292,8 +301,11 @@ fn check(version: ProtocolVersion, stage: Stage, packet: Inbound, id: IdState) {
     };
     let stats = s.c.engines[0].stats().clone();
     let closed = s.c.is_closed(s.conn);
+    if reaction == Reaction::ReleaseHeldAccept {
+        assert_eq!(stats.inbound_ids_released, 1, "{what}: counted");
+    }
     match reaction {
-        Reaction::Accept => {
+        Reaction::Accept | Reaction::ReleaseHeldAccept => {
             let routed = s.c.publishes(s.watch, true);
             match packet {
                 Inbound::Connect => assert!(
@@ -460,8 +472,8 @@ fn after(s: &mut Setup, what: &str, held: IdState, reaction: Reaction) {
         ),
         _ => assert!(resent.is_empty(), "{what}: nothing in flight: {resent:?}"),
     }
-    if held == IdState::AwaitPubRel {
-        let kept = reaction != Reaction::Complete;
+    if matches!(held, IdState::AwaitPubRel | IdState::AwaitPubRelEarlier) {
+        let kept = !matches!(reaction, Reaction::Complete | Reaction::ReleaseHeldAccept);
         s.c.publish(conn, "x/held", b"held", QoS::ExactlyOnce, false, FREE_ID);
         let got = s.c.recv(conn);
         assert!(
@@ -522,6 +534,93 @@ fn connected_ack_of_other_flow_is_protocol_error() {
     }
 }
 
+/// The rows the issues decided, written out here (the exhaustive test takes its expectation
+/// from the table, so a wrong row would pass it; these would not).
+#[test]
+fn decided_rows_are_pinned() {
+    use IdState::*;
+    use Inbound::*;
+    let pinned = [
+        // Issue 19 §1: an acknowledgement of another flow is a Protocol Error.
+        (
+            PubComp,
+            AwaitPubAck,
+            Reaction::Violation(Rule::AckOfOtherFlow),
+        ),
+        (
+            PubRec,
+            AwaitPubAck,
+            Reaction::Violation(Rule::AckOfOtherFlow),
+        ),
+        (
+            PubAck,
+            AwaitPubRec,
+            Reaction::Violation(Rule::AckOfOtherFlow),
+        ),
+        (
+            PubAck,
+            AwaitPubComp,
+            Reaction::Violation(Rule::AckOfOtherFlow),
+        ),
+        (
+            PubComp,
+            AwaitPubRec,
+            Reaction::Violation(Rule::AckOfOtherFlow),
+        ),
+        // ... and unknown identifiers keep their answers.
+        (PubAck, Free, Reaction::IgnoreUnknownId),
+        (PubComp, Free, Reaction::IgnoreUnknownId),
+        (PubRec, Free, Reaction::PubRelUnknownId),
+        (PubRel, Free, Reaction::PubCompUnknownId),
+        // The flows themselves.
+        (PubAck, AwaitPubAck, Reaction::EndFlow),
+        (PubRec, AwaitPubRec, Reaction::Release),
+        (PubRec, AwaitPubComp, Reaction::ReleaseAgain),
+        (PubComp, AwaitPubComp, Reaction::EndFlow),
+        (PubRel, AwaitPubRel, Reaction::Complete),
+        (PubRel, AwaitPubRelEarlier, Reaction::Complete),
+        (Publish2, AwaitPubRel, Reaction::PubRecAgain),
+        (Publish2, AwaitPubRelEarlier, Reaction::PubRecAgain),
+        (
+            Publish1,
+            AwaitPubRel,
+            Reaction::Violation(Rule::PacketIdInUse),
+        ),
+        (
+            Subscribe,
+            AwaitPubRel,
+            Reaction::Violation(Rule::PacketIdInUse),
+        ),
+        (Publish1, AwaitPubRelEarlier, Reaction::ReleaseHeldAccept),
+        (Unsubscribe, AwaitPubRelEarlier, Reaction::ReleaseHeldAccept),
+        (ConnAck, None, Reaction::Violation(Rule::ServerOnlyPacket)),
+        (PingResp, None, Reaction::Violation(Rule::ServerOnlyPacket)),
+        (Connect, None, Reaction::Violation(Rule::SecondConnect)),
+    ];
+    for version in protocol::VERSIONS {
+        for (packet, id, want) in pinned {
+            let got = protocol::lookup(version, Stage::Connected, packet, id).reaction;
+            assert_eq!(got, want, "{version:?} {packet:?} {id:?}");
+        }
+        let auth = protocol::lookup(version, Stage::Connected, Auth, None).reaction;
+        if version.is_v5() {
+            assert_eq!(auth, Reaction::Violation(Rule::AuthNotSupported));
+        } else {
+            assert_eq!(auth, Reaction::Malformed);
+        }
+        for packet in protocol::PACKETS {
+            let before = protocol::lookup(version, Stage::BeforeConnect, packet, None).reaction;
+            let after = protocol::lookup(version, Stage::Closed, packet, None).reaction;
+            assert_eq!(after, Reaction::Ignore);
+            if packet == Connect {
+                assert_eq!(before, Reaction::Accept);
+            } else {
+                assert_eq!(before, Reaction::Violation(Rule::FirstPacketNotConnect));
+            }
+        }
+    }
+}
+
 /// The rendered table in docs/spec/protocol-table.md is the table's; `TACHYON_BLESS=1`
 /// writes it.
 #[test]
@@ -538,5 +637,24 @@ fn table_doc_is_current() {
     assert!(
         have == want,
         "docs/spec/protocol-table.md is not the table in protocol.rs: run `TACHYON_BLESS=1 cargo test -p tachyon-engine --test protocol_table`"
+    );
+}
+
+/// v5 [MQTT-4.4.0-2]: a PUBREC with a Reason Code of 0x80 or more ends the flow, also when
+/// it repeats a PUBREC after the PUBREL: nothing is resent on reconnect.
+#[test]
+fn repeated_pubrec_with_error_ends_the_flow() {
+    let mut s = connected(ProtocolVersion::V5, IdState::AwaitPubComp);
+    let id = pid(s.pid);
+    s.c.send(
+        s.conn,
+        &Packet::PubRec(PubResp::new(id, ReasonCode::UNSPECIFIED_ERROR)),
+    );
+    assert!(s.c.recv(s.conn).is_empty());
+    after(
+        &mut s,
+        "PUBREC 0x80 after PUBREL",
+        IdState::AwaitPubComp,
+        Reaction::EndFlow,
     );
 }

@@ -170,3 +170,54 @@ fn persistent_connected_takeover_changes_expiry() {
         );
     }
 }
+
+/// A client id homed at `home` among `n` shards.
+fn id_homed_at(home: usize, n: usize) -> String {
+    (0..)
+        .map(|i| format!("raced-{i}"))
+        .find(|id| tachyon_engine::home_shard(id.as_bytes(), n) == home)
+        .expect("some id is homed there")
+}
+
+/// The same rules when the connections race: a persistent session S is connected; a clean
+/// CONNECT (B) claims it, and before B's claim completes a persistent CONNECT (C) claims
+/// again. B came first, so its Clean Start ended S (v3.1.1 [MQTT-3.1.2-6]; v5
+/// [MQTT-3.1.2-4]), and B's own session ends with B's connection: C finds no session
+/// (Session Present 0, v5 [MQTT-3.2.2-3]) and S's subscription is gone; S's Will is published
+/// once. B is closed without a CONNACK.
+#[test]
+fn clean_claim_in_flight_then_persistent_takeover_finds_no_session() {
+    for version in [V311, V5] {
+        let mut c = Cluster::new(3);
+        let watch = c.connect(0, V5, "watch", true);
+        c.subscribe(watch, "will/#", QoS::AtMostOnce);
+        let p = c.connect(0, V5, "pub", true);
+        let id = id_homed_at(2, 3);
+        let (a, _) = c.connect_with(0, with_will(persistent(version, &id), None));
+        c.subscribe(a, "t", QoS::AtLeastOnce);
+        // B (clean) and C (persistent) on shard 1; the home shard's mail is held until
+        // both claims reached it.
+        let b = c.open_holding(1, version, 2);
+        c.send_holding(b, &Packet::Connect(Box::new(ephemeral(version, &id))), 2);
+        let cc = c.open_holding(1, version, 2);
+        c.send_holding(cc, &Packet::Connect(Box::new(persistent(version, &id))), 2);
+        c.pump();
+        let got = c.recv(cc);
+        assert!(
+            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.reason == ReasonCode::SUCCESS && !ack.session_present),
+            "{version:?}: {got:?}"
+        );
+        assert!(c.is_closed(a) && c.is_closed(b), "{version:?}");
+        assert!(
+            !c.recv(b).iter().any(|p| matches!(p, Packet::ConnAck(_))),
+            "{version:?}: B never got a CONNACK"
+        );
+        assert_eq!(
+            c.publishes(watch, true).len(),
+            1,
+            "{version:?}: A's will once"
+        );
+        c.publish(p, "t", b"x", QoS::AtLeastOnce, false, 1);
+        assert!(c.publishes(cc, true).is_empty(), "{version:?}: S ended");
+    }
+}

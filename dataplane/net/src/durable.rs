@@ -344,6 +344,14 @@ impl ShardLog {
         if self.failed && self.last_retry.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
             return;
         }
+        // Everything below may wait for the disk (page faults in the mapping, a segment roll,
+        // msync, unlinks): a slow disk is not a hung shard.
+        self.busy(tachyon_stats::Busy::Wal);
+        self.step_inner(engine, now, idle);
+        self.done();
+    }
+
+    fn step_inner(&mut self, engine: &mut Engine, now: u64, idle: bool) {
         // What a commit releases can log more (a deferred QoS 2 message is routed once its
         // "received" record is durable): a few rounds, so that it does not wait for the
         // next loop pass (which may sleep).
@@ -379,7 +387,7 @@ impl ShardLog {
         }
     }
 
-    /// Marks WAL commits and snapshots in the stats region while they run (a slow disk or a
+    /// Marks WAL steps and snapshots in the stats region while they run (a slow disk or a
     /// large snapshot is told apart from a hung shard; see `supervisor.hang_timeout_ms`).
     pub fn watch(&mut self, busy: Option<tachyon_stats::BusyMarker>) {
         self.busy = busy;
@@ -408,8 +416,10 @@ impl ShardLog {
     /// the connections close at shutdown, so that the acknowledgements waiting for it and
     /// the DISCONNECT go out).
     pub fn commit_now(&mut self, engine: &mut Engine, now: u64) {
+        self.busy(tachyon_stats::Busy::Wal);
         self.append(engine);
         self.commit(engine, now);
+        self.done();
     }
 
     /// At shutdown: everything the engine logged is written and committed.
@@ -472,10 +482,7 @@ impl ShardLog {
             return;
         }
         let t = Instant::now();
-        self.busy(tachyon_stats::Busy::WalCommit);
-        let res = self.wal.commit();
-        self.done();
-        match res {
+        match self.wal.commit() {
             Ok(_) => {
                 let ns = t.elapsed().as_nanos() as u64;
                 self.commits += 1;
@@ -518,7 +525,8 @@ impl ShardLog {
             "snapshot written into the WAL"
         );
         self.append(engine);
-        self.done();
+        // Back in the WAL step that called it.
+        self.busy(tachyon_stats::Busy::Wal);
         // The snapshot's own bytes do not count towards the next one.
         self.next_snapshot_at = self
             .snapshot_after_bytes

@@ -35,7 +35,7 @@ impl ControlHooks {
         }
     }
 
-    /// The marker with which shard `shard`'s long operations (WAL commits, snapshots) tell
+    /// The marker with which shard `shard`'s long operations (WAL steps, snapshots) tell
     /// the control plane's hang check that the shard is slow, not hung.
     pub(crate) fn busy_marker(&self, shard: usize) -> Option<tachyon_stats::BusyMarker> {
         self.stats
@@ -72,6 +72,13 @@ pub(crate) fn clock_us(epoch: Instant) -> u64 {
 }
 
 impl Observer {
+    /// The shard stops (draining output, closing its log): the hang check leaves it alone.
+    pub(crate) fn shutting_down(&self) {
+        if let Some(slot) = &self.slot {
+            slot.busy_marker().begin(tachyon_stats::Busy::Shutdown);
+        }
+    }
+
     /// Publishes the shard's block when it is due (`now` in engine milliseconds).
     pub(crate) fn step(&mut self, now: u64, engine: &mut Engine, log: Option<&ShardLog>) {
         let Some(slot) = &self.slot else { return };

@@ -39,15 +39,19 @@ pub fn monotonic_ms() -> u64 {
 pub enum Busy {
     /// Writing its state into the WAL (a snapshot).
     Snapshot = 1,
-    /// Waiting for the WAL to reach the disk (msync).
-    WalCommit = 2,
+    /// Writing the WAL or waiting for it to reach the disk (appending into the mapped
+    /// segments, rolling to a new segment, msync, deleting old segments).
+    Wal = 2,
+    /// Stopping: draining its connections' output, closing its log (`net.shutdown_drain_ms`).
+    Shutdown = 3,
 }
 
 impl Busy {
     fn from_word(w: u64) -> Option<Busy> {
         match w >> 48 {
             1 => Some(Busy::Snapshot),
-            2 => Some(Busy::WalCommit),
+            2 => Some(Busy::Wal),
+            3 => Some(Busy::Shutdown),
             _ => None,
         }
     }
@@ -55,7 +59,8 @@ impl Busy {
     pub fn name(self) -> &'static str {
         match self {
             Busy::Snapshot => "snapshot",
-            Busy::WalCommit => "wal_commit",
+            Busy::Wal => "wal",
+            Busy::Shutdown => "shutdown",
         }
     }
 }
@@ -321,15 +326,25 @@ pub struct BusyMarker {
 }
 
 impl BusyMarker {
+    /// The shard enters `what`. `Shutdown` stays until the process ends: the operations of
+    /// a stopping shard do not replace it. (Only the shard writes its word: no race.)
     pub fn begin(&self, what: Busy) {
-        let w = ((what as u64) << 48) | (monotonic_ms() & BUSY_SINCE_MASK);
-        self.region.block(self.shard)[WORD_BUSY].store(w, Ordering::Release);
+        let word = &self.region.block(self.shard)[WORD_BUSY];
+        if Busy::from_word(word.load(Ordering::Relaxed)) == Some(Busy::Shutdown) {
+            return;
+        }
+        word.store(
+            ((what as u64) << 48) | (monotonic_ms() & BUSY_SINCE_MASK),
+            Ordering::Release,
+        );
     }
 
     /// The operation ended; it counts as progress.
     pub fn end(&self) {
         let b = self.region.block(self.shard);
-        b[WORD_BUSY].store(0, Ordering::Release);
+        if Busy::from_word(b[WORD_BUSY].load(Ordering::Relaxed)) != Some(Busy::Shutdown) {
+            b[WORD_BUSY].store(0, Ordering::Release);
+        }
         b[WORD_PROGRESS_MONO].store(monotonic_ms(), Ordering::Release);
     }
 }
@@ -391,6 +406,11 @@ mod tests {
         let s0 = r.read(0);
         assert_eq!(s0.busy, None);
         assert!(s0.progress_mono_ms > 0);
+        // A stopping shard stays marked whatever it does next.
+        marker.begin(Busy::Shutdown);
+        marker.begin(Busy::Wal);
+        marker.end();
+        assert!(matches!(r.read(0).busy, Some((Busy::Shutdown, _))));
         // A new region replaces the file; the old mapping stays readable.
         let _fresh = Region::create(&path, 1).unwrap();
         assert_eq!(r.read(0).get(Counter::MsgsInQos1), 7);

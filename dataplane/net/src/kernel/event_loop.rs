@@ -320,6 +320,7 @@ impl Shard {
                 .step(now, &mut self.engine, self.log.as_ref());
 
             if drain_deadline.is_none() && self.ctx.shutdown.is_triggered() {
+                self.ctx.observer.shutting_down();
                 self.stop_listening();
                 if let Some(log) = &mut self.log {
                     log.commit_now(&mut self.engine, now);
