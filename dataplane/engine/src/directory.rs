@@ -28,15 +28,7 @@ impl Engine {
                     to_conn: conn,
                 },
             ),
-            None => self.send_mail(
-                shard,
-                Mail::Transfer {
-                    client_id,
-                    conn,
-                    handover: Handover::None,
-                    discard: false,
-                },
-            ),
+            None => self.transfer(shard, client_id, conn, Handover::None),
         }
     }
 
@@ -102,15 +94,7 @@ impl Engine {
                     // The new connection starts a new session (v5 [MQTT-3.1.2-6],
                     // [MQTT-3.2.2-3]: Session Present 0).
                     self.end_session(now, skey, will);
-                    self.send_mail(
-                        to_shard,
-                        Mail::Transfer {
-                            client_id,
-                            conn: to_conn,
-                            handover: Handover::None,
-                            discard: false,
-                        },
-                    );
+                    self.transfer(to_shard, client_id, to_conn, Handover::None);
                     return;
                 }
                 if let Some(w) = will {
@@ -128,15 +112,7 @@ impl Engine {
                 }
             }
             let handover = self.give_away(skey, to_shard);
-            self.send_mail(
-                to_shard,
-                Mail::Transfer {
-                    client_id,
-                    conn: to_conn,
-                    handover,
-                    discard: false,
-                },
-            );
+            self.transfer(to_shard, client_id, to_conn, handover);
             return;
         }
         // Our own claim for this id is still in flight: pass the session on when it arrives.
@@ -152,15 +128,24 @@ impl Engine {
                 return;
             }
         }
-        self.send_mail(
-            to_shard,
-            Mail::Transfer {
-                client_id,
-                conn: to_conn,
-                handover: Handover::None,
-                discard: false,
-            },
-        );
+        self.transfer(to_shard, client_id, to_conn, Handover::None);
+    }
+
+    /// Answers a claim with the session (or none) it finds.
+    fn transfer(
+        &mut self,
+        to_shard: ShardId,
+        client_id: Utf8Str,
+        to_conn: ConnId,
+        handover: Handover,
+    ) {
+        let mail = Mail::Transfer {
+            client_id,
+            conn: to_conn,
+            handover,
+            discard: false,
+        };
+        self.send_mail(to_shard, mail);
     }
 
     /// Gives a detached session to `to_shard`. On this shard it stays where it is; to another
