@@ -304,43 +304,13 @@ const CONNECTING: &[Stage] = &[Stage::Connecting];
 const BEFORE_CONNECT: &[Stage] = &[Stage::BeforeConnect];
 const CLOSED: &[Stage] = &[Stage::Closed];
 const ALL_PACKETS: &[Inbound] = &PACKETS;
+/// Every packet but CONNECT (`PACKETS` starts with CONNECT and ends with AUTH).
+const NOT_CONNECT: &[Inbound] = ALL_PACKETS.split_at(1).1;
 /// Every packet but CONNECT and AUTH.
-const NOT_CONNECT_AUTH: &[Inbound] = &[
-    Inbound::ConnAck,
-    Inbound::Publish0,
-    Inbound::Publish1,
-    Inbound::Publish2,
-    Inbound::PubAck,
-    Inbound::PubRec,
-    Inbound::PubRel,
-    Inbound::PubComp,
-    Inbound::Subscribe,
-    Inbound::SubAck,
-    Inbound::Unsubscribe,
-    Inbound::UnsubAck,
-    Inbound::PingReq,
-    Inbound::PingResp,
-    Inbound::Disconnect,
-];
-/// Every packet but CONNECT.
-const NOT_CONNECT: &[Inbound] = &[
-    Inbound::ConnAck,
-    Inbound::Publish0,
-    Inbound::Publish1,
-    Inbound::Publish2,
-    Inbound::PubAck,
-    Inbound::PubRec,
-    Inbound::PubRel,
-    Inbound::PubComp,
-    Inbound::Subscribe,
-    Inbound::SubAck,
-    Inbound::Unsubscribe,
-    Inbound::UnsubAck,
-    Inbound::PingReq,
-    Inbound::PingResp,
-    Inbound::Disconnect,
-    Inbound::Auth,
-];
+const NOT_CONNECT_AUTH: &[Inbound] = NOT_CONNECT.split_at(NOT_CONNECT.len() - 1).0;
+const _: () = assert!(
+    matches!(PACKETS[0], Inbound::Connect) && matches!(PACKETS[PACKETS.len() - 1], Inbound::Auth)
+);
 const FREE: &[IdState] = &[IdState::Free];
 const AWAIT_PUBREL: &[IdState] = &[IdState::AwaitPubRel];
 const AWAIT_PUBREL_ANY: &[IdState] = &[IdState::AwaitPubRel, IdState::AwaitPubRelEarlier];
