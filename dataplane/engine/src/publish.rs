@@ -96,11 +96,11 @@ impl Engine {
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {}
             (qos, Some(pid)) => {
-                let s = self
+                let f = self
                     .sessions
-                    .get_mut(skey)
-                    .expect("connected conns have sessions");
-                let f = s.flows();
+                    .get(skey)
+                    .expect("connected conns have sessions")
+                    .flows();
                 if !f.qos2_incoming.is_empty() && f.qos2_incoming.contains(&pid.get()) {
                     // The identifier is held by the client's QoS 2 flow: the protocol table
                     // decides (a QoS 2 retransmission, an identifier in use, or a client that
@@ -127,21 +127,21 @@ impl Engine {
                     }
                     self.release_held_id(conn, skey, inbound, pid);
                 }
-                let s = self
-                    .sessions
-                    .get_mut(skey)
-                    .expect("connected conns have sessions");
-                if qos == QoS::AtLeastOnce {
-                    // Inbound QoS 1 identifiers are not tracked: PUBACK at once (v5
-                    // [MQTT-4.3.2-5]).
-                } else if s.flows().qos2_incoming.len() >= receive_max_in as usize {
-                    // v5 [MQTT-3.3.4-7]
-                    let v = Violation::ReceiveMaximumExceeded {
-                        max: receive_max_in,
-                    };
-                    self.violation(now, conn, v, None);
-                    return;
-                } else {
+                // Inbound QoS 1 identifiers are not tracked: PUBACK at once (v5
+                // [MQTT-4.3.2-5]); a QoS 2 one is held until PUBREL.
+                if qos == QoS::ExactlyOnce {
+                    let s = self
+                        .sessions
+                        .get_mut(skey)
+                        .expect("connected conns have sessions");
+                    if s.flows().qos2_incoming.len() >= receive_max_in as usize {
+                        // v5 [MQTT-3.3.4-7]
+                        let v = Violation::ReceiveMaximumExceeded {
+                            max: receive_max_in,
+                        };
+                        self.violation(now, conn, v, None);
+                        return;
+                    }
                     s.flows_mut().qos2_incoming.insert(pid.get());
                 }
             }
