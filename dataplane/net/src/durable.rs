@@ -669,3 +669,49 @@ pub fn inspect(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The WAL step marks the shard busy while it runs and leaves it unmarked with fresh
+    /// progress after (the hang check's view of a working shard); a stopping shard stays
+    /// marked as such through its last commits.
+    #[test]
+    fn wal_step_marks_the_shard_for_the_hang_check() {
+        let dir = std::env::temp_dir().join(format!("tachyon-durable-busy-{}", std::process::id()));
+        let d = DurabilityConfig {
+            data_dir: dir.join("data"),
+            sync: SyncPolicy::Sync {
+                max_delay_us: 0,
+                max_records: 16,
+            },
+            segment_bytes: 1 << 20,
+            snapshot_after_bytes: 1 << 30,
+        };
+        let Prepared {
+            mut engines,
+            mut logs,
+            lock: _lock,
+        } = prepare(1, &EngineConfig::default(), Some(&d), Instant::now()).unwrap();
+        let region = tachyon_stats::Region::create(&dir.join("stats"), 1).unwrap();
+        let mut log = logs.remove(0).expect("durability on");
+        log.watch(Some(region.slot(0).busy_marker()));
+        assert_eq!(region.read(0).progress_mono_ms, 0);
+        log.step(&mut engines[0], 1, true);
+        let s = region.read(0);
+        assert_eq!(s.busy, None, "unmarked after the step");
+        assert!(s.progress_mono_ms > 0, "the step counts as progress");
+        region
+            .slot(0)
+            .busy_marker()
+            .begin(tachyon_stats::Busy::Shutdown);
+        log.commit_now(&mut engines[0], 2);
+        assert!(matches!(
+            region.read(0).busy,
+            Some((tachyon_stats::Busy::Shutdown, _))
+        ));
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
